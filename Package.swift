@@ -1,0 +1,73 @@
+// swift-tools-version:6.1
+// The import direction of these targets is the one in ARCHITECTURE.md: arrows point down.
+import PackageDescription
+
+let strict: [SwiftSetting] = [
+    .swiftLanguageMode(.v6),
+    .enableUpcomingFeature("InternalImportsByDefault"),
+    .enableUpcomingFeature("MemberImportVisibility"),
+    .enableUpcomingFeature("ExistentialAny"),
+]
+
+let package = Package(
+    name: "peerjs",
+    platforms: [.macOS(.v14)],
+    products: [
+        .executable(name: "peerjs", targets: ["peerjs"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
+        .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
+    ],
+    targets: [
+        // Tiny C shims for what Swift's Glibc module cannot reach (_GNU_SOURCE calls, CMSG macros).
+        .target(name: "CSystem"),
+        .target(name: "PeerProtocol", swiftSettings: strict),
+        .target(name: "IPC", dependencies: ["CSystem"], swiftSettings: strict),
+        .target(
+            name: "Broker",
+            dependencies: [
+                "PeerProtocol", "IPC",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOWebSocket", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict
+        ),
+        .target(
+            name: "Supervisor",
+            dependencies: ["IPC", "CSystem", .product(name: "Logging", package: "swift-log")],
+            swiftSettings: strict
+        ),
+        .executableTarget(
+            name: "peerjs",
+            dependencies: [
+                "PeerProtocol", "IPC", "Broker", "Supervisor",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict
+        ),
+        // Test support: runs the real binary, speaks WebSocket and HTTP to it over 127.0.0.1.
+        .target(
+            name: "PeerJSTesting",
+            dependencies: [
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOWebSocket", package: "swift-nio"),
+            ],
+            swiftSettings: strict
+        ),
+        .testTarget(name: "PeerProtocolTests", dependencies: ["PeerProtocol"], swiftSettings: strict),
+        .testTarget(name: "IPCTests", dependencies: ["IPC", "CSystem"], swiftSettings: strict),
+        .testTarget(
+            name: "ProcessModelTests",
+            dependencies: ["PeerJSTesting", "peerjs"],
+            swiftSettings: strict
+        ),
+    ]
+)
