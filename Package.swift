@@ -21,10 +21,10 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
     ],
     targets: [
-        // Tiny C shims for what Swift's Glibc module cannot reach (_GNU_SOURCE calls, CMSG macros).
-        .target(name: "CSystem"),
+        // Tiny C shims (named CShim: swift-system owns the name CSystem) for what Swift's Glibc module cannot reach (_GNU_SOURCE calls, CMSG macros).
+        .target(name: "CShim"),
         .target(name: "PeerProtocol", swiftSettings: strict),
-        .target(name: "IPC", dependencies: ["CSystem"], swiftSettings: strict),
+        .target(name: "IPC", dependencies: ["CShim"], swiftSettings: strict),
         .target(
             name: "Broker",
             dependencies: [
@@ -39,7 +39,7 @@ let package = Package(
         ),
         .target(
             name: "Supervisor",
-            dependencies: ["IPC", "CSystem", .product(name: "Logging", package: "swift-log")],
+            dependencies: ["IPC", "CShim", .product(name: "Logging", package: "swift-log")],
             swiftSettings: strict
         ),
         .executableTarget(
@@ -63,7 +63,7 @@ let package = Package(
             swiftSettings: strict
         ),
         .testTarget(name: "PeerProtocolTests", dependencies: ["PeerProtocol"], swiftSettings: strict),
-        .testTarget(name: "IPCTests", dependencies: ["IPC", "CSystem"], swiftSettings: strict),
+        .testTarget(name: "IPCTests", dependencies: ["IPC", "CShim"], swiftSettings: strict),
         .testTarget(
             name: "ProcessModelTests",
             dependencies: ["PeerJSTesting", "peerjs"],

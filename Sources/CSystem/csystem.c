@@ -1,2 +1,0 @@
-#include "csystem.h"
-int csystem_placeholder(void) { return 0; }

@@ -1,5 +1,0 @@
-#ifndef CSYSTEM_H
-#define CSYSTEM_H
-#include <sys/types.h>
-int csystem_placeholder(void);
-#endif
