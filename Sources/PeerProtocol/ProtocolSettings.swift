@@ -11,6 +11,8 @@ public struct ProtocolSettings: Sendable, Equatable {
     public var concurrentLimit: Int
     /// Whether `GET /{key}/peers` lists the realm's ids.
     public var allowDiscovery: Bool
+    /// How often offline queues are swept for expiry (`cleanup_out_msgs`).
+    public var cleanupIntervalMs: Int64
     /// The most messages kept for one offline id; past it the sender gets `EXPIRE` at once.
     public var maxQueuedPerDestination: Int
     /// The most bytes kept in all offline queues together; past it senders get `EXPIRE` at once.
@@ -22,6 +24,7 @@ public struct ProtocolSettings: Sendable, Equatable {
         aliveTimeoutMs: Int64 = 60000,
         concurrentLimit: Int = 5000,
         allowDiscovery: Bool = false,
+        cleanupIntervalMs: Int64 = 1000,
         maxQueuedPerDestination: Int = 256,
         maxQueuedBytes: Int = 64 << 20
     ) {
@@ -30,6 +33,7 @@ public struct ProtocolSettings: Sendable, Equatable {
         self.aliveTimeoutMs = aliveTimeoutMs
         self.concurrentLimit = concurrentLimit
         self.allowDiscovery = allowDiscovery
+        self.cleanupIntervalMs = cleanupIntervalMs
         self.maxQueuedPerDestination = maxQueuedPerDestination
         self.maxQueuedBytes = maxQueuedBytes
     }

@@ -197,7 +197,7 @@ public final class SignalingEngine<Transport: PeerTransport, Store: Registry> {
 
     /// How often the owner should call `tick()` so that expiry and liveness keep their timing.
     public var tickIntervalMs: Int64 {
-        max(5, min(300, settings.aliveTimeoutMs / 6, settings.expireTimeoutMs / 4))
+        max(5, min(300, settings.aliveTimeoutMs / 6, settings.cleanupIntervalMs))
     }
 
     // MARK: - HTTP side

@@ -48,10 +48,10 @@ struct Listener {
         let fd = socket(family, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue) | Int32(SOCK_NONBLOCK.rawValue), 0)
         guard fd >= 0 else { throw SupervisorError(.bind, "socket() for \(address) failed: \(SupervisorError.errnoText())") }
         var on: Int32 = 1
-        var off: Int32 = 0
         setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, socklen_t(MemoryLayout<Int32>.size))
         if family == AF_INET6 {
-            setsockopt(fd, Int32(IPPROTO_IPV6), IPV6_V6ONLY, dualStack ? &off : &on, socklen_t(MemoryLayout<Int32>.size))
+            var v6only: Int32 = dualStack ? 0 : 1
+            setsockopt(fd, Int32(IPPROTO_IPV6), IPV6_V6ONLY, &v6only, socklen_t(MemoryLayout<Int32>.size))
         }
         var storage = sockaddr_storage()
         let length: socklen_t

@@ -110,7 +110,7 @@ public final class Supervisor {
 
     private func spawnBroker() throws(SupervisorError) {
         restartAt = nil
-        let (mine, theirs) = try wrap { try HandoffChannel.pair() }
+        let (mine, theirs) = try wrap { () throws(IPCError) in try HandoffChannel.pair() }
         let pid: pid_t
         do {
             pid = try RoleSpawner.spawn(
@@ -120,7 +120,7 @@ public final class Supervisor {
             throw SupervisorError(.spawn, "cannot start the broker (\(configuration.executable)): \(error)")
         }
         _ = consume theirs
-        try wrap { try mine.setNonBlocking(true) }
+        try wrap { () throws(IPCError) in try mine.setNonBlocking(true) }
         do {
             try mine.send(type: .hello, message: configuration.broker)
         } catch {
