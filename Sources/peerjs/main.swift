@@ -7,10 +7,10 @@ do {
     try command.run()
 } catch {
     let code = PeerJSCommand.exitCode(for: error)
-    if code == .success {
-        print(PeerJSCommand.fullMessage(for: error))
-    } else if error is ExitCode {
+    if error is ExitCode {
         // A role finished with this status; it has logged why.
+    } else if code == .success {
+        print(PeerJSCommand.fullMessage(for: error))
     } else {
         let message = PeerJSCommand.message(for: error).split(separator: "\n").first.map(String.init) ?? "\(error)"
         let line = Array("peerjs: \(message)\n".utf8)
