@@ -3,8 +3,9 @@ import Glibc
 
 // Parse, then run the chosen role. Usage errors are one line on stderr with status 64.
 do {
-    var command = try PeerJSCommand.parseAsRoot()
-    try command.run()
+    let arguments = Array(CommandLine.arguments.dropFirst())
+    let command = try PeerJSCommand.parseWithConfiguration(arguments)
+    try command.run(arguments: arguments)
 } catch {
     let code = PeerJSCommand.exitCode(for: error)
     if error is ExitCode {
