@@ -341,7 +341,8 @@ public final class WSClient: Sendable {
                             context.pipeline.syncOperations.removeHandler(boundObserver.value, promise: nil)
                         }
                     )
-                    try channel.pipeline.syncOperations.addHTTPClientHandlers(withClientUpgrade: config)
+                    try channel.pipeline.syncOperations.addHTTPClientHandlers(
+                        leftOverBytesStrategy: .forwardBytes, withClientUpgrade: config)
                     try channel.pipeline.syncOperations.addHandler(observer)
                 }
             }

@@ -139,7 +139,7 @@ enum ServerFixture {
 /// Suite trait: one `peerjs` process per suite, started with `arguments` (plus `--host 127.0.0.1 --port 0`),
 /// stopped when the suite ends. Its output is printed when a test of the suite records an issue or throws, and
 /// always when `PEERJS_TEST_LOGS` is set.
-struct PeerServerTrait: SuiteTrait, TestScoping {
+struct PeerServerTrait: SuiteTrait, TestTrait, TestScoping {
     let arguments: [String]
     /// Whether the suite may run against `PEERJS_TEST_URL` instead (it needs no special flags).
     let allowsExternal: Bool
