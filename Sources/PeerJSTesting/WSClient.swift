@@ -1,6 +1,5 @@
 import Foundation
 import NIOCore
-import NIOHTTP1
 import NIOPosix
 import NIOWebSocket
 
@@ -118,55 +117,189 @@ final class UpgradeOutcome: @unchecked Sendable {
     }
 }
 
-/// Collects a non-upgrade HTTP response (e.g. 400 for a wrong path).
-final class UpgradeResponseObserver: ChannelInboundHandler, RemovableChannelHandler {
-    typealias InboundIn = HTTPClientResponsePart
+/// Performs the client side of the WebSocket opening handshake on raw bytes, then installs the NIOWebSocket frame
+/// codec behind itself and forwards every byte (including those that arrived with the 101 response).
+///
+/// NIO's `NIOHTTPClientUpgradeHandler` is not used: its HTTP decoder drops the bytes that follow the 101 response
+/// when the server has already closed (101 + ERROR + close in one burst, which is exactly what a PeerJS server sends
+/// on a refused registration), and the harness must see those frames.
+final class HandshakeHandler: ChannelInboundHandler {
+    typealias InboundIn = ByteBuffer
+    typealias InboundOut = ByteBuffer
+
+    enum State {
+        case awaitingHead
+        case refusedBody(status: Int, headers: [(String, String)], contentLength: Int?)
+        case upgraded
+        case done
+    }
 
     let outcome: UpgradeOutcome
-    var head: HTTPResponseHead?
-    var body: [UInt8] = []
+    let requestKey: String
+    let shared: WSShared
+    var state = State.awaitingHead
+    var buffer: [UInt8] = []
 
-    init(outcome: UpgradeOutcome) {
+    init(outcome: UpgradeOutcome, requestKey: String, shared: WSShared) {
         self.outcome = outcome
+        self.requestKey = requestKey
+        self.shared = shared
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        switch unwrapInboundIn(data) {
-        case .head(let head):
-            self.head = head
-        case .body(let buffer):
-            body += buffer.readableBytesView
-        case .end:
-            finish(context: context)
+        let incoming = unwrapInboundIn(data)
+        switch state {
+        case .upgraded:
+            context.fireChannelRead(data)
+            return
+        case .done:
+            return
+        case .awaitingHead, .refusedBody:
+            buffer += incoming.readableBytesView
+        }
+        process(context: context, eof: false)
+    }
+
+    private func process(context: ChannelHandlerContext, eof: Bool) {
+        if case .awaitingHead = state {
+            guard let end = headEnd() else {
+                if eof { outcome.complete(.failure(HarnessError("connection closed before a complete answer to the WebSocket upgrade"))) }
+                return
+            }
+            let headText = String(decoding: buffer[0..<end], as: UTF8.self)
+            buffer.removeFirst(end + 4)
+            var lines = headText.components(separatedBy: "\r\n")
+            let statusLine = lines.removeFirst()
+            let parts = statusLine.split(separator: " ", maxSplits: 2)
+            guard parts.count >= 2, let status = Int(parts[1]) else {
+                outcome.complete(.failure(HarnessError("bad HTTP status line: \(statusLine)")))
+                state = .done
+                context.close(promise: nil)
+                return
+            }
+            let headers: [(String, String)] = lines.compactMap { line in
+                guard let colon = line.firstIndex(of: ":") else { return nil }
+                return (String(line[..<colon]), line[line.index(after: colon)...].trimmingCharacters(in: .whitespaces))
+            }
+            func header(_ name: String) -> String? { headers.first { $0.0.lowercased() == name }?.1 }
+            if status == 101 {
+                let expected = webSocketAccept(for: requestKey)
+                guard header("upgrade")?.lowercased() == "websocket", header("sec-websocket-accept") == expected else {
+                    outcome.complete(.failure(HarnessError("101 without a valid WebSocket handshake (Upgrade: \(header("upgrade") ?? "-"), Sec-WebSocket-Accept: \(header("sec-websocket-accept") ?? "-"), expected \(expected))")))
+                    state = .done
+                    context.close(promise: nil)
+                    return
+                }
+                state = .upgraded
+                do {
+                    try context.pipeline.syncOperations.addHandlers(
+                        [
+                            WebSocketFrameEncoder(), ByteToMessageHandler(WebSocketFrameDecoder(maxFrameSize: 1 << 24)),
+                            WSFrameHandler(shared: shared),
+                        ], position: .after(self))
+                } catch {
+                    outcome.complete(.failure(error))
+                    context.close(promise: nil)
+                    return
+                }
+                outcome.complete(.success(.upgraded))
+                if !buffer.isEmpty {
+                    let rest = context.channel.allocator.buffer(bytes: buffer)
+                    buffer = []
+                    context.fireChannelRead(wrapInboundOut(rest))
+                    context.fireChannelReadComplete()
+                }
+                return
+            }
+            let length = header("content-length").flatMap { Int($0) }
+            state = .refusedBody(status: status, headers: headers, contentLength: length)
+        }
+        if case .refusedBody(let status, let headers, let length) = state {
+            if let length, buffer.count >= length {
+                finishRefusal(context: context, status: status, headers: headers, body: Array(buffer.prefix(length)))
+            } else if eof || length == nil && buffer.isEmpty && status >= 100 && (status == 204 || status == 304) {
+                finishRefusal(context: context, status: status, headers: headers, body: buffer)
+            }
         }
     }
 
-    private func finish(context: ChannelHandlerContext) {
-        if let head {
-            outcome.complete(
-                .success(
-                    .refused(
-                        UpgradeRefusal(
-                            status: Int(head.status.code), headers: head.headers.map { ($0.name, $0.value) },
-                            body: body))))
-        }
+    private func finishRefusal(context: ChannelHandlerContext, status: Int, headers: [(String, String)], body: [UInt8]) {
+        state = .done
+        outcome.complete(.success(.refused(UpgradeRefusal(status: status, headers: headers, body: body))))
         context.close(promise: nil)
     }
 
+    private func headEnd() -> Int? {
+        guard buffer.count >= 4 else { return nil }
+        for index in 0...(buffer.count - 4)
+        where buffer[index] == 13 && buffer[index + 1] == 10 && buffer[index + 2] == 13 && buffer[index + 3] == 10 {
+            return index
+        }
+        return nil
+    }
+
     func channelInactive(context: ChannelHandlerContext) {
-        if head != nil {
-            finish(context: context)
-        } else {
-            outcome.complete(.failure(HarnessError("connection closed before any answer to the WebSocket upgrade")))
+        switch state {
+        case .awaitingHead, .refusedBody:
+            process(context: context, eof: true)
+            outcome.complete(.failure(HarnessError("connection closed before a complete answer to the WebSocket upgrade")))
+        case .upgraded, .done:
+            break
         }
         context.fireChannelInactive()
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        if head != nil { return }  // e.g. the upgrade handler's complaint about a non-101 answer
-        outcome.complete(.failure(HarnessError("WebSocket upgrade failed: \(error)")))
-        context.close(promise: nil)
+        switch state {
+        case .upgraded:
+            context.fireErrorCaught(error)
+        default:
+            outcome.complete(.failure(HarnessError("WebSocket handshake failed: \(error)")))
+            context.close(promise: nil)
+        }
     }
+}
+
+/// `base64(SHA-1(key + GUID))`, the expected `Sec-WebSocket-Accept` (RFC 6455 §4.2.2).
+func webSocketAccept(for key: String) -> String {
+    Data(sha1(Array((key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11").utf8))).base64EncodedString()
+}
+
+/// SHA-1 (FIPS 180-4), only for checking the handshake.
+func sha1(_ message: [UInt8]) -> [UInt8] {
+    var h: [UInt32] = [0x6745_2301, 0xEFCD_AB89, 0x98BA_DCFE, 0x1032_5476, 0xC3D2_E1F0]
+    var data = message
+    let bitLength = UInt64(message.count) * 8
+    data.append(0x80)
+    while data.count % 64 != 56 { data.append(0) }
+    for shift in stride(from: 56, through: 0, by: -8) { data.append(UInt8((bitLength >> UInt64(shift)) & 0xff)) }
+    func rotl(_ x: UInt32, _ n: UInt32) -> UInt32 { (x << n) | (x >> (32 - n)) }
+    var w = [UInt32](repeating: 0, count: 80)
+    for chunk in stride(from: 0, to: data.count, by: 64) {
+        for i in 0..<16 {
+            let b = chunk + 4 * i
+            w[i] = UInt32(data[b]) << 24 | UInt32(data[b + 1]) << 16 | UInt32(data[b + 2]) << 8 | UInt32(data[b + 3])
+        }
+        for i in 16..<80 { w[i] = rotl(w[i - 3] ^ w[i - 8] ^ w[i - 14] ^ w[i - 16], 1) }
+        var (a, b, c, d, e) = (h[0], h[1], h[2], h[3], h[4])
+        for i in 0..<80 {
+            let (f, k): (UInt32, UInt32)
+            switch i {
+            case 0..<20: (f, k) = ((b & c) | (~b & d), 0x5A82_7999)
+            case 20..<40: (f, k) = (b ^ c ^ d, 0x6ED9_EBA1)
+            case 40..<60: (f, k) = ((b & c) | (b & d) | (c & d), 0x8F1B_BCDC)
+            default: (f, k) = (b ^ c ^ d, 0xCA62_C1D6)
+            }
+            let temp = rotl(a, 5) &+ f &+ e &+ k &+ w[i]
+            (e, d, c, b, a) = (d, c, rotl(b, 30), a, temp)
+        }
+        h[0] = h[0] &+ a
+        h[1] = h[1] &+ b
+        h[2] = h[2] &+ c
+        h[3] = h[3] &+ d
+        h[4] = h[4] &+ e
+    }
+    return h.flatMap { word in (0..<4).map { UInt8((word >> (24 - 8 * UInt32($0))) & 0xff) } }
 }
 
 /// Receives WebSocket frames after the upgrade; answers pings when asked to; records everything in the inbox.
@@ -247,7 +380,8 @@ final class WSFrameHandler: ChannelInboundHandler {
     }
 }
 
-/// A WebSocket client for tests, built on SwiftNIO (HTTP/1 client upgrade, then the WebSocket frame codec).
+/// A WebSocket client for tests, built on SwiftNIO: an opening handshake on raw bytes (see `HandshakeHandler`), then
+/// NIOWebSocket's frame encoder and decoder.
 ///
 /// Frames are queued as they arrive and read with bounded waits: ``nextFrame(timeout:)``, ``nextJSON(timeout:)``,
 /// ``expectNoFrame(within:)``, ``waitForClose(timeout:)``. Server pings are answered while ``autoPong`` is on.
@@ -319,6 +453,8 @@ public final class WSClient: Sendable {
         let outcome = UpgradeOutcome(promise: loop.makePromise(of: UpgradeOutcome.Result.self))
         let rawBox = Locked<NIOLoopBound<RawWriteHandler>?>(nil)
 
+        let requestKey = Data((0..<16).map { _ in UInt8.random(in: 0...255) }).base64EncodedString()
+
         let bootstrap = ClientBootstrap(group: loop)
             .connectTimeout(.milliseconds(Int64(timeout.components.seconds * 1000)))
             .channelInitializer { channel in
@@ -326,34 +462,16 @@ public final class WSClient: Sendable {
                     let raw = RawWriteHandler()
                     rawBox.withLock { $0 = NIOLoopBound(raw, eventLoop: channel.eventLoop) }
                     try channel.pipeline.syncOperations.addHandler(raw)
-                    let observer = UpgradeResponseObserver(outcome: outcome)
-                    let boundObserver = NIOLoopBound(observer, eventLoop: channel.eventLoop)
-                    let upgrader = NIOWebSocketClientUpgrader(maxFrameSize: 1 << 24, automaticErrorHandling: false) {
-                        channel, _ in
-                        channel.eventLoop.makeCompletedFuture {
-                            try channel.pipeline.syncOperations.addHandler(WSFrameHandler(shared: shared))
-                            outcome.complete(.success(.upgraded))
-                        }
-                    }
-                    let config: NIOHTTPClientUpgradeConfiguration = (
-                        upgraders: [upgrader],
-                        completionHandler: { context in
-                            context.pipeline.syncOperations.removeHandler(boundObserver.value, promise: nil)
-                        }
-                    )
-                    try channel.pipeline.syncOperations.addHTTPClientHandlers(
-                        leftOverBytesStrategy: .forwardBytes, withClientUpgrade: config)
-                    try channel.pipeline.syncOperations.addHandler(observer)
+                    try channel.pipeline.syncOperations.addHandler(
+                        HandshakeHandler(outcome: outcome, requestKey: requestKey, shared: shared))
                 }
             }
         let channel = try await bootstrap.connect(host: host, port: port).get()
         let uri = path + (query.map { "?" + $0 } ?? "")
-        var headers = HTTPHeaders()
-        headers.add(name: "Host", value: "\(host):\(port)")
-        headers.add(name: "Content-Length", value: "0")
-        let head = HTTPRequestHead(version: .http1_1, method: .GET, uri: uri, headers: headers)
-        channel.write(HTTPClientRequestPart.head(head), promise: nil)
-        channel.writeAndFlush(HTTPClientRequestPart.end(nil), promise: nil)
+        let request =
+            "GET \(uri) HTTP/1.1\r\nHost: \(host):\(port)\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            + "Sec-WebSocket-Key: \(requestKey)\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        channel.writeAndFlush(ByteBuffer(string: request), promise: nil)
 
         let timer = loop.scheduleTask(in: .nanoseconds(Int64(timeout.components.seconds) * 1_000_000_000 + timeout.components.attoseconds / 1_000_000_000)) {
             outcome.complete(.failure(HarnessError("no answer to the WebSocket upgrade of \(uri) within \(timeout)")))

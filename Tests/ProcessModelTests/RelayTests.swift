@@ -19,6 +19,30 @@ extension SharedServer {
             await b.ws.close()
         }
 
+        @Test("24b any JSON key order (the 1.x client sends type, payload, dst) and insignificant whitespace are accepted")
+        func keyOrderAndWhitespace() async throws {
+            let s = try Endpoint.current()
+            let a = try await s.register("a")
+            let b = try await s.register("b")
+            let texts = [
+                #"{"type":"OFFER","payload":{"sdp":{"type":"offer","sdp":"v=0\r\n"},"connectionId":"dc_1"},"dst":"B"}"#,
+                #"{"dst":"B","payload":{"x":1},"type":"OFFER"}"#,
+                #"{"payload":{"x":2},"type":"ANSWER","dst":"B"}"#,
+                "{\n  \"type\" : \"CANDIDATE\",\n  \"dst\" : \"B\",\n  \"payload\" : { \"x\" : [ 1, 2 ] }\n}\n",
+                "\t{ \"type\":\"OFFER\" , \"dst\":\"B\", \"payload\":\"spaced\" } ",
+            ]
+            for text in texts {
+                let message = try JSONValue.parse(text.replacingOccurrences(of: "\"B\"", with: "\"\(b.id)\""))
+                try await a.ws.sendText(text.replacingOccurrences(of: "\"B\"", with: "\"\(b.id)\""))
+                let got = try await b.ws.nextJSON(timeout: .seconds(2))
+                #expect(
+                    got == ["type": message["type"]!, "src": .string(a.id), "dst": .string(b.id), "payload": message["payload"]!],
+                    "sent \(text)")
+            }
+            await a.ws.close()
+            await b.ws.close()
+        }
+
         @Test("25 ANSWER and CANDIDATE are relayed too, and many messages A→B keep their order")
         func answerCandidateOrder() async throws {
             let s = try Endpoint.current()
