@@ -1,1 +1,336 @@
-// placeholder
+import CShim
+import Glibc
+public import IPC
+public import Logging
+
+/// What the supervisor needs: where to listen, what to tell the broker, how to start it.
+public struct SupervisorConfiguration: Sendable {
+    /// Listen addresses; nil listens on every address (IPv6 and IPv4).
+    public var host: String?
+    public var port: UInt16
+    /// The broker's settings, sent in its `hello` frame.
+    public var broker: BrokerSettings
+    /// The binary to start for the broker role (this same binary).
+    public var executable: String
+    /// The broker's argv, starting with argv[0]; the role shows on its command line.
+    public var brokerArguments: [String]
+    /// How long a draining broker may take to close its peers after SIGTERM.
+    public var drainDeadlineMs: UInt32
+
+    public init(host: String?, port: UInt16, broker: BrokerSettings, executable: String, brokerArguments: [String],
+                drainDeadlineMs: UInt32 = 3000) {
+        self.host = host
+        self.port = port
+        self.broker = broker
+        self.executable = executable
+        self.brokerArguments = brokerArguments
+        self.drainDeadlineMs = drainDeadlineMs
+    }
+}
+
+/// The privileged parent (OpenBSD httpd/relayd style): owns the listening sockets, accepts,
+/// and hands each connection to the broker without reading a byte of it; starts, watches and
+/// restarts the broker; turns signals into drain and shutdown. One thread, one poll(2) loop.
+public final class Supervisor {
+    private struct BrokerProcess {
+        let pid: pid_t
+        var channel: HandoffChannel?
+        var ready = false
+        let startedAt: Int64
+    }
+
+    /// A connection accepted but not yet taken by the broker: it waits for the next broker
+    /// rather than being dropped.
+    private struct PendingHandoff {
+        let descriptor: Int32
+        let handoff: ConnectionHandoff
+    }
+
+    private let configuration: SupervisorConfiguration
+    private let logger: Logger
+    private var listeners: [Listener] = []
+    private var broker: BrokerProcess?
+    private var restartAt: Int64?
+    private var crashes: [Int64] = []
+    private var pending: PendingHandoff?
+    private var acceptPausedUntil: Int64 = 0
+    private var drainingSince: Int64?
+    private var announced = false
+    static let startupDeadlineMs: Int64 = 10_000
+    static let crashWindowMs: Int64 = 60_000
+    static let crashLimit = 5
+
+    public init(configuration: SupervisorConfiguration, logger: Logger) {
+        self.configuration = configuration
+        self.logger = logger
+    }
+
+    /// Runs until SIGTERM/SIGINT (returns 0) or a fatal condition (throws).
+    public func run() throws(SupervisorError) -> Int32 {
+        let signals = try SignalSource([SIGCHLD, SIGTERM, SIGINT, SIGHUP])
+        signal(SIGPIPE, SIG_IGN)
+        listeners = try Listener.bind(host: configuration.host, port: configuration.port)
+        try spawnBroker()
+
+        while true {
+            var fds = [pollfd(fd: signals.descriptor, events: Int16(POLLIN), revents: 0)]
+            if let channel = broker?.channel {
+                fds.append(pollfd(fd: channel.rawFD, events: Int16(POLLIN) | (pending != nil ? Int16(POLLOUT) : 0), revents: 0))
+            }
+            let now = monotonicMilliseconds()
+            let accepting = broker?.ready == true && pending == nil && drainingSince == nil && now >= acceptPausedUntil
+            if accepting {
+                for listener in listeners { fds.append(pollfd(fd: listener.descriptor, events: Int16(POLLIN), revents: 0)) }
+            }
+            let timeout = nextTimeout(now: now)
+            let ready = poll(&fds, nfds_t(fds.count), timeout)
+            if ready < 0 && errno != EINTR {
+                logger.error("poll failed: \(SupervisorError.errnoText())")
+            }
+
+            if fds[0].revents != 0 {
+                for signal in signals.pending() {
+                    if let code = try handle(signal: signal) { return code }
+                }
+            }
+            if let channel = broker?.channel, let entry = fds.first(where: { $0.fd == channel.rawFD }), entry.revents != 0 {
+                if entry.revents & Int16(POLLIN | POLLHUP | POLLERR) != 0 { readFromBroker() }
+                if entry.revents & Int16(POLLOUT) != 0 { flushPending() }
+            }
+            if accepting {
+                for entry in fds.dropFirst() where entry.revents & Int16(POLLIN) != 0 {
+                    if let listener = listeners.first(where: { $0.descriptor == entry.fd }) { acceptConnections(on: listener) }
+                }
+            }
+            if let code = try checkTimers(now: monotonicMilliseconds()) { return code }
+        }
+    }
+
+    // MARK: - Broker lifecycle
+
+    private func spawnBroker() throws(SupervisorError) {
+        restartAt = nil
+        let (mine, theirs) = try wrap { () throws(IPCError) in try HandoffChannel.pair() }
+        let pid: pid_t
+        do {
+            pid = try RoleSpawner.spawn(
+                executable: configuration.executable, arguments: configuration.brokerArguments,
+                fdMap: [(parent: theirs.rawFD, child: 3)])
+        } catch {
+            throw SupervisorError(.spawn, "cannot start the broker (\(configuration.executable)): \(error)")
+        }
+        _ = consume theirs
+        try wrap { () throws(IPCError) in try mine.setNonBlocking(true) }
+        do {
+            try mine.send(type: .hello, message: configuration.broker)
+        } catch {
+            logger.error("cannot send hello to the broker: \(error)")
+        }
+        broker = BrokerProcess(pid: pid, channel: mine, startedAt: monotonicMilliseconds())
+        logger.info("broker started pid=\(pid)")
+    }
+
+    private func wrap<T>(_ body: () throws(IPCError) -> T) throws(SupervisorError) -> T {
+        do { return try body() } catch { throw SupervisorError(.spawn, "cannot set up the broker channel: \(error)") }
+    }
+
+    private func readFromBroker() {
+        guard let channel = broker?.channel else { return }
+        for _ in 0..<64 {
+            do {
+                guard let frame = try channel.receive() else {
+                    // EOF: the broker is gone or going; SIGCHLD tells how.
+                    broker?.channel = nil
+                    return
+                }
+                switch frame.type {
+                case .ready:
+                    brokerReady()
+                case .stats:
+                    if let stats = try? frame.decode(BrokerStats.self) {
+                        logger.debug("broker stats: \(stats.registeredPeers) peers, \(stats.openConnections) connections")
+                    }
+                default:
+                    logger.error("broker sent an unexpected \(frame.type) frame; restarting it")
+                    killBroker()
+                    return
+                }
+            } catch where error.code == .wouldBlock {
+                return
+            } catch {
+                logger.error("broker sent a bad frame (\(error)); restarting it")
+                killBroker()
+                return
+            }
+        }
+    }
+
+    private func brokerReady() {
+        guard let current = broker, !current.ready else { return }
+        broker?.ready = true
+        if !announced, let first = listeners.first {
+            announced = true
+            let host = configuration.host ?? first.address
+            logger.notice("Started PeerServer on \(host), port: \(first.port), path: \(configuration.broker.path)")
+        } else {
+            logger.notice("broker pid=\(current.pid) ready; accepting again")
+        }
+        flushPending()
+    }
+
+    private func killBroker() {
+        guard let current = broker else { return }
+        kill(current.pid, SIGKILL)
+        broker?.channel = nil
+        broker?.ready = false
+    }
+
+    private func reapChildren() -> Bool {
+        var brokerEnded = false
+        for _ in 0..<64 {
+            var status: Int32 = 0
+            let pid = waitpid(-1, &status, WNOHANG)
+            guard pid > 0 else { break }
+            guard pid == broker?.pid else {
+                logger.info("reaped child pid=\(pid): \(ChildExit(status: status))")
+                continue
+            }
+            brokerEnded = true
+            broker = nil
+            let exit = ChildExit(status: status)
+            if drainingSince != nil {
+                logger.info("broker pid=\(pid) \(exit)")
+            } else {
+                logger.error("broker pid=\(pid) \(exit); starting a new one")
+            }
+        }
+        return brokerEnded
+    }
+
+    private func scheduleRestart(now: Int64) throws(SupervisorError) {
+        crashes = crashes.filter { now - $0 < Self.crashWindowMs } + [now]
+        if crashes.count > Self.crashLimit {
+            throw SupervisorError(
+                .crashLoop,
+                "the broker died \(crashes.count) times within \(Self.crashWindowMs / 1000) s; giving up so that the service manager's restart policy takes over (see the log lines above for why it died)")
+        }
+        let delay: Int64 = crashes.count <= 1 ? 0 : min(5000, 100 << Int64(crashes.count - 2))
+        restartAt = now + delay
+        if delay > 0 { logger.warning("restarting the broker in \(delay) ms") }
+    }
+
+    // MARK: - Accept and hand off
+
+    private func acceptConnections(on listener: Listener) {
+        for _ in 0..<256 {
+            guard pending == nil, let channel = broker?.channel else { return }
+            var storage = sockaddr_storage()
+            var length = UInt32(MemoryLayout<sockaddr_storage>.size)
+            let fd = cshim_accept4(listener.descriptor, &storage, &length)
+            if fd < 0 {
+                switch errno {
+                case EAGAIN, EWOULDBLOCK, EINTR, ECONNABORTED:
+                    return
+                default:
+                    // EMFILE, ENFILE, ENOBUFS: pause accepting briefly instead of spinning.
+                    logger.error("accept on \(listener.address):\(listener.port) failed: \(SupervisorError.errnoText()); pausing 100 ms")
+                    acceptPausedUntil = monotonicMilliseconds() + 100
+                    return
+                }
+            }
+            let handoff = ConnectionHandoff(peer: PeerAddress(storage), listenerName: listener.name, tls: false)
+            hand(PendingHandoff(descriptor: fd, handoff: handoff), over: channel)
+        }
+    }
+
+    private func hand(_ connection: PendingHandoff, over channel: HandoffChannel) {
+        do {
+            try channel.send(type: .connection, message: connection.handoff, fd: connection.descriptor)
+            close(connection.descriptor)
+        } catch where error.code == .wouldBlock {
+            pending = connection
+        } catch {
+            // The broker is going away; keep the connection for the next one.
+            pending = connection
+            logger.warning("hand-off to the broker failed: \(error)")
+            broker?.channel = nil
+        }
+    }
+
+    private func flushPending() {
+        guard let connection = pending, let channel = broker?.channel, broker?.ready == true else { return }
+        pending = nil
+        hand(connection, over: channel)
+    }
+
+    // MARK: - Signals and timers
+
+    private func handle(signal: Int32) throws(SupervisorError) -> Int32? {
+        switch signal {
+        case SIGCHLD:
+            if reapChildren() {
+                if drainingSince != nil { return finish() }
+                try scheduleRestart(now: monotonicMilliseconds())
+            }
+        case SIGTERM, SIGINT:
+            if drainingSince != nil {
+                logger.warning("second stop signal: stopping now")
+                killBroker()
+                return finish()
+            }
+            startDrain()
+            if broker == nil { return finish() }
+        case SIGHUP:
+            logger.notice("SIGHUP: no configuration file is in use; settings come from the command line, nothing to re-read")
+        default:
+            break
+        }
+        return nil
+    }
+
+    private func startDrain() {
+        logger.notice("stopping: no new connections; the broker closes its peers")
+        drainingSince = monotonicMilliseconds()
+        for listener in listeners { close(listener.descriptor) }
+        listeners = []
+        if let pending { close(pending.descriptor) }
+        pending = nil
+        do {
+            try broker?.channel?.send(type: .drain, message: DrainRequest(deadlineMs: configuration.drainDeadlineMs))
+        } catch {
+            killBroker()
+        }
+    }
+
+    private func finish() -> Int32 {
+        if let current = broker {
+            kill(current.pid, SIGKILL)
+            var status: Int32 = 0
+            waitpid(current.pid, &status, 0)
+        }
+        logger.notice("stopped")
+        return 0
+    }
+
+    private func checkTimers(now: Int64) throws(SupervisorError) -> Int32? {
+        if let since = drainingSince, now - since > Int64(configuration.drainDeadlineMs) + 2000 {
+            logger.warning("the broker did not finish draining in time; killing it")
+            return finish()
+        }
+        if let restartAt, now >= restartAt, broker == nil, drainingSince == nil {
+            try spawnBroker()
+        }
+        if let current = broker, !current.ready, now - current.startedAt > Self.startupDeadlineMs {
+            logger.error("broker pid=\(current.pid) did not report ready within \(Self.startupDeadlineMs) ms; killing it")
+            killBroker()
+        }
+        return nil
+    }
+
+    private func nextTimeout(now: Int64) -> Int32 {
+        var deadline: Int64 = now + 1000
+        if let restartAt { deadline = min(deadline, restartAt) }
+        if acceptPausedUntil > now { deadline = min(deadline, acceptPausedUntil) }
+        return Int32(max(0, deadline - now))
+    }
+}

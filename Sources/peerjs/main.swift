@@ -1,1 +1,20 @@
-print("peerjs")
+import ArgumentParser
+import Glibc
+
+// Parse, then run the chosen role. Usage errors are one line on stderr with status 64.
+do {
+    var command = try PeerJSCommand.parseAsRoot()
+    try command.run()
+} catch {
+    let code = PeerJSCommand.exitCode(for: error)
+    if code == .success {
+        print(PeerJSCommand.fullMessage(for: error))
+    } else if error is ExitCode {
+        // A role finished with this status; it has logged why.
+    } else {
+        let message = PeerJSCommand.message(for: error).split(separator: "\n").first.map(String.init) ?? "\(error)"
+        let line = Array("peerjs: \(message)\n".utf8)
+        _ = line.withUnsafeBytes { write(2, $0.baseAddress, $0.count) }
+    }
+    exit(code.rawValue)
+}

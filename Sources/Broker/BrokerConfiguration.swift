@@ -1,0 +1,42 @@
+public import PeerProtocol
+
+/// Everything the broker's HTTP and WebSocket layer needs to know, beyond the protocol rules:
+/// where it is mounted, which origins may read it, and its size and time limits.
+public struct BrokerConfiguration: Sendable, Equatable {
+    public var protocolSettings: ProtocolSettings
+    /// The `path` option, normalised to start and end with `/` (PROTOCOL.md §2).
+    public var basePath: String
+    /// Origins echoed in `Access-Control-Allow-Origin`; empty means echo any origin.
+    public var corsOrigins: [String]
+    /// Trust `X-Forwarded-For` for the client address (behind a reverse proxy).
+    public var proxied: Bool
+    /// The largest WebSocket message (after reassembly) a client may send; larger ones close it.
+    public var maxMessageBytes: Int
+    /// How long a connection may take to send a complete HTTP request, and stay idle between them.
+    public var handshakeTimeoutMs: Int64
+    /// Event-loop threads; fixed before the sandbox so nothing probes the CPU count later.
+    public var threads: Int
+
+    public init(
+        protocolSettings: ProtocolSettings = ProtocolSettings(), path: String = "/", corsOrigins: [String] = [],
+        proxied: Bool = false, maxMessageBytes: Int = 65536, handshakeTimeoutMs: Int64 = 10000, threads: Int = 1
+    ) {
+        self.protocolSettings = protocolSettings
+        self.basePath = Self.normalise(path)
+        self.corsOrigins = corsOrigins
+        self.proxied = proxied
+        self.maxMessageBytes = maxMessageBytes
+        self.handshakeTimeoutMs = handshakeTimeoutMs
+        self.threads = threads
+    }
+
+    /// `myapp` → `/myapp/`, `/` → `/`.
+    public static func normalise(_ path: String) -> String {
+        var result = path.hasPrefix("/") ? path : "/" + path
+        if !result.hasSuffix("/") { result += "/" }
+        return result
+    }
+
+    /// The WebSocket endpoint: the base path followed by `peerjs`.
+    var webSocketPath: String { basePath + "peerjs" }
+}

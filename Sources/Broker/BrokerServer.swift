@@ -1,0 +1,126 @@
+public import Logging
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+import NIOWebSocket
+import PeerProtocol
+
+/// The internet-facing half of peerjs: serves HTTP and PeerJS WebSockets on connected sockets
+/// it is handed (it never accepts or opens a socket itself), with all state on one event loop.
+public final class BrokerServer: Sendable {
+    private let group: MultiThreadedEventLoopGroup
+    private let loop: any EventLoop
+    private let state: NIOLoopBound<BrokerState>
+    private let ticker: NIOLoopBoundBox<RepeatedTask?>
+
+    /// Starts the event loop (an explicit thread count: nothing probes the CPUs later).
+    public init(configuration: BrokerConfiguration, logger: Logger) throws {
+        group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        loop = group.next()
+        let loop = self.loop
+        (state, ticker) = try loop.submit {
+            let state = BrokerState(configuration: configuration, logger: logger)
+            return (NIOLoopBound(state, eventLoop: loop), NIOLoopBoundBox<RepeatedTask?>(nil, eventLoop: loop))
+        }.wait()
+        try loop.submit { [state, ticker] in Self.startTicker(state.value, ticker) }.wait()
+    }
+
+    private static func startTicker(_ state: BrokerState, _ ticker: NIOLoopBoundBox<RepeatedTask?>) {
+        ticker.value?.cancel()
+        let bound = NIOLoopBound(state, eventLoop: ticker.eventLoop)
+        let interval = TimeAmount.milliseconds(state.engine.tickIntervalMs)
+        ticker.value = state.engine.tickIntervalMs > 0
+            ? ticker.eventLoop.scheduleRepeatedTask(initialDelay: interval, delay: interval) { _ in bound.value.engine.tick() }
+            : nil
+    }
+
+    /// Applies a new configuration (SIGHUP); connected peers stay.
+    public func reload(_ configuration: BrokerConfiguration) {
+        loop.execute { [state, ticker] in
+            state.value.update(configuration)
+            Self.startTicker(state.value, ticker)
+        }
+    }
+
+    /// Takes ownership of a connected TCP socket and serves it. `address` is the client's
+    /// address as the supervisor saw it (for logs and policy).
+    public func adopt(descriptor: Int32, address: String) {
+        let state = self.state
+        ClientBootstrap(group: loop)
+            .channelOption(.recvAllocator, value: AdaptiveRecvByteBufferAllocator(minimum: 64, initial: 256, maximum: 65536))
+            .channelOption(.writeBufferWaterMark, value: .init(low: 32 * 1024, high: 256 * 1024))
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try Self.configure(channel, state: state.value, address: address)
+                }
+            }
+            .withConnectedSocket(descriptor)
+            .whenFailure { error in
+                state.value.logger.warning("could not adopt a connection", metadata: ["error": "\(error)"])
+            }
+    }
+
+    private static func configure(_ channel: any Channel, state: BrokerState, address: String) throws {
+        let configuration = state.configuration
+        let webSocketPath = configuration.webSocketPath
+        let bound = NIOLoopBound(state, eventLoop: channel.eventLoop)
+        let upgrader = NIOWebSocketServerUpgrader(
+            maxFrameSize: configuration.maxMessageBytes,
+            automaticErrorHandling: true,
+            shouldUpgrade: { channel, head in
+                let path = head.uri.split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false)[0]
+                return channel.eventLoop.makeSucceededFuture(path == webSocketPath ? HTTPHeaders() : nil)
+            },
+            upgradePipelineHandler: { channel, head in
+                channel.eventLoop.makeCompletedFuture {
+                    try Self.startPeer(on: channel, head: head, state: bound.value, address: address)
+                }
+            }
+        )
+        let sync = channel.pipeline.syncOperations
+        try sync.configureHTTPServerPipeline(
+            withServerUpgrade: (
+                upgraders: [upgrader],
+                completionHandler: { context in context.pipeline.syncOperations.removeHandler(name: "routes", promise: nil) }
+            ),
+            withErrorHandling: true
+        )
+        try sync.addHandler(HTTPRouteHandler(state: state), name: "routes")
+    }
+
+    private static func startPeer(on channel: any Channel, head: HTTPRequestHead, state: BrokerState, address: String) throws {
+        let query = head.uri.split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false).dropFirst().first ?? ""
+        var client = address
+        if state.configuration.proxied, let forwarded = head.headers.first(name: "x-forwarded-for") {
+            let first = forwarded.split(separator: ",").first ?? ""
+            client = String(first.drop(while: { $0 == " " }).prefix(while: { $0 != " " }))
+        }
+        let connection = state.connections.add(channel, address: client)
+        let sync = channel.pipeline.syncOperations
+        try sync.addHandler(
+            NIOWebSocketFrameAggregator(
+                minNonFinalFragmentSize: 0, maxAccumulatedFrameCount: 256,
+                maxAccumulatedFrameSize: state.configuration.maxMessageBytes))
+        try sync.addHandler(PeerSocketHandler(state: state, connection: connection))
+        state.engine.register(connection, request: RegistrationRequest(query: query))
+    }
+
+    /// Closes every peer with `1001 going away` and waits (bounded) for the closes to finish.
+    public func drain(deadlineMs: Int64) {
+        let closed = loop.flatSubmit { [state, loop] in
+            let futures = state.value.connections.closeAll()
+            return EventLoopFuture.andAllComplete(futures, on: loop)
+        }
+        let timeout = loop.scheduleTask(in: .milliseconds(deadlineMs)) {}
+        _ = try? closed.wait()
+        timeout.cancel()
+    }
+
+    /// Counters for the supervisor.
+    public func statistics() -> (registered: Int, connections: Int, queuedMessages: Int) {
+        (try? loop.submit { [state] in
+            let stats = state.value.engine.statistics
+            return (stats.registered, state.value.connections.count, stats.queuedMessages)
+        }.wait()) ?? (0, 0, 0)
+    }
+}

@@ -1,0 +1,31 @@
+import Logging
+import NIOCore
+import PeerProtocol
+
+/// Reads NIO's monotonic clock for the engine.
+struct UptimeClock: MonotonicClock {
+    var nowMilliseconds: Int64 { Int64(NIODeadline.now().uptimeNanoseconds / 1_000_000) }
+}
+
+/// The broker's mutable world — configuration, engine, open connections — confined to the one
+/// event loop that serves every connection, so it needs no locks.
+final class BrokerState {
+    var configuration: BrokerConfiguration
+    let connections: ConnectionTable
+    let engine: SignalingEngine<ConnectionTable, InMemoryRegistry>
+    let logger: Logger
+
+    init(configuration: BrokerConfiguration, logger: Logger) {
+        self.configuration = configuration
+        self.logger = logger
+        self.connections = ConnectionTable(logger: logger)
+        self.engine = SignalingEngine(
+            settings: configuration.protocolSettings, registry: InMemoryRegistry(), transport: connections,
+            clock: UptimeClock())
+    }
+
+    func update(_ configuration: BrokerConfiguration) {
+        self.configuration = configuration
+        engine.update(configuration.protocolSettings)
+    }
+}

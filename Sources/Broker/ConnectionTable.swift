@@ -1,0 +1,85 @@
+import Logging
+import NIOCore
+import NIOWebSocket
+import PeerProtocol
+
+/// The broker's side of `PeerTransport`: the open WebSocket channels by connection id, so the
+/// engine can deliver, ping and close without knowing about NIO. Lives on the broker's loop.
+final class ConnectionTable: PeerTransport {
+    struct Connection {
+        var channel: any Channel
+        var address: String
+    }
+
+    private var connections: [ConnectionID: Connection] = [:]
+    private var nextID: UInt64 = 0
+    private let logger: Logger
+
+    init(logger: Logger) {
+        self.logger = logger
+    }
+
+    var count: Int { connections.count }
+
+    func add(_ channel: any Channel, address: String) -> ConnectionID {
+        nextID += 1
+        let id = ConnectionID(nextID)
+        connections[id] = Connection(channel: channel, address: address)
+        return id
+    }
+
+    /// Forgets a connection whose channel has gone; returns whether it was still known.
+    @discardableResult
+    func remove(_ id: ConnectionID) -> Bool {
+        connections.removeValue(forKey: id) != nil
+    }
+
+    func send(_ frame: [UInt8], to connection: ConnectionID) -> Bool {
+        guard let channel = connections[connection]?.channel, channel.isActive, channel.isWritable else {
+            return false
+        }
+        let buffer = channel.allocator.buffer(bytes: frame)
+        channel.writeAndFlush(WebSocketFrame(fin: true, opcode: .text, data: buffer), promise: nil)
+        return true
+    }
+
+    /// Closes with an empty close frame: PeerJS servers close without a status code (1005).
+    func close(_ connection: ConnectionID) {
+        guard let channel = connections.removeValue(forKey: connection)?.channel else { return }
+        Self.closeGently(channel, code: nil)
+    }
+
+    func ping(_ connection: ConnectionID) {
+        guard let channel = connections[connection]?.channel else { return }
+        let frame = WebSocketFrame(fin: true, opcode: .ping, data: channel.allocator.buffer(capacity: 0))
+        channel.writeAndFlush(frame, promise: nil)
+    }
+
+    func peerEvent(_ event: PeerEvent) {
+        switch event {
+        case .connected(let id, let key, let connection):
+            logger.info("Client connected: \(id)", metadata: ["key": "\(key)", "address": "\(address(of: connection))"])
+        case .disconnected(let id, let key, _, let reason):
+            logger.info("Client disconnected: \(id)", metadata: ["key": "\(key)", "reason": "\(reason.rawValue)"])
+        }
+    }
+
+    private func address(of connection: ConnectionID) -> String {
+        connections[connection]?.address ?? "?"
+    }
+
+    /// Closes every connection with `1001 going away` (drain on SIGTERM).
+    func closeAll() -> [EventLoopFuture<Void>] {
+        let channels = connections.values.map(\.channel)
+        connections.removeAll()
+        return channels.map { Self.closeGently($0, code: .goingAway) }
+    }
+
+    @discardableResult
+    static func closeGently(_ channel: any Channel, code: WebSocketErrorCode?) -> EventLoopFuture<Void> {
+        var data = channel.allocator.buffer(capacity: 2)
+        if let code { data.write(webSocketErrorCode: code) }
+        let frame = WebSocketFrame(fin: true, opcode: .connectionClose, data: data)
+        return channel.writeAndFlush(frame).flatMap { channel.close() }.recover { _ in channel.close(promise: nil) }
+    }
+}

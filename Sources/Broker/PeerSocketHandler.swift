@@ -1,0 +1,58 @@
+import Logging
+import NIOCore
+import NIOWebSocket
+import PeerProtocol
+
+/// One registered (or registering) PeerJS WebSocket: hands text and binary messages to the
+/// engine, answers pings, counts pongs as signs of life, and tells the engine when it closes.
+final class PeerSocketHandler: ChannelInboundHandler {
+    typealias InboundIn = WebSocketFrame
+    typealias OutboundOut = WebSocketFrame
+
+    private let state: BrokerState
+    private let connection: ConnectionID
+    private var closing = false
+
+    init(state: BrokerState, connection: ConnectionID) {
+        self.state = state
+        self.connection = connection
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let frame = unwrapInboundIn(data)
+        switch frame.opcode {
+        case .text, .binary:
+            // E3: a binary frame holding a JSON message is handled like text.
+            let message = frame.unmaskedData
+            message.withUnsafeReadableBytes { state.engine.receive($0, from: connection) }
+        case .ping:
+            state.engine.touch(connection)
+            let pong = WebSocketFrame(fin: true, opcode: .pong, data: frame.unmaskedData)
+            context.writeAndFlush(wrapOutboundOut(pong), promise: nil)
+        case .pong:
+            state.engine.touch(connection)
+        case .connectionClose:
+            guard !closing else { return }
+            closing = true
+            // Echo the client's close code, then close the TCP connection.
+            var data = frame.unmaskedData
+            let code = data.readSlice(length: 2) ?? context.channel.allocator.buffer(capacity: 0)
+            let reply = WebSocketFrame(fin: true, opcode: .connectionClose, data: code)
+            let bound = NIOLoopBound(context, eventLoop: context.eventLoop)
+            context.writeAndFlush(wrapOutboundOut(reply)).whenComplete { _ in bound.value.close(promise: nil) }
+        default:
+            break
+        }
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        state.connections.remove(connection)
+        state.engine.connectionClosed(connection)
+        context.fireChannelInactive()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        state.logger.debug("WebSocket error", metadata: ["connection": "\(connection)", "error": "\(error)"])
+        context.close(promise: nil)
+    }
+}

@@ -1,0 +1,30 @@
+/// One checked frame as it came off a channel, owning the descriptor that travelled with it, so a
+/// received connection socket is closed unless the handler takes it over.
+/// - Parameters:
+///   - header: the validated header.
+///   - payload: exactly `header.payloadLength` bytes.
+///   - fd: the descriptor (only for types that carry one); take it with ``takeFD()``.
+public struct ReceivedFrame: ~Copyable, Sendable {
+    public let header: FrameHeader
+    public let payload: [UInt8]
+    public var fd: OwnedFD?
+
+    public init(header: FrameHeader, payload: [UInt8], fd: consuming OwnedFD?) {
+        self.header = header
+        self.payload = payload
+        self.fd = fd
+    }
+
+    public var type: FrameType { header.type }
+    public var requestID: UInt32 { header.requestID }
+
+    /// Decodes the payload as `M` (strictly: caps, UTF-8, no trailing bytes).
+    public func decode<M: IPCMessage>(_: M.Type = M.self) throws(IPCError) -> M {
+        try M(decoding: payload)
+    }
+
+    /// Moves the descriptor out (nil if there is none, or it was already taken).
+    public mutating func takeFD() -> OwnedFD? {
+        fd.take()
+    }
+}

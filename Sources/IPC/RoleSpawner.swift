@@ -1,0 +1,98 @@
+public import Glibc
+import CShim
+
+/// Starts a role process (usually this same binary with a role argument) with posix_spawn(3) and
+/// an explicit descriptor map, so the child gets exactly stdin = /dev/null, the inherited
+/// stdout/stderr and the mapped channels — nothing else leaks, and no fork() happens in a
+/// threaded Swift process.
+public enum RoleSpawner {
+    /// Parent descriptors are first duplicated (close-on-exec) to numbers at or above this, so the
+    /// dup2 actions cannot clobber each other and never become dup2(fd, fd) (which would leave
+    /// FD_CLOEXEC set).
+    static let scratchFDBase: Int32 = 100
+
+    /// Signals reset to their default action in the child.
+    static let defaultSignals: [Int32] = [SIGPIPE, SIGCHLD, SIGHUP, SIGTERM, SIGINT]
+
+    /// Spawns `executable` and returns its pid (reap it with waitpid).
+    /// - Parameters:
+    ///   - executable: an absolute path, for example `/proc/self/exe` (no PATH search).
+    ///   - arguments: the whole argv, including argv[0].
+    ///   - fdMap: each `parent` descriptor appears in the child as `child` (3 or more, each used
+    ///     once); every other descriptor above 2 is closed in the child.
+    ///   - environment: `NAME=value` entries; nil passes this process's environment on.
+    /// The child also starts with an empty signal mask and SIGPIPE, SIGCHLD, SIGHUP, SIGTERM and
+    /// SIGINT at their default actions.
+    public static func spawn(
+        executable: String, arguments: [String], fdMap: [(parent: Int32, child: Int32)], environment: [String]? = nil
+    ) throws(IPCError) -> pid_t {
+        guard !arguments.isEmpty else {
+            throw IPCError(.invalidArgument, "arguments must include argv[0]")
+        }
+        var seenChildren = Set<Int32>()
+        for entry in fdMap {
+            guard entry.child >= 3, entry.child < scratchFDBase else {
+                throw IPCError(.invalidArgument, "child descriptor \(entry.child) is outside 3..<\(scratchFDBase); 0–2 are stdin (/dev/null) and the inherited stdout/stderr")
+            }
+            guard entry.parent >= 0 else {
+                throw IPCError(.invalidArgument, "parent descriptor \(entry.parent) for child \(entry.child) is invalid")
+            }
+            guard seenChildren.insert(entry.child).inserted else {
+                throw IPCError(.invalidArgument, "child descriptor \(entry.child) is mapped twice")
+            }
+        }
+
+        var scratch: [Int32] = []
+        defer { for fd in scratch { _ = close(fd) } }
+        for entry in fdMap {
+            let high = fcntl(entry.parent, F_DUPFD_CLOEXEC, scratchFDBase)
+            guard high >= 0 else { throw IPCError.system("fcntl(\(entry.parent), F_DUPFD_CLOEXEC)") }
+            scratch.append(high)
+        }
+
+        var actions = posix_spawn_file_actions_t()
+        var rc = posix_spawn_file_actions_init(&actions)
+        guard rc == 0 else { throw IPCError.system("posix_spawn_file_actions_init", errno: rc) }
+        defer { posix_spawn_file_actions_destroy(&actions) }
+
+        rc = posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+        guard rc == 0 else { throw IPCError.system("posix_spawn_file_actions_addopen(/dev/null)", errno: rc) }
+        for (high, entry) in zip(scratch, fdMap) {
+            rc = posix_spawn_file_actions_adddup2(&actions, high, entry.child)  // dup2 clears FD_CLOEXEC
+            guard rc == 0 else { throw IPCError.system("posix_spawn_file_actions_adddup2", errno: rc) }
+        }
+        rc = cshim_spawn_addclosefrom(&actions, (fdMap.map(\.child).max() ?? 2) + 1)
+        guard rc == 0 else { throw IPCError.system("posix_spawn_file_actions_addclosefrom_np", errno: rc) }
+
+        var attributes = posix_spawnattr_t()
+        rc = posix_spawnattr_init(&attributes)
+        guard rc == 0 else { throw IPCError.system("posix_spawnattr_init", errno: rc) }
+        defer { posix_spawnattr_destroy(&attributes) }
+
+        var emptyMask = sigset_t()
+        sigemptyset(&emptyMask)
+        var defaults = sigset_t()
+        sigemptyset(&defaults)
+        for signal in defaultSignals { sigaddset(&defaults, signal) }
+        rc = posix_spawnattr_setsigmask(&attributes, &emptyMask)
+        guard rc == 0 else { throw IPCError.system("posix_spawnattr_setsigmask", errno: rc) }
+        rc = posix_spawnattr_setsigdefault(&attributes, &defaults)
+        guard rc == 0 else { throw IPCError.system("posix_spawnattr_setsigdefault", errno: rc) }
+        rc = posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
+        guard rc == 0 else { throw IPCError.system("posix_spawnattr_setflags", errno: rc) }
+
+        let argv = arguments.map { strdup($0) } + [nil]
+        defer { for p in argv { free(p) } }
+        let envp = environment.map { $0.map { strdup($0) } + [nil] }
+        defer { for p in envp ?? [] { free(p) } }
+
+        var pid: pid_t = 0
+        if let envp {
+            rc = posix_spawn(&pid, executable, &actions, &attributes, argv, envp)
+        } else {
+            rc = posix_spawn(&pid, executable, &actions, &attributes, argv, environ)
+        }
+        guard rc == 0 else { throw IPCError.system("posix_spawn(\(executable))", errno: rc) }
+        return pid
+    }
+}

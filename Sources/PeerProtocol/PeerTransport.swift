@@ -1,0 +1,58 @@
+/// What the engine needs from the I/O layer: deliver a frame, close a connection, ping an idle
+/// one, and hear about peers coming and going. The broker implements it over NIO channels; the
+/// protocol tests implement it with arrays.
+public protocol PeerTransport: AnyObject {
+    /// Queues one text frame for `connection`. Returns false when the connection can no longer
+    /// take it (closed, or too far behind); the engine then treats the peer as gone.
+    func send(_ frame: [UInt8], to connection: ConnectionID) -> Bool
+    /// Closes `connection` after the frames already sent to it. The engine forgets the
+    /// connection first, so the transport's later `connectionClosed` call for it is harmless.
+    func close(_ connection: ConnectionID)
+    /// Sends a WebSocket ping to a connection that has been silent for a while.
+    func ping(_ connection: ConnectionID)
+    /// A peer was registered or left; for logs and the auth helper's hooks.
+    func peerEvent(_ event: PeerEvent)
+}
+
+/// A registration or departure, with the id, the key (realm) and why.
+public enum PeerEvent: Sendable, Equatable {
+    case connected(id: String, key: String, connection: ConnectionID)
+    case disconnected(id: String, key: String, connection: ConnectionID, reason: DisconnectReason)
+}
+
+/// Why a registered peer went away.
+public enum DisconnectReason: String, Sendable, Equatable {
+    case closed = "socket closed"
+    case leave = "sent LEAVE"
+    case aliveTimeout = "alive timeout"
+    case replaced = "replaced by a new socket with the same token"
+    case sendFailed = "could not take a message"
+}
+
+/// The outcome of a registration attempt, for the broker's log and tests.
+public enum RegistrationOutcome: Sendable, Equatable {
+    case registered
+    case replacedPrevious
+    case rejected(RejectReason)
+}
+
+/// Why a registration was refused; the client gets the matching PeerJS frame and a close.
+public enum RejectReason: Sendable, Equatable {
+    case missingParameters
+    case invalidKey
+    case idTaken
+    case concurrentLimit
+    /// Denied by policy (the auth helper), with the text sent to the client.
+    case denied(String)
+
+    /// The frame the client receives before the server closes the socket.
+    public var frame: [UInt8] {
+        switch self {
+        case .missingParameters: EnvelopeWriter.error(ProtocolText.missingParameters)
+        case .invalidKey: EnvelopeWriter.error(ProtocolText.invalidKey)
+        case .idTaken: EnvelopeWriter.idTaken()
+        case .concurrentLimit: EnvelopeWriter.error(ProtocolText.concurrentLimit)
+        case .denied(let text): EnvelopeWriter.error(text)
+        }
+    }
+}

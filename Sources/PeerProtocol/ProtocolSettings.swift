@@ -1,0 +1,40 @@
+/// The protocol options of peerjs-server (`key`, `expire_timeout`, `alive_timeout`,
+/// `concurrent_limit`, `allow_discovery`, `cleanup_out_msgs`), in one value the engine is built from.
+public struct ProtocolSettings: Sendable, Equatable {
+    /// The API keys served; each key is its own realm (one key in plain peerjs-server).
+    public var keys: Set<String>
+    /// How long messages for an offline id wait before the senders get `EXPIRE`.
+    public var expireTimeoutMs: Int64
+    /// How long a peer may stay silent (no frame, no pong) before it is dropped.
+    public var aliveTimeoutMs: Int64
+    /// The most ids registered at once, over all realms.
+    public var concurrentLimit: Int
+    /// Whether `GET /{key}/peers` lists the realm's ids.
+    public var allowDiscovery: Bool
+    /// How often offline queues are swept for expiry (`cleanup_out_msgs`).
+    public var cleanupIntervalMs: Int64
+    /// The most messages kept for one offline id; past it the sender gets `EXPIRE` at once.
+    public var maxQueuedPerDestination: Int
+    /// The most bytes kept in all offline queues together; past it senders get `EXPIRE` at once.
+    public var maxQueuedBytes: Int
+
+    public init(
+        keys: Set<String> = ["peerjs"],
+        expireTimeoutMs: Int64 = 5000,
+        aliveTimeoutMs: Int64 = 60000,
+        concurrentLimit: Int = 5000,
+        allowDiscovery: Bool = false,
+        cleanupIntervalMs: Int64 = 1000,
+        maxQueuedPerDestination: Int = 256,
+        maxQueuedBytes: Int = 64 << 20
+    ) {
+        self.keys = keys
+        self.expireTimeoutMs = expireTimeoutMs
+        self.aliveTimeoutMs = aliveTimeoutMs
+        self.concurrentLimit = concurrentLimit
+        self.allowDiscovery = allowDiscovery
+        self.cleanupIntervalMs = cleanupIntervalMs
+        self.maxQueuedPerDestination = maxQueuedPerDestination
+        self.maxQueuedBytes = maxQueuedBytes
+    }
+}

@@ -1,0 +1,225 @@
+/// The PeerJS signalling rules of PROTOCOL.md §7 — registration, relay, offline queues,
+/// expiry, liveness — as plain Swift over an injected clock and transport, so every rule is
+/// tested without a socket. It is not thread-safe: one event loop owns it.
+public final class SignalingEngine<Transport: PeerTransport, Store: Registry> {
+    /// A registered connection: the id and realm it speaks for and when it was last heard.
+    struct Session {
+        var id: String
+        var key: String
+        var lastSeen: Int64
+        var lastPing: Int64
+    }
+
+    public private(set) var settings: ProtocolSettings
+    public private(set) var registry: Store
+    private let transport: Transport
+    private let clock: any MonotonicClock
+    private let makeID: () -> String
+    private var sessions: [ConnectionID: Session] = [:]
+    private var queues = OfflineQueues()
+
+    public init(
+        settings: ProtocolSettings, registry: Store, transport: Transport, clock: any MonotonicClock,
+        idGenerator: @escaping () -> String = PeerIdentifier.uuid4
+    ) {
+        self.settings = settings
+        self.registry = registry
+        self.transport = transport
+        self.clock = clock
+        self.makeID = idGenerator
+    }
+
+    /// Applies new settings (SIGHUP); registered peers stay.
+    public func update(_ settings: ProtocolSettings) {
+        self.settings = settings
+    }
+
+    // MARK: - Registration (PROTOCOL.md §7.1, with the §13 decisions)
+
+    /// Registers `connection` for the id, token and key it presented. On refusal the client has
+    /// been sent its ERROR / ID-TAKEN frame and the connection is closed.
+    @discardableResult
+    public func register(_ connection: ConnectionID, request: RegistrationRequest) -> RegistrationOutcome {
+        guard let id = request.id, !id.isEmpty, let token = request.token, !token.isEmpty,
+            let key = request.key, !key.isEmpty
+        else {
+            return reject(connection, .missingParameters)
+        }
+        guard settings.keys.contains(key) else { return reject(connection, .invalidKey) }
+
+        var outcome = RegistrationOutcome.registered
+        if let existing = registry.entry(for: id, key: key) {
+            guard existing.token == token else { return reject(connection, .idTaken) }
+            // Same id and token: the new socket takes over and the old one is closed (§13).
+            if existing.connection != connection {
+                sessions[existing.connection] = nil
+                transport.close(existing.connection)
+                transport.peerEvent(
+                    .disconnected(id: id, key: key, connection: existing.connection, reason: .replaced))
+            }
+            outcome = .replacedPrevious
+        } else if registry.count >= settings.concurrentLimit {
+            return reject(connection, .concurrentLimit)
+        }
+
+        let now = clock.nowMilliseconds
+        registry.set(PeerEntry(token: token, connection: connection), for: id, key: key)
+        sessions[connection] = Session(id: id, key: key, lastSeen: now, lastPing: now)
+        _ = transport.send(Self.openFrame, to: connection)
+        transport.peerEvent(.connected(id: id, key: key, connection: connection))
+        for message in queues.take(OfflineQueues.Destination(key: key, id: id)) {
+            guard transport.send(message.frame, to: connection) else { break }
+        }
+        return outcome
+    }
+
+    private func reject(_ connection: ConnectionID, _ reason: RejectReason) -> RegistrationOutcome {
+        _ = transport.send(reason.frame, to: connection)
+        transport.close(connection)
+        return .rejected(reason)
+    }
+
+    /// Refuses a connection for a reason decided outside the engine (the auth helper).
+    public func deny(_ connection: ConnectionID, reason: String) {
+        _ = reject(connection, .denied(reason))
+    }
+
+    static var openFrame: [UInt8] { Array(#"{"type":"OPEN"}"#.utf8) }
+
+    // MARK: - Messages (PROTOCOL.md §7.4)
+
+    /// Handles one text (or binary) message from `connection`. Anything that is not a JSON
+    /// object with a known type is ignored; every frame counts as a sign of life.
+    public func receive(_ bytes: UnsafeRawBufferPointer, from connection: ConnectionID) {
+        guard let index = sessions.index(forKey: connection) else { return }
+        sessions.values[index].lastSeen = clock.nowMilliseconds
+        guard let envelope = EnvelopeParser.parse(bytes), let type = envelope.type else { return }
+        let session = sessions.values[index]
+        switch type {
+        case .offer, .answer, .candidate, .leave, .expire:
+            let payload = envelope.payload.map { UnsafeRawBufferPointer(rebasing: bytes[$0]) }
+            relay(type, from: session.id, connection: connection, key: session.key, to: envelope.dst, payload: payload)
+        case .heartbeat, .open, .error, .idTaken, .invalidKey, .unknown:
+            return
+        }
+    }
+
+    /// Convenience for tests and callers holding an array.
+    public func receive(_ bytes: [UInt8], from connection: ConnectionID) {
+        bytes.withUnsafeBytes { receive($0, from: connection) }
+    }
+
+    /// Any other sign of life (a pong) from `connection`.
+    public func touch(_ connection: ConnectionID) {
+        sessions[connection]?.lastSeen = clock.nowMilliseconds
+    }
+
+    private func relay(
+        _ type: MessageType, from source: String, connection: ConnectionID, key: String, to destination: String?,
+        payload: UnsafeRawBufferPointer?
+    ) {
+        guard let destination, !destination.isEmpty else {
+            if type == .leave { leave(connection) }
+            return
+        }
+        let frame = EnvelopeWriter.encode(type: type.wireName, src: source, dst: destination, payload: payload)
+        if let entry = registry.entry(for: destination, key: key) {
+            if !transport.send(frame, to: entry.connection) {
+                drop(entry.connection, reason: .sendFailed)
+                // Tell the sender its peer is gone (§7.4); no further fallback if that fails too.
+                let leave = EnvelopeWriter.encode(type: "LEAVE", src: destination, dst: source, payload: nil)
+                if !transport.send(leave, to: connection) { drop(connection, reason: .sendFailed) }
+            }
+            return
+        }
+        guard type != .leave, type != .expire else { return }
+        let queued = queues.append(
+            frame, from: source, to: OfflineQueues.Destination(key: key, id: destination),
+            now: clock.nowMilliseconds, limits: settings)
+        if queued == .full {
+            let expire = EnvelopeWriter.encode(type: "EXPIRE", src: destination, dst: source, payload: nil)
+            _ = transport.send(expire, to: connection)
+        }
+    }
+
+    /// `LEAVE` without `dst`: the sender gives up its id, and the server closes its socket (E2).
+    private func leave(_ connection: ConnectionID) {
+        drop(connection, reason: .leave)
+    }
+
+    // MARK: - Disconnects and timers
+
+    /// The transport saw `connection` close. Unregisters its id only if the registry still
+    /// points at this very connection (E2).
+    public func connectionClosed(_ connection: ConnectionID) {
+        guard let session = sessions.removeValue(forKey: connection) else { return }
+        if registry.entry(for: session.id, key: session.key)?.connection == connection {
+            registry.remove(id: session.id, key: session.key)
+        }
+        transport.peerEvent(.disconnected(id: session.id, key: session.key, connection: connection, reason: .closed))
+    }
+
+    /// Unregisters and closes a registered connection.
+    private func drop(_ connection: ConnectionID, reason: DisconnectReason) {
+        guard let session = sessions.removeValue(forKey: connection) else { return }
+        if registry.entry(for: session.id, key: session.key)?.connection == connection {
+            registry.remove(id: session.id, key: session.key)
+        }
+        transport.close(connection)
+        transport.peerEvent(.disconnected(id: session.id, key: session.key, connection: connection, reason: reason))
+    }
+
+    /// Runs the periodic rules: expires offline queues (senders get `EXPIRE`), pings peers that
+    /// have been silent for a third of `alive_timeout`, and drops those silent for all of it.
+    public func tick() {
+        let now = clock.nowMilliseconds
+        for (destination, senders) in queues.expire(now: now, expireAfter: settings.expireTimeoutMs) {
+            for sender in senders {
+                guard let entry = registry.entry(for: sender, key: destination.key) else { continue }
+                let expire = EnvelopeWriter.encode(type: "EXPIRE", src: destination.id, dst: sender, payload: nil)
+                if !transport.send(expire, to: entry.connection) { drop(entry.connection, reason: .sendFailed) }
+            }
+        }
+        let pingAfter = max(1, settings.aliveTimeoutMs / 3)
+        var silent: [ConnectionID] = []
+        for index in sessions.indices {
+            let (connection, session) = sessions[index]
+            let quiet = now - session.lastSeen
+            if quiet >= settings.aliveTimeoutMs {
+                silent.append(connection)
+            } else if quiet >= pingAfter, now - session.lastPing >= pingAfter {
+                sessions.values[index].lastPing = now
+                transport.ping(connection)
+            }
+        }
+        for connection in silent { drop(connection, reason: .aliveTimeout) }
+    }
+
+    /// How often the owner should call `tick()` so that expiry and liveness keep their timing.
+    public var tickIntervalMs: Int64 {
+        max(5, min(300, settings.aliveTimeoutMs / 6, settings.cleanupIntervalMs))
+    }
+
+    // MARK: - HTTP side
+
+    /// A fresh id for `GET /{key}/id`: regenerated while it equals a registered id.
+    public func newID(key: String) -> String {
+        var candidate = makeID()
+        var attempts = 0
+        while registry.entry(for: candidate, key: key) != nil, attempts < 16 {
+            candidate = makeID()
+            attempts += 1
+        }
+        return candidate
+    }
+
+    /// The ids of a realm, for `GET /{key}/peers`.
+    public func peers(key: String) -> [String] {
+        registry.ids(key: key)
+    }
+
+    /// Counters for the supervisor's status line and the benchmarks.
+    public var statistics: (registered: Int, queuedMessages: Int, queuedBytes: Int) {
+        (registry.count, queues.messageCount, queues.byteCount)
+    }
+}

@@ -1,0 +1,47 @@
+import Glibc
+import Logging
+
+/// Writes one line per log record to stderr with write(2) — no stdio buffer, nothing opened,
+/// safe inside the sandbox. Under systemd (JOURNAL_STREAM set) each line starts with the
+/// `<N>` syslog priority journald understands; on a terminal it reads `peerjs[role] level: …`.
+struct JournalLogHandler: LogHandler {
+    let label: String
+    let journald: Bool
+    var logLevel: Logger.Level
+    var metadata: Logger.Metadata = [:]
+
+    subscript(metadataKey key: String) -> Logger.Metadata.Value? {
+        get { metadata[key] }
+        set { metadata[key] = newValue }
+    }
+
+    func log(event: LogEvent) {
+        var line = journald ? "<\(Self.priority(event.level))>\(label): " : "\(label) \(event.level): "
+        line += "\(event.message)"
+        let merged = metadata.merging(event.metadata ?? [:]) { _, new in new }
+        for (key, value) in merged.sorted(by: { $0.key < $1.key }) {
+            line += " \(key)=\(value)"
+        }
+        line += "\n"
+        var bytes = Array(line.utf8)
+        var offset = 0
+        while offset < bytes.count {
+            let written = bytes[offset...].withUnsafeMutableBytes { write(2, $0.baseAddress, $0.count) }
+            if written <= 0 { break }
+            offset += written
+        }
+        bytes.removeAll()
+    }
+
+    /// syslog priorities: error 3, warning 4, notice 5, info 6, debug 7.
+    static func priority(_ level: Logger.Level) -> Int {
+        switch level {
+        case .critical: 2
+        case .error: 3
+        case .warning: 4
+        case .notice: 5
+        case .info: 6
+        case .debug, .trace: 7
+        }
+    }
+}

@@ -1,0 +1,127 @@
+import ArgumentParser
+import Broker
+import Glibc
+import IPC
+import Logging
+import Supervisor
+
+/// The `peerjs` command line: the flags of peerjs-server (same names and defaults, each also
+/// in kebab-case) plus this server's own limits. It only parses and picks a role.
+struct PeerJSCommand: ParsableCommand {
+    static let version = "0.1.0"
+
+    static let configuration = CommandConfiguration(
+        commandName: "peerjs",
+        abstract: "A PeerJS-compatible WebRTC signalling server with privilege separation.",
+        discussion: """
+            Unmodified PeerJS clients register an id and exchange OFFER, ANSWER and CANDIDATE \
+            messages through it. A privileged supervisor accepts connections and hands them to an \
+            unprivileged broker process that speaks HTTP and WebSocket. See peerjs(8).
+            """,
+        version: version
+    )
+
+    @Option(name: [.short, .customLong("port")], help: "TCP port to listen on (0 lets the system choose).")
+    var port: Int = 9000
+
+    @Option(name: [.customShort("H"), .customLong("host")], help: "Address to listen on (default: every address, IPv6 and IPv4).")
+    var host: String?
+
+    @Option(name: [.short, .customLong("key")], help: "The API key clients must present.")
+    var key: String = "peerjs"
+
+    @Option(name: .customLong("path"), help: "The path the server is mounted at.")
+    var path: String = "/"
+
+    @Option(name: [.customShort("t"), .customLong("expire_timeout"), .customLong("expire-timeout")],
+            help: ArgumentHelp("Milliseconds before messages for an offline peer expire.", valueName: "ms"))
+    var expireTimeout: Int = 5000
+
+    @Option(name: [.customLong("alive_timeout"), .customLong("alive-timeout")],
+            help: ArgumentHelp("Milliseconds of silence (no message, no pong) before a peer is dropped.", valueName: "ms"))
+    var aliveTimeout: Int = 60000
+
+    @Option(name: [.short, .customLong("concurrent_limit"), .customLong("concurrent-limit")],
+            help: "The most peers registered at once.")
+    var concurrentLimit: Int = 5000
+
+    @Flag(name: [.customLong("allow_discovery"), .customLong("allow-discovery")],
+          help: "Let clients list connected peers (GET /<key>/peers).")
+    var allowDiscovery = false
+
+    @Flag(name: .customLong("proxied"), help: "Trust X-Forwarded-For: the server runs behind a reverse proxy.")
+    var proxied = false
+
+    @Option(name: .customLong("cors"), help: ArgumentHelp("An allowed CORS origin (repeatable; default: echo any origin).", valueName: "origin"))
+    var cors: [String] = []
+
+    @Option(name: [.customLong("cleanup_out_msgs"), .customLong("cleanup-out-msgs")],
+            help: ArgumentHelp("Milliseconds between sweeps of expired offline messages.", valueName: "ms"))
+    var cleanupOutMsgs: Int = 1000
+
+    @Option(name: [.customLong("max_message_size"), .customLong("max-message-size")],
+            help: ArgumentHelp("Largest WebSocket message in bytes; a larger one closes the connection.", valueName: "bytes"))
+    var maxMessageSize: Int = 65536
+
+    @Option(name: [.customLong("handshake_timeout"), .customLong("handshake-timeout")],
+            help: ArgumentHelp("Milliseconds a connection may take to send a complete HTTP request.", valueName: "ms"))
+    var handshakeTimeout: Int = 10000
+
+    @Option(name: [.customLong("log-level"), .customLong("log_level")],
+            help: "Least severe log level written: debug, info, notice, warning or error.")
+    var logLevel: String = "info"
+
+    @Option(name: .customLong("role"), help: .private)
+    var role: String?
+
+    func validate() throws {
+        guard (0...65535).contains(port) else { throw ValidationError("--port must be between 0 and 65535, not \(port)") }
+        guard !key.isEmpty else { throw ValidationError("--key must not be empty") }
+        for (flag, value) in [("--expire_timeout", expireTimeout), ("--alive_timeout", aliveTimeout),
+                              ("--cleanup_out_msgs", cleanupOutMsgs), ("--handshake_timeout", handshakeTimeout)] {
+            guard (1...86_400_000).contains(value) else {
+                throw ValidationError("\(flag) must be between 1 and 86400000 ms, not \(value)")
+            }
+        }
+        guard (1...10_000_000).contains(concurrentLimit) else {
+            throw ValidationError("--concurrent_limit must be between 1 and 10000000, not \(concurrentLimit)")
+        }
+        guard (256...16_777_216).contains(maxMessageSize) else {
+            throw ValidationError("--max_message_size must be between 256 and 16777216 bytes, not \(maxMessageSize)")
+        }
+        guard Logger.Level(rawValue: logLevel) != nil else {
+            throw ValidationError("--log-level must be one of trace, debug, info, notice, warning, error, critical")
+        }
+        guard cors.count <= 64 else { throw ValidationError("--cors may be given at most 64 times") }
+        if let role, role != "broker" { throw ValidationError("--role: unknown role \(role)") }
+    }
+
+    var brokerSettings: BrokerSettings {
+        BrokerSettings(
+            key: key, path: path, expireTimeoutMs: UInt32(expireTimeout), aliveTimeoutMs: UInt32(aliveTimeout),
+            cleanupIntervalMs: UInt32(cleanupOutMsgs), concurrentLimit: UInt32(concurrentLimit),
+            allowDiscovery: allowDiscovery, proxied: proxied, corsOrigins: cors,
+            maxMessageBytes: UInt32(maxMessageSize), handshakeTimeoutMs: UInt32(handshakeTimeout), threads: 1)
+    }
+
+    func run() throws {
+        let level = Logger.Level(rawValue: logLevel) ?? .info
+        let journald = getenv("JOURNAL_STREAM") != nil
+        let label = "peerjs[\(role ?? "supervisor")]"
+        LoggingSystem.bootstrap { _ in JournalLogHandler(label: label, journald: journald, logLevel: level) }
+        let logger = Logger(label: label)
+
+        if role == "broker" {
+            throw ExitCode(BrokerRole.run(channelDescriptor: 3, logger: logger))
+        }
+        let configuration = SupervisorConfiguration(
+            host: host, port: UInt16(port), broker: brokerSettings, executable: "/proc/self/exe",
+            brokerArguments: [CommandLine.arguments.first ?? "peerjs", "--role", "broker", "--log-level", logLevel])
+        do {
+            throw ExitCode(try Supervisor(configuration: configuration, logger: logger).run())
+        } catch let error as SupervisorError {
+            logger.critical("\(error.description)")
+            throw ExitCode(error.code == .bind || error.code == .resolve ? 71 : 1)
+        }
+    }
+}
