@@ -43,9 +43,11 @@ extension SharedServer {
         @Test("3 GET B{key}/id?ts=123&version=1.5.4 with the configured key answers an id (query ignored)")
         func newIDWithQuery() async throws {
             let s = try Endpoint.current()
-            let response = try await s.get("\(s.key)/id?ts=1732540000000.123456&version=1.5.4")
-            #expect(response.status == 200)
-            #expect(isUUIDv4(response.text), "\(response)")
+            for query in ["ts=123&version=1.5.4", "ts=17325400000000.8123456789&version=1.5.4", "ts=1"] {
+                let response = try await s.get("\(s.key)/id?\(query)")
+                #expect(response.status == 200, "?\(query): \(response)")
+                #expect(isUUIDv4(response.text), "?\(query): \(response)")
+            }
         }
 
         // Project decision (c), PROTOCOL.md §13: the key is checked on HTTP routes too. This replaces the
@@ -57,6 +59,15 @@ extension SharedServer {
                 let response = try await s.get("not-the-key/\(route)")
                 #expect(response.status == 401, "GET not-the-key/\(route): \(response)")
                 #expect(response.text == "Invalid key provided", "GET not-the-key/\(route): \(response)")
+            }
+        }
+
+        @Test("1b other routes answer 404 (§4 'anything else')")
+        func otherRoutes() async throws {
+            let s = try Endpoint.current()
+            for path in ["nothing", "\(s.key)/id/extra", "\(s.key)/peers/x", "\(s.key)/abc/tok/offer"] {
+                let response = try await s.get(path)
+                #expect(response.status == 404, "GET \(s.basePath)\(path): \(response)")
             }
         }
 

@@ -46,10 +46,11 @@ struct ProcessModel {
             let before = try await s.register("before")
             let mark = server.logLines.count
             kill(old, SIGKILL)
-            let exitLine = try await server.waitForLog(from: mark, "reporting the broker's death by signal 9") { line in
+            let exitLine = try await server.waitForLog(from: mark, "naming broker \(old) and its signal 9") { line in
                 let lower = line.lowercased()
-                return lower.contains("sigkill") || lower.contains("signal 9") || lower.contains("signal: 9")
-                    || lower.contains("signal=9") || lower.contains("killed")
+                return line.contains("\(old)")
+                    && (lower.contains("sigkill") || lower.contains("signal 9") || lower.contains("signal: 9")
+                        || lower.contains("signal=9"))
             }
             let startedLine = try await server.waitForLog(from: mark, "'broker started … pid=' for the new broker") {
                 $0.contains("broker started") && $0.contains("pid=")
