@@ -59,7 +59,12 @@ final class ResponseCollector: ChannelInboundHandler {
             guard !done, let head else { return }
             done = true
             promise.succeed(
-                HTTPResponse(status: Int(head.status.code), headers: head.headers.map { ($0.name, $0.value) }, body: body))
+                HTTPResponse(
+                    status: Int(head.status.code),
+                    headers: head.headers.map { ($0.name, $0.value) },
+                    body: body
+                )
+            )
             context.close(promise: nil)
         }
     }
@@ -91,7 +96,11 @@ public enum HTTPClient {
     ///   - headers: extra request headers (e.g. `Origin`).
     ///   - timeout: bound for the whole exchange.
     public static func request(
-        _ method: String = "GET", host: String = "127.0.0.1", port: Int, path: String, headers: [(String, String)] = [],
+        _ method: String = "GET",
+        host: String = "127.0.0.1",
+        port: Int,
+        path: String,
+        headers: [(String, String)] = [],
         timeout: Duration = .seconds(5)
     ) async throws -> HTTPResponse {
         let loop = MultiThreadedEventLoopGroup.singleton.next()
@@ -109,7 +118,12 @@ public enum HTTPClient {
         requestHeaders.add(name: "Host", value: "\(host):\(port)")
         for (name, value) in headers { requestHeaders.add(name: name, value: value) }
         if method == "POST" || method == "PUT" { requestHeaders.add(name: "Content-Length", value: "0") }
-        let head = HTTPRequestHead(version: .http1_1, method: HTTPMethod(rawValue: method), uri: path, headers: requestHeaders)
+        let head = HTTPRequestHead(
+            version: .http1_1,
+            method: HTTPMethod(rawValue: method),
+            uri: path,
+            headers: requestHeaders
+        )
         channel.write(HTTPClientRequestPart.head(head), promise: nil)
         channel.writeAndFlush(HTTPClientRequestPart.end(nil), promise: nil)
         let timer = loop.scheduleTask(in: .milliseconds(Int64(timeout.components.seconds * 1000))) {

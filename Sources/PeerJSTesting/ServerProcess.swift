@@ -1,7 +1,7 @@
 import Foundation
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// How a child process ended.
@@ -126,7 +126,8 @@ public final class ServerProcess: @unchecked Sendable {
     private let log: LineLog
     private let state = Locked<ExitStatus?>(nil)
 
-    private init(pid: Int32, host: String, port: Int, basePath: String, key: String, arguments: [String], log: LineLog) {
+    private init(pid: Int32, host: String, port: Int, basePath: String, key: String, arguments: [String], log: LineLog)
+    {
         self.pid = pid
         self.host = host
         self.port = port
@@ -153,7 +154,8 @@ public final class ServerProcess: @unchecked Sendable {
         if let override = ProcessInfo.processInfo.environment["PEERJS_BINARY"], !override.isEmpty {
             return override
         }
-        let exe = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe"))
+        let exe =
+            (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe"))
             ?? CommandLine.arguments[0]
         var directory = URL(fileURLWithPath: exe).deletingLastPathComponent()
         for _ in 0..<6 {
@@ -166,7 +168,9 @@ public final class ServerProcess: @unchecked Sendable {
             }
             directory = directory.deletingLastPathComponent()
         }
-        throw HarnessError("peerjs binary not found next to \(exe); build it (swift build --build-tests) or set PEERJS_BINARY")
+        throw HarnessError(
+            "peerjs binary not found next to \(exe); build it (swift build --build-tests) or set PEERJS_BINARY"
+        )
     }
 
     /// Spawns `binary arguments` in a new process group with stdin = /dev/null and stdout+stderr into one pipe.
@@ -187,7 +191,10 @@ public final class ServerProcess: @unchecked Sendable {
         var attributes = posix_spawnattr_t()
         posix_spawnattr_init(&attributes)
         defer { posix_spawnattr_destroy(&attributes) }
-        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
+        posix_spawnattr_setflags(
+            &attributes,
+            Int16(POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF)
+        )
         posix_spawnattr_setpgroup(&attributes, 0)
         var emptyMask = sigset_t()
         sigemptyset(&emptyMask)
@@ -219,7 +226,10 @@ public final class ServerProcess: @unchecked Sendable {
     /// - Parameters:
     ///   - arguments: command-line flags for `peerjs`.
     ///   - startupTimeout: how long to wait for the Started line.
-    public static func launch(_ arguments: [String], startupTimeout: Duration = .seconds(15)) async throws -> ServerProcess {
+    public static func launch(
+        _ arguments: [String],
+        startupTimeout: Duration = .seconds(15)
+    ) async throws -> ServerProcess {
         var full = arguments
         if !full.contains(where: { ["--host", "-H"].contains($0) || $0.hasPrefix("--host=") }) {
             full = ["--host", "127.0.0.1"] + full
@@ -245,7 +255,8 @@ public final class ServerProcess: @unchecked Sendable {
                 try? await Task.sleep(for: .milliseconds(50))
                 throw HarnessError(
                     "peerjs \(full.joined(separator: " ")) exited (\(ExitStatus(waitStatus: status))) before starting; output:\n"
-                        + log.snapshot.joined(separator: "\n"))
+                        + log.snapshot.joined(separator: "\n")
+                )
             }
             try? await Task.sleep(for: .milliseconds(20))
         }
@@ -256,20 +267,31 @@ public final class ServerProcess: @unchecked Sendable {
             _ = waitpid(pid, &status, 0)
             throw HarnessError(
                 "peerjs \(full.joined(separator: " ")) printed no parsable 'Started PeerServer on <host>, port: <port>, path: <path>' line within \(startupTimeout); output:\n"
-                    + log.snapshot.joined(separator: "\n"))
+                    + log.snapshot.joined(separator: "\n")
+            )
         }
         let host = Self.value(of: ["--host", "-H"], in: full) ?? "127.0.0.1"
         let key = Self.value(of: ["--key", "-k"], in: full) ?? "peerjs"
         let path = Self.value(of: ["--path"], in: full) ?? "/"
         return ServerProcess(
-            pid: pid, host: host, port: port, basePath: normalizeBasePath(path), key: key, arguments: full, log: log)
+            pid: pid,
+            host: host,
+            port: port,
+            basePath: normalizeBasePath(path),
+            key: key,
+            arguments: full,
+            log: log
+        )
     }
 
     /// Runs `peerjs arguments` to completion (for `--help` and flag validation) and returns its status and output.
     /// - Parameters:
     ///   - arguments: command-line flags.
     ///   - timeout: bound after which the process is killed and an error thrown.
-    public static func run(_ arguments: [String], timeout: Duration = .seconds(10)) async throws -> (
+    public static func run(
+        _ arguments: [String],
+        timeout: Duration = .seconds(10)
+    ) async throws -> (
         status: ExitStatus, output: [String]
     ) {
         let (pid, log) = try spawn(binary: try locateBinary(), arguments: arguments, echoPrefix: nil)
@@ -279,7 +301,9 @@ public final class ServerProcess: @unchecked Sendable {
             if waitpid(pid, &status, WNOHANG) == pid {
                 // Let the reader thread drain the pipe.
                 let drainDeadline = ContinuousClock.now + .seconds(2)
-                while !log.isAtEOF && ContinuousClock.now < drainDeadline { try? await Task.sleep(for: .milliseconds(10)) }
+                while !log.isAtEOF && ContinuousClock.now < drainDeadline {
+                    try? await Task.sleep(for: .milliseconds(10))
+                }
                 return (ExitStatus(waitStatus: status), log.snapshot)
             }
             try? await Task.sleep(for: .milliseconds(20))
@@ -287,8 +311,10 @@ public final class ServerProcess: @unchecked Sendable {
         Glibc.kill(-pid, SIGKILL)
         var status: Int32 = 0
         _ = waitpid(pid, &status, 0)
-        throw HarnessError("peerjs \(arguments.joined(separator: " ")) did not exit within \(timeout); output:\n"
-            + log.snapshot.joined(separator: "\n"))
+        throw HarnessError(
+            "peerjs \(arguments.joined(separator: " ")) did not exit within \(timeout); output:\n"
+                + log.snapshot.joined(separator: "\n")
+        )
     }
 
     /// Starts a server, runs `body`, and stops the server even when `body` throws. On error, prints its output.
@@ -296,7 +322,8 @@ public final class ServerProcess: @unchecked Sendable {
     ///   - arguments: command-line flags for `peerjs`.
     ///   - body: the code using the server.
     public static func withServer<T>(
-        _ arguments: [String], _ body: (ServerProcess) async throws -> T
+        _ arguments: [String],
+        _ body: (ServerProcess) async throws -> T
     ) async throws -> T {
         let server = try await launch(arguments)
         do {
@@ -308,6 +335,23 @@ public final class ServerProcess: @unchecked Sendable {
             await server.stop()
             throw error
         }
+    }
+
+    // MARK: URLs
+
+    /// `http://host:port/B` — the base of the HTTP routes.
+    public var httpURL: String { "http://\(host):\(port)\(basePath)" }
+
+    /// The WebSocket path `B peerjs` (e.g. `/peerjs`, `/myapp/peerjs`).
+    public var webSocketPath: String { basePath + "peerjs" }
+
+    /// `ws://host:port/B peerjs?key=…&id=…&token=…` as a 1.x browser client builds it (values inserted raw).
+    /// - Parameters:
+    ///   - id: the peer id.
+    ///   - token: the client's token.
+    ///   - key: the key; the server's own by default.
+    public func webSocketURL(id: String, token: String, key: String? = nil) -> String {
+        "ws://\(host):\(port)\(webSocketPath)?key=\(key ?? self.key)&id=\(id)&token=\(token)"
     }
 
     // MARK: Output
@@ -335,7 +379,9 @@ public final class ServerProcess: @unchecked Sendable {
     ///   - description: what is awaited, for the error.
     ///   - predicate: the test on a line.
     public func waitForLog(
-        from startIndex: Int = 0, timeout: Duration = .seconds(10), _ description: String,
+        from startIndex: Int = 0,
+        timeout: Duration = .seconds(10),
+        _ description: String,
         where predicate: (String) -> Bool
     ) async throws -> String {
         let deadline = ContinuousClock.now + timeout
@@ -345,8 +391,10 @@ public final class ServerProcess: @unchecked Sendable {
                 return line
             }
             if ContinuousClock.now >= deadline {
-                throw HarnessError("no output line \(description) within \(timeout); lines since #\(startIndex):\n"
-                    + lines.dropFirst(startIndex).joined(separator: "\n"))
+                throw HarnessError(
+                    "no output line \(description) within \(timeout); lines since #\(startIndex):\n"
+                        + lines.dropFirst(startIndex).joined(separator: "\n")
+                )
             }
             try await Task.sleep(for: .milliseconds(20))
         }
@@ -364,7 +412,9 @@ public final class ServerProcess: @unchecked Sendable {
             guard let text = try? String(contentsOfFile: "/proc/\(pid)/task/\(task)/children", encoding: .utf8) else {
                 continue
             }
-            result += text.split(separator: " ").compactMap { Int32($0.trimmingCharacters(in: .whitespacesAndNewlines)) }
+            result += text.split(separator: " ").compactMap {
+                Int32($0.trimmingCharacters(in: .whitespacesAndNewlines))
+            }
         }
         return Array(Set(result)).sorted()
     }
@@ -397,7 +447,9 @@ public final class ServerProcess: @unchecked Sendable {
             if let broker = brokerPID(), broker != excluded { return broker }
             try await Task.sleep(for: .milliseconds(20))
         }
-        throw HarnessError("no broker child (other than \(excluded.map(String.init) ?? "none")) of supervisor \(pid) within \(timeout); children: \(childPIDs())")
+        throw HarnessError(
+            "no broker child (other than \(excluded.map(String.init) ?? "none")) of supervisor \(pid) within \(timeout); children: \(childPIDs())"
+        )
     }
 
     /// Whether `pid` still exists (and is not a zombie).

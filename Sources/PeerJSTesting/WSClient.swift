@@ -163,7 +163,11 @@ final class HandshakeHandler: ChannelInboundHandler {
     private func process(context: ChannelHandlerContext, eof: Bool) {
         if case .awaitingHead = state {
             guard let end = headEnd() else {
-                if eof { outcome.complete(.failure(HarnessError("connection closed before a complete answer to the WebSocket upgrade"))) }
+                if eof {
+                    outcome.complete(
+                        .failure(HarnessError("connection closed before a complete answer to the WebSocket upgrade"))
+                    )
+                }
                 return
             }
             let headText = String(decoding: buffer[0..<end], as: UTF8.self)
@@ -185,7 +189,13 @@ final class HandshakeHandler: ChannelInboundHandler {
             if status == 101 {
                 let expected = webSocketAccept(for: requestKey)
                 guard header("upgrade")?.lowercased() == "websocket", header("sec-websocket-accept") == expected else {
-                    outcome.complete(.failure(HarnessError("101 without a valid WebSocket handshake (Upgrade: \(header("upgrade") ?? "-"), Sec-WebSocket-Accept: \(header("sec-websocket-accept") ?? "-"), expected \(expected))")))
+                    outcome.complete(
+                        .failure(
+                            HarnessError(
+                                "101 without a valid WebSocket handshake (Upgrade: \(header("upgrade") ?? "-"), Sec-WebSocket-Accept: \(header("sec-websocket-accept") ?? "-"), expected \(expected))"
+                            )
+                        )
+                    )
                     state = .done
                     context.close(promise: nil)
                     return
@@ -196,7 +206,9 @@ final class HandshakeHandler: ChannelInboundHandler {
                         [
                             WebSocketFrameEncoder(), ByteToMessageHandler(WebSocketFrameDecoder(maxFrameSize: 1 << 24)),
                             WSFrameHandler(shared: shared),
-                        ], position: .after(self))
+                        ],
+                        position: .after(self)
+                    )
                 } catch {
                     outcome.complete(.failure(error))
                     context.close(promise: nil)
@@ -223,7 +235,8 @@ final class HandshakeHandler: ChannelInboundHandler {
         }
     }
 
-    private func finishRefusal(context: ChannelHandlerContext, status: Int, headers: [(String, String)], body: [UInt8]) {
+    private func finishRefusal(context: ChannelHandlerContext, status: Int, headers: [(String, String)], body: [UInt8])
+    {
         state = .done
         outcome.complete(.success(.refused(UpgradeRefusal(status: status, headers: headers, body: body))))
         context.close(promise: nil)
@@ -242,7 +255,9 @@ final class HandshakeHandler: ChannelInboundHandler {
         switch state {
         case .awaitingHead, .refusedBody:
             process(context: context, eof: true)
-            outcome.complete(.failure(HarnessError("connection closed before a complete answer to the WebSocket upgrade")))
+            outcome.complete(
+                .failure(HarnessError("connection closed before a complete answer to the WebSocket upgrade"))
+            )
         case .upgraded, .done:
             break
         }
@@ -426,10 +441,21 @@ public final class WSClient: Sendable {
     ///   - autoPong: answer server pings.
     ///   - timeout: bound for TCP connect plus upgrade.
     public static func connect(
-        host: String = "127.0.0.1", port: Int, path: String = "/peerjs", query: String? = nil, autoPong: Bool = true,
+        host: String = "127.0.0.1",
+        port: Int,
+        path: String = "/peerjs",
+        query: String? = nil,
+        autoPong: Bool = true,
         timeout: Duration = .seconds(5)
     ) async throws -> WSClient {
-        switch try await connectRaw(host: host, port: port, path: path, query: query, autoPong: autoPong, timeout: timeout) {
+        switch try await connectRaw(
+            host: host,
+            port: port,
+            path: path,
+            query: query,
+            autoPong: autoPong,
+            timeout: timeout
+        ) {
         case .success(let client): return client
         case .failure(let refusal):
             throw HarnessError("WebSocket upgrade to \(path)?\(query ?? "") refused: \(refusal)")
@@ -445,7 +471,11 @@ public final class WSClient: Sendable {
     ///   - autoPong: answer server pings.
     ///   - timeout: bound for TCP connect plus upgrade.
     public static func connectRaw(
-        host: String = "127.0.0.1", port: Int, path: String = "/peerjs", query: String? = nil, autoPong: Bool = true,
+        host: String = "127.0.0.1",
+        port: Int,
+        path: String = "/peerjs",
+        query: String? = nil,
+        autoPong: Bool = true,
         timeout: Duration = .seconds(5)
     ) async throws -> Swift.Result<WSClient, UpgradeRefusal> {
         let loop = MultiThreadedEventLoopGroup.singleton.next()
@@ -463,7 +493,8 @@ public final class WSClient: Sendable {
                     rawBox.withLock { $0 = NIOLoopBound(raw, eventLoop: channel.eventLoop) }
                     try channel.pipeline.syncOperations.addHandler(raw)
                     try channel.pipeline.syncOperations.addHandler(
-                        HandshakeHandler(outcome: outcome, requestKey: requestKey, shared: shared))
+                        HandshakeHandler(outcome: outcome, requestKey: requestKey, shared: shared)
+                    )
                 }
             }
         let channel = try await bootstrap.connect(host: host, port: port).get()
@@ -473,7 +504,11 @@ public final class WSClient: Sendable {
             + "Sec-WebSocket-Key: \(requestKey)\r\nSec-WebSocket-Version: 13\r\n\r\n"
         channel.writeAndFlush(ByteBuffer(string: request), promise: nil)
 
-        let timer = loop.scheduleTask(in: .nanoseconds(Int64(timeout.components.seconds) * 1_000_000_000 + timeout.components.attoseconds / 1_000_000_000)) {
+        let timer = loop.scheduleTask(
+            in: .nanoseconds(
+                Int64(timeout.components.seconds) * 1_000_000_000 + timeout.components.attoseconds / 1_000_000_000
+            )
+        ) {
             outcome.complete(.failure(HarnessError("no answer to the WebSocket upgrade of \(uri) within \(timeout)")))
             channel.close(promise: nil)
         }
@@ -580,7 +615,9 @@ public final class WSClient: Sendable {
             switch frame {
             case .ping, .pong: continue
             case .close(let code):
-                throw HarnessError("[\(label)] server closed (close frame, code \(code.map(String.init) ?? "none")) while a message was expected")
+                throw HarnessError(
+                    "[\(label)] server closed (close frame, code \(code.map(String.init) ?? "none")) while a message was expected"
+                )
             case .text, .binary: return frame
             }
         }
@@ -616,7 +653,8 @@ public final class WSClient: Sendable {
             switch event {
             case .frame(.ping), .frame(.pong): continue
             case .frame(let frame): throw HarnessError("[\(label)] expected nothing within \(within), got \(frame)")
-            case .end(let why): throw HarnessError("[\(label)] expected nothing within \(within), but the connection ended (\(why))")
+            case .end(let why):
+                throw HarnessError("[\(label)] expected nothing within \(within), but the connection ended (\(why))")
             }
         }
     }

@@ -29,14 +29,25 @@ struct Endpoint: Sendable {
     }
 
     /// Opens a WebSocket with `key`/`id`/`token` (each inserted raw, unencoded, as the browser client does).
-    func connect(id: String, token: String, key: String? = nil, extra: String = "", autoPong: Bool = true) async throws
+    func connect(
+        id: String,
+        token: String,
+        key: String? = nil,
+        extra: String = "",
+        autoPong: Bool = true
+    ) async throws
         -> WSClient
     {
         try await connect(query: "key=\(key ?? self.key)&id=\(id)&token=\(token)\(extra)", autoPong: autoPong)
     }
 
     /// Registers a new peer with a unique id and expects exactly `{"type":"OPEN"}` first.
-    func register(_ prefix: String = "p", id: String? = nil, token: String? = nil, autoPong: Bool = true) async throws
+    func register(
+        _ prefix: String = "p",
+        id: String? = nil,
+        token: String? = nil,
+        autoPong: Bool = true
+    ) async throws
         -> Peer
     {
         let id = id ?? Unique.id(prefix)
@@ -131,8 +142,13 @@ enum ServerFixture {
 
     static func external(_ url: URL, arguments: [String]) -> Endpoint {
         Endpoint(
-            host: url.host ?? "127.0.0.1", port: url.port ?? 9000, basePath: normalizeBasePath(url.path),
-            key: ProcessInfo.processInfo.environment["PEERJS_TEST_KEY"] ?? "peerjs", server: nil, arguments: arguments)
+            host: url.host ?? "127.0.0.1",
+            port: url.port ?? 9000,
+            basePath: normalizeBasePath(url.path),
+            key: ProcessInfo.processInfo.environment["PEERJS_TEST_KEY"] ?? "peerjs",
+            server: nil,
+            arguments: arguments
+        )
     }
 }
 
@@ -152,7 +168,9 @@ struct PeerServerTrait: SuiteTrait, TestTrait, TestScoping {
     }
 
     func provideScope(
-        for test: Test, testCase: Test.Case?, performing function: @Sendable () async throws -> Void
+        for test: Test,
+        testCase: Test.Case?,
+        performing function: @Sendable () async throws -> Void
     ) async throws {
         if test.isSuite {
             if let inherited = ServerFixture.current, inherited.arguments == arguments {
@@ -168,8 +186,13 @@ struct PeerServerTrait: SuiteTrait, TestTrait, TestScoping {
             }
             let server = try await ServerProcess.launch(arguments)
             let endpoint = Endpoint(
-                host: server.host, port: server.port, basePath: server.basePath, key: server.key, server: server,
-                arguments: arguments)
+                host: server.host,
+                port: server.port,
+                basePath: server.basePath,
+                key: server.key,
+                server: server,
+                arguments: arguments
+            )
             do {
                 try await ServerFixture.$current.withValue(endpoint) { try await function() }
             } catch {

@@ -25,7 +25,8 @@ extension SharedServer {
                     "name": "PeerJS Server",
                     "description": "A server side element to broker connections between PeerJS clients.",
                     "website": "https://peerjs.com/",
-                ])
+                ]
+            )
         }
 
         @Test("2 GET B{key}/id answers text/html with a fresh UUID v4")
@@ -76,7 +77,10 @@ extension SharedServer {
             let s = try Endpoint.current()
             for route in ["", "\(s.key)/id", "\(s.key)/peers"] {
                 let response = try await s.get(route, headers: [("Origin", "https://example.test")])
-                #expect(response.header("Access-Control-Allow-Origin") == "https://example.test", "GET \(route): \(response)")
+                #expect(
+                    response.header("Access-Control-Allow-Origin") == "https://example.test",
+                    "GET \(route): \(response)"
+                )
                 let vary = response.headerValues("Vary").joined(separator: ",").lowercased()
                 #expect(vary.contains("origin"), "GET \(route): \(response)")
             }
@@ -88,8 +92,12 @@ extension SharedServer {
         func preflight() async throws {
             let s = try Endpoint.current()
             let response = try await HTTPClient.request(
-                "OPTIONS", host: s.host, port: s.port, path: s.basePath + "\(s.key)/id",
-                headers: [("Origin", "https://app.example.test"), ("Access-Control-Request-Method", "GET")])
+                "OPTIONS",
+                host: s.host,
+                port: s.port,
+                path: s.basePath + "\(s.key)/id",
+                headers: [("Origin", "https://app.example.test"), ("Access-Control-Request-Method", "GET")]
+            )
             #expect(response.status == 204, "\(response)")
             #expect(response.header("Access-Control-Allow-Origin") == "https://app.example.test", "\(response)")
             #expect(response.header("Access-Control-Allow-Methods") == "GET,HEAD,PUT,PATCH,POST,DELETE", "\(response)")
@@ -100,8 +108,11 @@ extension SharedServer {
             let s = try Endpoint.current()
             for path in ["notpeerjs", "peerjs/extra", "peerjsx", "\(s.key)/id"] {
                 let outcome = try await WSClient.connectRaw(
-                    host: s.host, port: s.port, path: s.basePath + path,
-                    query: "key=\(s.key)&id=\(Unique.id("w"))&token=t")
+                    host: s.host,
+                    port: s.port,
+                    path: s.basePath + path,
+                    query: "key=\(s.key)&id=\(Unique.id("w"))&token=t"
+                )
                 switch outcome {
                 case .success(let ws):
                     Issue.record("upgrade on \(s.basePath + path) was accepted")
@@ -112,10 +123,18 @@ extension SharedServer {
             }
         }
 
-        @Test("12 [DIFF] old-server HTTP quirks", .disabled("old 0.2.x behaviour (16-char ids, 404 /peers for unused keys, ACAO *); this server implements the 1.x behaviour, tested by 2, 5, 7"))
+        @Test(
+            "12 [DIFF] old-server HTTP quirks",
+            .disabled(
+                "old 0.2.x behaviour (16-char ids, 404 /peers for unused keys, ACAO *); this server implements the 1.x behaviour, tested by 2, 5, 7"
+            )
+        )
         func oldServerQuirks() {}
 
-        @Test("4 custom id generator", .disabled("no CLI flag configures generateClientId; covered at the unit level (PeerProtocolTests)"))
+        @Test(
+            "4 custom id generator",
+            .disabled("no CLI flag configures generateClientId; covered at the unit level (PeerProtocolTests)")
+        )
         func customIDGenerator() {}
     }
 }
@@ -133,8 +152,11 @@ struct DiscoveryOff {
 }
 
 @Suite(
-    "Discovery on, own server", .serialized, .disabled(if: ServerFixture.isExternal, needsOwnServer),
-    .peerServer("--allow_discovery", "--key", "discokey"))
+    "Discovery on, own server",
+    .serialized,
+    .disabled(if: ServerFixture.isExternal, needsOwnServer),
+    .peerServer("--allow_discovery", "--key", "discokey")
+)
 struct DiscoveryOn {
     @Test("6 GET B{key}/peers with discovery on lists exactly the connected ids ([] when none)")
     func peersListed() async throws {
@@ -153,8 +175,10 @@ struct DiscoveryOn {
 }
 
 @Suite(
-    "CORS list", .disabled(if: ServerFixture.isExternal, needsOwnServer),
-    .peerServer("--cors", "https://a.example.test", "--cors", "https://b.example.test"))
+    "CORS list",
+    .disabled(if: ServerFixture.isExternal, needsOwnServer),
+    .peerServer("--cors", "https://a.example.test", "--cors", "https://b.example.test")
+)
 struct CORSList {
     @Test("8 --cors A --cors B: A and B are echoed, C gets no Access-Control-Allow-Origin")
     func corsList() async throws {
@@ -167,8 +191,12 @@ struct CORSList {
         let other = try await s.get("\(s.key)/id", headers: [("Origin", "https://c.example.test")])
         #expect(other.header("Access-Control-Allow-Origin") == nil, "\(other)")
         let preflight = try await HTTPClient.request(
-            "OPTIONS", host: s.host, port: s.port, path: s.basePath + "\(s.key)/id",
-            headers: [("Origin", "https://b.example.test"), ("Access-Control-Request-Method", "GET")])
+            "OPTIONS",
+            host: s.host,
+            port: s.port,
+            path: s.basePath + "\(s.key)/id",
+            headers: [("Origin", "https://b.example.test"), ("Access-Control-Request-Method", "GET")]
+        )
         #expect(preflight.status == 204, "\(preflight)")
         #expect(preflight.header("Access-Control-Allow-Origin") == "https://b.example.test", "\(preflight)")
     }
@@ -194,7 +222,10 @@ struct CustomPath {
         let peer = try await s.register("m")  // uses /myapp/peerjs
         await peer.ws.close()
         let outcome = try await WSClient.connectRaw(
-            port: s.port, path: "/peerjs", query: "key=peerjs&id=\(Unique.id("m"))&token=t")
+            port: s.port,
+            path: "/peerjs",
+            query: "key=peerjs&id=\(Unique.id("m"))&token=t"
+        )
         if case .success(let ws) = outcome {
             Issue.record("a WebSocket at /peerjs was accepted although the path is /myapp")
             await ws.close()

@@ -5,8 +5,10 @@ import Testing
 /// `--alive_timeout 1000`: the server pings every ~333 ms and drops a peer silent for 1000 ms. Project decision (b),
 /// PROTOCOL.md §13: any frame from the client counts as alive, the pong to the server's ping included.
 @Suite(
-    "Liveness, --alive_timeout 1000", .disabled(if: ServerFixture.isExternal, needsOwnServer),
-    .peerServer("--alive_timeout", "1000", "--allow_discovery"))
+    "Liveness, --alive_timeout 1000",
+    .disabled(if: ServerFixture.isExternal, needsOwnServer),
+    .peerServer("--alive_timeout", "1000", "--expire_timeout", "1000", "--cleanup_out_msgs", "20", "--allow_discovery")
+)
 struct Liveness {
     static let aliveTimeout = 1000.0
 
@@ -43,6 +45,28 @@ struct Liveness {
         await again.ws.close()
     }
 
+    @Test("46b (E1) messages sent to a peer after it was dropped for silence are queued and expire like any offline id")
+    func droppedPeerQueuesLikeOffline() async throws {
+        let s = try Endpoint.current()
+        let sender = try await s.register("snd")
+        let (silent, _) = try await registerTimed(s, autoPong: false)
+        // The sender keeps itself alive while waiting.
+        let heartbeats = Task {
+            while !Task.isCancelled {
+                try? await sender.heartbeat()
+                try? await Task.sleep(for: .milliseconds(150))
+            }
+        }
+        defer { heartbeats.cancel() }
+        try await silent.ws.waitForClose(timeout: .seconds(5))
+        #expect(try await s.waitForPeers(timeout: .seconds(1)) { !$0.contains(silent.id) })
+        try await sender.send(type: "OFFER", to: silent.id, payload: ["late": true])
+        let expire = try await sender.ws.nextJSON(timeout: .seconds(5))
+        #expect(expire == ["type": "EXPIRE", "src": .string(silent.id), "dst": .string(sender.id)])
+        heartbeats.cancel()
+        await sender.ws.close()
+    }
+
     // Decision (b) inverts behaviour 47 of PROTOCOL.md §11: any client frame counts as alive, OFFERs included.
     @Test("47 (inverted by §13 b) a peer sending only OFFERs, answering no pings, stays registered past alive_timeout")
     func offersKeepAlive() async throws {
@@ -71,7 +95,8 @@ struct Liveness {
         let sinceBeat = Stopwatch.milliseconds(since: beat)
         #expect(
             sinceBeat >= Self.aliveTimeout - 5,
-            "dropped \(sinceBeat) ms after the heartbeat (\(Stopwatch.milliseconds(since: start)) ms after connecting): the heartbeat did not reset the deadline")
+            "dropped \(sinceBeat) ms after the heartbeat (\(Stopwatch.milliseconds(since: start)) ms after connecting): the heartbeat did not reset the deadline"
+        )
         #expect(sinceBeat <= Self.aliveTimeout + 2500, "dropped \(sinceBeat) ms after the heartbeat")
     }
 
@@ -86,6 +111,11 @@ struct Liveness {
         await peer.ws.close()
     }
 
-    @Test("50 [DIFF] old server had no liveness timeout", .disabled("old 0.2.x behaviour; this server drops silent peers (46) and keeps 0.x clients alive through pings (48b)"))
+    @Test(
+        "50 [DIFF] old server had no liveness timeout",
+        .disabled(
+            "old 0.2.x behaviour; this server drops silent peers (46) and keeps 0.x clients alive through pings (48b)"
+        )
+    )
     func noLivenessInOldServer() {}
 }

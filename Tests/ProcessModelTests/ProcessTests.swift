@@ -3,7 +3,7 @@ import PeerJSTesting
 import Testing
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// The real supervisor/broker pair: each test starts its own `peerjs`, so it may kill parts of it.
@@ -11,8 +11,13 @@ import Glibc
 struct ProcessModel {
     static func endpoint(_ server: ServerProcess) -> Endpoint {
         Endpoint(
-            host: server.host, port: server.port, basePath: server.basePath, key: server.key, server: server,
-            arguments: server.arguments)
+            host: server.host,
+            port: server.port,
+            basePath: server.basePath,
+            key: server.key,
+            server: server,
+            arguments: server.arguments
+        )
     }
 
     static func brokerPIDLogged(_ line: String) -> Int32? {
@@ -71,7 +76,11 @@ struct ProcessModel {
             let first = try #require(a, "no registration on the restarted broker within 10 s")
             let b = try await s.register("b")
             try await first.send(type: "OFFER", to: b.id, payload: offerPayload)
-            #expect(try await b.ws.nextJSON() == ["type": "OFFER", "src": .string(first.id), "dst": .string(b.id), "payload": offerPayload])
+            #expect(
+                try await b.ws.nextJSON() == [
+                    "type": "OFFER", "src": .string(first.id), "dst": .string(b.id), "payload": offerPayload,
+                ]
+            )
             #expect(try await s.listedPeers() == [first.id, b.id])
         }
     }
@@ -89,7 +98,9 @@ struct ProcessModel {
         #expect(status != nil, "the supervisor was still running 8 s after SIGTERM")
         #expect(status != .signaled(SIGKILL))
         let deadline = ContinuousClock.now + .seconds(3)
-        while ServerProcess.isAlive(broker) && ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(20)) }
+        while ServerProcess.isAlive(broker) && ContinuousClock.now < deadline {
+            try await Task.sleep(for: .milliseconds(20))
+        }
         #expect(!ServerProcess.isAlive(broker), "broker \(broker) outlived the supervisor's SIGTERM")
         try await peer.ws.waitForClose(timeout: .seconds(2))
     }
@@ -124,7 +135,8 @@ struct CommandLineFlags {
             ["--port", "notaport"], ["--port", "70000"], ["--alive_timeout", "soon"], ["--expire_timeout", "-5"],
             ["--concurrent_limit", "many"], ["--max_message_size", "big"], ["--handshake_timeout", "x"],
             ["--cleanup_out_msgs", "0.5s"],
-        ])
+        ]
+    )
     func invalidFlag(_ arguments: [String]) async throws {
         let (status, output) = try await ServerProcess.run(arguments + ["--host", "127.0.0.1"])
         let lines = output.filter { !$0.trimmingCharacters(in: .whitespaces).isEmpty }
@@ -132,6 +144,9 @@ struct CommandLineFlags {
         #expect(lines.count == 1, "\(arguments): expected a one-line error, got \(lines.count) lines: \(output)")
         let name = arguments[0].trimmingCharacters(in: CharacterSet(charactersIn: "-"))
         let kebab = name.replacingOccurrences(of: "_", with: "-")
-        #expect(lines.contains { $0.contains(name) || $0.contains(kebab) }, "\(arguments): the error must name the flag: \(output)")
+        #expect(
+            lines.contains { $0.contains(name) || $0.contains(kebab) },
+            "\(arguments): the error must name the flag: \(output)"
+        )
     }
 }

@@ -19,7 +19,10 @@ extension SharedServer {
             let elapsed = Stopwatch.milliseconds(since: start)
             #expect(expire == ["type": "EXPIRE", "src": .string(c), "dst": .string(a.id)])
             #expect(elapsed >= 4900, "EXPIRE after \(elapsed) ms; expected ≥ 5000 ms after the first message")
-            #expect(elapsed <= 8000, "EXPIRE after \(elapsed) ms; expected ~5000–6000 ms (8000 allowed on a busy machine)")
+            #expect(
+                elapsed <= 8000,
+                "EXPIRE after \(elapsed) ms; expected ~5000–6000 ms (8000 allowed on a busy machine)"
+            )
             try await a.ws.expectNoFrame(within: .milliseconds(1300))  // once, not once per message
             await a.ws.close()
         }
@@ -34,8 +37,16 @@ extension SharedServer {
             try await a.send(type: "OFFER", to: c.id, payload: ["q": 1])
             try await a.send(type: "CANDIDATE", to: c.id, payload: ["q": 2])
             let back = try await s.register(id: c.id, token: c.token)  // expects OPEN first
-            #expect(try await back.ws.nextJSON() == ["type": "OFFER", "src": .string(a.id), "dst": .string(c.id), "payload": ["q": 1]])
-            #expect(try await back.ws.nextJSON() == ["type": "CANDIDATE", "src": .string(a.id), "dst": .string(c.id), "payload": ["q": 2]])
+            #expect(
+                try await back.ws.nextJSON() == [
+                    "type": "OFFER", "src": .string(a.id), "dst": .string(c.id), "payload": ["q": 1],
+                ]
+            )
+            #expect(
+                try await back.ws.nextJSON() == [
+                    "type": "CANDIDATE", "src": .string(a.id), "dst": .string(c.id), "payload": ["q": 2],
+                ]
+            )
             await a.ws.close()
             await back.ws.close()
         }
@@ -46,7 +57,8 @@ extension SharedServer {
 @Suite(
     "Offline queue, --expire_timeout 1000 --cleanup_out_msgs 20",
     .disabled(if: ServerFixture.isExternal, needsOwnServer),
-    .peerServer("--expire_timeout", "1000", "--cleanup_out_msgs", "20", "--allow_discovery"))
+    .peerServer("--expire_timeout", "1000", "--cleanup_out_msgs", "20", "--allow_discovery")
+)
 struct FastQueue {
     @Test("35 A→C while C is offline; C connects in time: OPEN, then the messages in order; A gets no EXPIRE")
     func deliveredOnConnect() async throws {
@@ -75,8 +87,16 @@ struct FastQueue {
         try await a.send(type: "OFFER", to: c, payload: ["from": "a"])
         try await d.send(type: "OFFER", to: c, payload: ["from": "d"])
         try await a.send(type: "CANDIDATE", to: c, payload: ["from": "a"])
-        #expect(try await a.ws.nextJSON(timeout: .seconds(5)) == ["type": "EXPIRE", "src": .string(c), "dst": .string(a.id)])
-        #expect(try await d.ws.nextJSON(timeout: .seconds(5)) == ["type": "EXPIRE", "src": .string(c), "dst": .string(d.id)])
+        #expect(
+            try await a.ws.nextJSON(timeout: .seconds(5)) == [
+                "type": "EXPIRE", "src": .string(c), "dst": .string(a.id),
+            ]
+        )
+        #expect(
+            try await d.ws.nextJSON(timeout: .seconds(5)) == [
+                "type": "EXPIRE", "src": .string(c), "dst": .string(d.id),
+            ]
+        )
         try await a.ws.expectNoFrame(within: .milliseconds(300))
         try await d.ws.expectNoFrame(within: .milliseconds(50))
         await a.ws.close()
@@ -152,7 +172,10 @@ struct FastQueue {
         try await a.send(type: "OFFER", to: kept, payload: ["k": 1])
         try await Task.sleep(for: .milliseconds(200))
         let keptPeer = try await s.register(id: kept)
-        #expect(try await keptPeer.ws.nextJSON()["payload"] == ["k": 1], "queue must still exist 200 ms after the message")
+        #expect(
+            try await keptPeer.ws.nextJSON()["payload"] == ["k": 1],
+            "queue must still exist 200 ms after the message"
+        )
 
         let gone = Unique.id("gone")
         let start = Stopwatch.now
@@ -166,6 +189,11 @@ struct FastQueue {
         for ws in [a.ws, keptPeer.ws, late.ws] { await ws.close() }
     }
 
-    @Test("44 [DIFF] old fixed 5 s sweep", .disabled("old 0.2.x server expired all pending messages at a fixed 5 s sweep; this server follows 1.x (36, 38, 42)"))
+    @Test(
+        "44 [DIFF] old fixed 5 s sweep",
+        .disabled(
+            "old 0.2.x server expired all pending messages at a fixed 5 s sweep; this server follows 1.x (36, 38, 42)"
+        )
+    )
     func oldSweep() {}
 }

@@ -21,8 +21,11 @@ extension SharedServer {
 
         @Test(
             "14 only key, key+id, or an empty token: ERROR 'No id, token, or key supplied…' then close",
-            arguments: ["key=KEY", "key=KEY&id=ID", "key=KEY&id=ID&token=", "key=&id=ID&token=tok", "key=KEY&id=&token=tok",
-                "id=ID&token=tok"])
+            arguments: [
+                "key=KEY", "key=KEY&id=ID", "key=KEY&id=ID&token=", "key=&id=ID&token=tok", "key=KEY&id=&token=tok",
+                "id=ID&token=tok",
+            ]
+        )
         func missingParameter(_ template: String) async throws {
             let s = try Endpoint.current()
             let id = Unique.id("m")
@@ -80,7 +83,11 @@ extension SharedServer {
 
             let sender = try await s.register("snd")
             try await sender.send(type: "OFFER", to: "a b\(suffix)", payload: ["n": 1])
-            #expect(try await spaced.ws.nextJSON() == ["type": "OFFER", "src": .string(sender.id), "dst": .string("a b\(suffix)"), "payload": ["n": 1]])
+            #expect(
+                try await spaced.ws.nextJSON() == [
+                    "type": "OFFER", "src": .string(sender.id), "dst": .string("a b\(suffix)"), "payload": ["n": 1],
+                ]
+            )
             try await sender.send(type: "OFFER", to: "x y\(suffix)", payload: ["n": 2])
             #expect(try await plus.ws.nextJSON()["payload"] == ["n": 2])
             // The token is compared after decoding: "t%2Bk" is "t+k", so "t+k" raw would be "t k" — a different token.
@@ -119,7 +126,11 @@ extension SharedServer {
             #expect(try await s.listedPeers().contains(old.id))
             let sender = try await s.register("snd")
             try await sender.send(type: "ANSWER", to: old.id, payload: ["k": "v"])
-            #expect(try await new.nextJSON() == ["type": "ANSWER", "src": .string(sender.id), "dst": .string(old.id), "payload": ["k": "v"]])
+            #expect(
+                try await new.nextJSON() == [
+                    "type": "ANSWER", "src": .string(sender.id), "dst": .string(old.id), "payload": ["k": "v"],
+                ]
+            )
             await new.close()
             await sender.ws.close()
         }
@@ -184,17 +195,23 @@ extension SharedServer {
 }
 
 @Suite(
-    "Concurrent limit", .serialized, .disabled(if: ServerFixture.isExternal, needsOwnServer),
-    .peerServer("--concurrent_limit", "1", "--allow_discovery"))
+    "Concurrent limit",
+    .serialized,
+    .disabled(if: ServerFixture.isExternal, needsOwnServer),
+    .peerServer("--concurrent_limit", "1", "--allow_discovery")
+)
 struct ConcurrentLimit {
-    @Test("22 concurrent_limit=1: second id gets ERROR 'Server has reached its concurrent user limit' + close; freed after close")
+    @Test(
+        "22 concurrent_limit=1: second id gets ERROR 'Server has reached its concurrent user limit' + close; freed after close"
+    )
     func limit() async throws {
         let s = try Endpoint.current()
         let first = try await s.register("c1")
         let second = try await s.connect(id: Unique.id("c2"), token: "t")
         #expect(
             try await second.nextJSON()
-                == ["type": "ERROR", "payload": ["msg": "Server has reached its concurrent user limit"]])
+                == ["type": "ERROR", "payload": ["msg": "Server has reached its concurrent user limit"]]
+        )
         try await second.waitForClose()
         // A re-attach of the registered id is not a new registration.
         let again = try await s.connect(id: first.id, token: first.token)

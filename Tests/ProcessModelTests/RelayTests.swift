@@ -19,7 +19,9 @@ extension SharedServer {
             await b.ws.close()
         }
 
-        @Test("24b any JSON key order (the 1.x client sends type, payload, dst) and insignificant whitespace are accepted")
+        @Test(
+            "24b any JSON key order (the 1.x client sends type, payload, dst) and insignificant whitespace are accepted"
+        )
         func keyOrderAndWhitespace() async throws {
             let s = try Endpoint.current()
             let a = try await s.register("a")
@@ -36,8 +38,12 @@ extension SharedServer {
                 try await a.ws.sendText(text.replacingOccurrences(of: "\"B\"", with: "\"\(b.id)\""))
                 let got = try await b.ws.nextJSON(timeout: .seconds(2))
                 #expect(
-                    got == ["type": message["type"]!, "src": .string(a.id), "dst": .string(b.id), "payload": message["payload"]!],
-                    "sent \(text)")
+                    got == [
+                        "type": message["type"]!, "src": .string(a.id), "dst": .string(b.id),
+                        "payload": message["payload"]!,
+                    ],
+                    "sent \(text)"
+                )
             }
             await a.ws.close()
             await b.ws.close()
@@ -48,16 +54,28 @@ extension SharedServer {
             let s = try Endpoint.current()
             let a = try await s.register("a")
             let b = try await s.register("b")
-            let answer: JSONValue = ["sdp": ["type": "answer", "sdp": "v=0\r\n"], "type": "data", "connectionId": "dc_1"]
+            let answer: JSONValue = [
+                "sdp": ["type": "answer", "sdp": "v=0\r\n"], "type": "data", "connectionId": "dc_1",
+            ]
             let candidate: JSONValue = [
-                "candidate": ["candidate": "candidate:1 1 udp 2122260223 10.0.0.1 54321 typ host", "sdpMid": "0",
-                    "sdpMLineIndex": 0, "usernameFragment": "abcd"],
+                "candidate": [
+                    "candidate": "candidate:1 1 udp 2122260223 10.0.0.1 54321 typ host", "sdpMid": "0",
+                    "sdpMLineIndex": 0, "usernameFragment": "abcd",
+                ],
                 "type": "data", "connectionId": "dc_1",
             ]
             try await b.send(type: "ANSWER", to: a.id, payload: answer)
-            #expect(try await a.ws.nextJSON() == ["type": "ANSWER", "src": .string(b.id), "dst": .string(a.id), "payload": answer])
+            #expect(
+                try await a.ws.nextJSON() == [
+                    "type": "ANSWER", "src": .string(b.id), "dst": .string(a.id), "payload": answer,
+                ]
+            )
             try await b.send(type: "CANDIDATE", to: a.id, payload: candidate)
-            #expect(try await a.ws.nextJSON() == ["type": "CANDIDATE", "src": .string(b.id), "dst": .string(a.id), "payload": candidate])
+            #expect(
+                try await a.ws.nextJSON() == [
+                    "type": "CANDIDATE", "src": .string(b.id), "dst": .string(a.id), "payload": candidate,
+                ]
+            )
 
             let types = ["OFFER", "CANDIDATE", "ANSWER"]
             for n in 0..<30 {
@@ -65,7 +83,10 @@ extension SharedServer {
             }
             for n in 0..<30 {
                 let got = try await b.ws.nextJSON()
-                #expect(got["type"] == .string(types[n % 3]) && got["payload"] == ["seq": .number(Double(n))], "message \(n): \(got)")
+                #expect(
+                    got["type"] == .string(types[n % 3]) && got["payload"] == ["seq": .number(Double(n))],
+                    "message \(n): \(got)"
+                )
             }
             await a.ws.close()
             await b.ws.close()
@@ -158,7 +179,11 @@ extension SharedServer {
                 Issue.record("the server must send text frames only, got \(got)")
                 return
             }
-            #expect(try JSONValue.parse(frameText(got)) == ["type": "OFFER", "src": .string(a.id), "dst": .string(b.id), "payload": ["bin": true]])
+            #expect(
+                try JSONValue.parse(frameText(got)) == [
+                    "type": "OFFER", "src": .string(a.id), "dst": .string(b.id), "payload": ["bin": true],
+                ]
+            )
             await a.ws.close()
             await b.ws.close()
         }
@@ -189,7 +214,12 @@ extension SharedServer {
             await other.ws.close()
         }
 
-        @Test("34 relay failure sends LEAVE back", .disabled("hard to provoke over real sockets; tested at the registry level with a failing transport (PeerProtocolTests)"))
+        @Test(
+            "34 relay failure sends LEAVE back",
+            .disabled(
+                "hard to provoke over real sockets; tested at the registry level with a failing transport (PeerProtocolTests)"
+            )
+        )
         func relayFailure() {}
     }
 }

@@ -25,7 +25,8 @@ func rawFrame(firstByte: UInt8, payload: [UInt8]) -> [UInt8] {
 @Suite(
     "Bad input, --max_message_size 1024 --handshake_timeout 300",
     .disabled(if: ServerFixture.isExternal, needsOwnServer),
-    .peerServer("--max_message_size", "1024", "--handshake_timeout", "300", "--allow_discovery"))
+    .peerServer("--max_message_size", "1024", "--handshake_timeout", "300", "--allow_discovery")
+)
 struct BadInput {
     func before() async throws -> (Endpoint, Peer, Int32?) {
         let s = try Endpoint.current()
@@ -62,7 +63,9 @@ struct BadInput {
     func unknownType() async throws {
         let (s, survivor, broker) = try await before()
         let bad = try await s.register("bad")
-        try await bad.ws.sendJSON(["type": "EXPLODE", "dst": .string(survivor.id), "payload": ["x": [1, 2, [3, [4]]]]])
+        try await bad.ws.sendJSON([
+            "type": "EXPLODE", "dst": .string(survivor.id), "payload": ["x": [1, 2, [3, [4]]]],
+        ])
         try await bad.ws.sendJSON(["type": ["nested": "type"], "dst": .string(survivor.id)])
         try await survivor.ws.expectNoFrame(within: .milliseconds(200))
         try await s.expectStillServing(survivor: survivor, brokerBefore: broker)
@@ -74,7 +77,9 @@ struct BadInput {
     func oversizedFrame() async throws {
         let (s, survivor, broker) = try await before()
         let bad = try await s.register("bad")
-        let big: JSONValue = ["type": "OFFER", "dst": .string(survivor.id), "payload": .string(String(repeating: "x", count: 2000))]
+        let big: JSONValue = [
+            "type": "OFFER", "dst": .string(survivor.id), "payload": .string(String(repeating: "x", count: 2000)),
+        ]
         try await bad.ws.sendText(big.jsonString)
         try await bad.ws.waitForClose(timeout: .seconds(3))
         try await survivor.ws.expectNoFrame(within: .milliseconds(100))  // the oversized message was not relayed
@@ -132,7 +137,8 @@ struct BadInput {
     func hugeHeader() async throws {
         let (s, survivor, broker) = try await before()
         let connection = try await RawTCPConnection.connect(host: s.host, port: s.port)
-        let request = "GET \(s.basePath)\(s.key)/id HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Huge: "
+        let request =
+            "GET \(s.basePath)\(s.key)/id HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Huge: "
             + String(repeating: "a", count: 100 * 1024) + "\r\n\r\n"
         await connection.send(Array(request.utf8))
         let answered = await connection.waitForData(timeout: .seconds(5)) { bytes in
