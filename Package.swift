@@ -23,6 +23,8 @@ let package = Package(
     targets: [
         // Tiny C shims (named CShim: swift-system owns the name CSystem) for what Swift's Glibc module cannot reach (_GNU_SOURCE calls, CMSG macros).
         .target(name: "CShim"),
+        // libsystemd: socket activation (sd_listen_fds_with_names) and sd_notify, for the supervisor only.
+        .systemLibrary(name: "CSystemd", pkgConfig: "libsystemd", providers: [.apt(["libsystemd-dev"])]),
         .target(name: "PeerProtocol", swiftSettings: strict),
         .target(name: "IPC", dependencies: ["CShim"], swiftSettings: strict),
         .target(
@@ -39,7 +41,7 @@ let package = Package(
         ),
         .target(
             name: "Supervisor",
-            dependencies: ["IPC", "CShim", .product(name: "Logging", package: "swift-log")],
+            dependencies: ["IPC", "CShim", "CSystemd", .product(name: "Logging", package: "swift-log")],
             swiftSettings: strict
         ),
         .executableTarget(

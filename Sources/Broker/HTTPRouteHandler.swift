@@ -136,18 +136,9 @@ final class HTTPRouteHandler: ChannelInboundHandler, RemovableChannelHandler {
 
 /// JSON string quoting for the few strings the broker writes itself (ids in `/peers`).
 enum JSONText {
-    private static let hex = Array("0123456789abcdef".utf8)
-
     static func quoted(_ text: String) -> String {
-        var out: [UInt8] = [UInt8(ascii: "\"")]
-        for byte in text.utf8 {
-            switch byte {
-            case UInt8(ascii: "\""), UInt8(ascii: "\\"): out += [UInt8(ascii: "\\"), byte]
-            case 0..<0x20: out += Array("\\u00".utf8) + [hex[Int(byte >> 4)], hex[Int(byte & 0xF)]]
-            default: out.append(byte)
-            }
-        }
-        out.append(UInt8(ascii: "\""))
+        var out: [UInt8] = []
+        EnvelopeWriter.appendJSONString(text, to: &out)
         return String(decoding: out, as: UTF8.self)
     }
 }

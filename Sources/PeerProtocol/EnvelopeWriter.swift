@@ -65,7 +65,8 @@ public enum EnvelopeWriter {
     }
 
     /// Appends `s` as a quoted JSON string.
-    static func appendJSONString(_ s: String, to out: inout [UInt8]) {
+    /// Appends `s` as a JSON string literal (quotes and escapes included).
+    public static func appendJSONString(_ s: String, to out: inout [UInt8]) {
         out.append(EnvelopeASCII.quote)
         var s = s
         s.withUTF8 { utf8 in

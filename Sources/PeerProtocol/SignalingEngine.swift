@@ -84,7 +84,7 @@ public final class SignalingEngine<Transport: PeerTransport, Store: Registry> {
         _ = reject(connection, .denied(reason))
     }
 
-    static var openFrame: [UInt8] { Array(#"{"type":"OPEN"}"#.utf8) }
+    static var openFrame: [UInt8] { EnvelopeWriter.open() }
 
     // MARK: - Messages (PROTOCOL.md §7.4)
 

@@ -81,6 +81,19 @@ struct Listener {
         return Listener(descriptor: fd, name: "http", address: address, port: localPort(fd) ?? port)
     }
 
+    /// A listening socket someone else made (systemd socket activation).
+    static func adopt(descriptor: Int32, name: String) -> Listener {
+        var storage = sockaddr_storage()
+        var length = socklen_t(MemoryLayout<sockaddr_storage>.size)
+        _ = withUnsafeMutablePointer(to: &storage) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(descriptor, $0, &length) }
+        }
+        let address = withUnsafeMutablePointer(to: &storage) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { numericHost($0, length) }
+        }
+        return Listener(descriptor: descriptor, name: name, address: address ?? "?", port: localPort(descriptor) ?? 0)
+    }
+
     private static func localPort(_ fd: Int32) -> UInt16? {
         var storage = sockaddr_storage()
         var length = socklen_t(MemoryLayout<sockaddr_storage>.size)

@@ -16,15 +16,19 @@ public struct SupervisorConfiguration: Sendable {
     public var brokerArguments: [String]
     /// How long a draining broker may take to close its peers after SIGTERM.
     public var drainDeadlineMs: UInt32
+    /// Re-reads the configuration on SIGHUP and returns the broker's new settings; nil when
+    /// there is nothing to re-read (settings came from the command line only).
+    public var reload: (@Sendable () throws -> BrokerSettings)?
 
     public init(host: String?, port: UInt16, broker: BrokerSettings, executable: String, brokerArguments: [String],
-                drainDeadlineMs: UInt32 = 3000) {
+                drainDeadlineMs: UInt32 = 3000, reload: (@Sendable () throws -> BrokerSettings)? = nil) {
         self.host = host
         self.port = port
         self.broker = broker
         self.executable = executable
         self.brokerArguments = brokerArguments
         self.drainDeadlineMs = drainDeadlineMs
+        self.reload = reload
     }
 }
 
@@ -47,7 +51,11 @@ public final class Supervisor {
     }
 
     private let configuration: SupervisorConfiguration
+    /// The broker settings in force: the configured ones, or the last successful reload's.
+    private var brokerSettings: BrokerSettings
     private let logger: Logger
+    private var watchdogIntervalMs: Int64?
+    private var lastWatchdog: Int64 = 0
     private var listeners: [Listener] = []
     private var broker: BrokerProcess?
     private var restartAt: Int64?
@@ -62,6 +70,7 @@ public final class Supervisor {
 
     public init(configuration: SupervisorConfiguration, logger: Logger) {
         self.configuration = configuration
+        self.brokerSettings = configuration.broker
         self.logger = logger
     }
 
@@ -69,7 +78,15 @@ public final class Supervisor {
     public func run() throws(SupervisorError) -> Int32 {
         let signals = try SignalSource([SIGCHLD, SIGTERM, SIGINT, SIGHUP])
         signal(SIGPIPE, SIG_IGN)
-        listeners = try Listener.bind(host: configuration.host, port: configuration.port)
+        let activated = try Systemd.activatedListeners()
+        if activated.isEmpty {
+            listeners = try Listener.bind(host: configuration.host, port: configuration.port)
+        } else {
+            listeners = activated.map { Listener.adopt(descriptor: $0.descriptor, name: $0.name) }
+            let names = listeners.map { "\($0.name)=\($0.address):\($0.port)" }.joined(separator: " ")
+            logger.info("socket activation: \(names)")
+        }
+        watchdogIntervalMs = Systemd.watchdogIntervalMs()
         try spawnBroker()
 
         while true {
@@ -122,7 +139,7 @@ public final class Supervisor {
         _ = consume theirs
         try wrap { () throws(IPCError) in try mine.setNonBlocking(true) }
         do {
-            try mine.send(type: .hello, message: configuration.broker)
+            try mine.send(type: .hello, message: brokerSettings)
         } catch {
             logger.error("cannot send hello to the broker: \(error)")
         }
@@ -171,9 +188,11 @@ public final class Supervisor {
         if !announced, let first = listeners.first {
             announced = true
             let host = configuration.host ?? first.address
-            logger.notice("Started PeerServer on \(host), port: \(first.port), path: \(configuration.broker.path)")
+            logger.notice("Started PeerServer on \(host), port: \(first.port), path: \(brokerSettings.path)")
+            Systemd.notify("READY=1\nSTATUS=serving; broker pid \(current.pid)\nMAINPID=\(getpid())")
         } else {
             logger.notice("broker pid=\(current.pid) ready; accepting again")
+            Systemd.notify("STATUS=serving; broker restarted as pid \(current.pid)")
         }
         flushPending()
     }
@@ -281,15 +300,41 @@ public final class Supervisor {
             startDrain()
             if broker == nil { return finish() }
         case SIGHUP:
-            logger.notice("SIGHUP: no configuration file is in use; settings come from the command line, nothing to re-read")
+            reloadConfiguration()
         default:
             break
         }
         return nil
     }
 
+    /// SIGHUP: re-read the configuration and hand the broker its new settings. A broken file
+    /// keeps the running configuration. Listen addresses change only on restart.
+    private func reloadConfiguration() {
+        guard let reload = configuration.reload else {
+            logger.notice("SIGHUP: no configuration file is in use; settings come from the command line, nothing to re-read")
+            return
+        }
+        Systemd.notify("RELOADING=1\nMONOTONIC_USEC=\(Systemd.monotonicMicroseconds())")
+        defer { Systemd.notify("READY=1") }
+        let settings: BrokerSettings
+        do {
+            settings = try reload()
+        } catch {
+            logger.error("reload failed, keeping the running configuration: \(error)")
+            return
+        }
+        brokerSettings = settings
+        do {
+            try broker?.channel?.send(type: .reload, message: settings)
+            logger.notice("configuration reloaded")
+        } catch {
+            logger.error("could not hand the new configuration to the broker (\(error)); it gets it when it restarts")
+        }
+    }
+
     private func startDrain() {
         logger.notice("stopping: no new connections; the broker closes its peers")
+        Systemd.notify("STOPPING=1\nSTATUS=draining")
         drainingSince = monotonicMilliseconds()
         for listener in listeners { close(listener.descriptor) }
         listeners = []
@@ -313,6 +358,10 @@ public final class Supervisor {
     }
 
     private func checkTimers(now: Int64) throws(SupervisorError) -> Int32? {
+        if let interval = watchdogIntervalMs, now - lastWatchdog >= interval / 2 {
+            lastWatchdog = now
+            Systemd.notify("WATCHDOG=1")
+        }
         if let since = drainingSince, now - since > Int64(configuration.drainDeadlineMs) + 2000 {
             logger.warning("the broker did not finish draining in time; killing it")
             return finish()
@@ -331,6 +380,7 @@ public final class Supervisor {
         var deadline: Int64 = now + 1000
         if let restartAt { deadline = min(deadline, restartAt) }
         if acceptPausedUntil > now { deadline = min(deadline, acceptPausedUntil) }
+        if let interval = watchdogIntervalMs { deadline = min(deadline, lastWatchdog + interval / 2) }
         return Int32(max(0, deadline - now))
     }
 }

@@ -10,6 +10,8 @@ public struct SupervisorError: Error, CustomStringConvertible, Equatable {
         public static let spawn = Code(name: "spawn")
         public static let signals = Code(name: "signals")
         public static let crashLoop = Code(name: "crashLoop")
+        public static let activation = Code(name: "activation")
+        public static let configuration = Code(name: "configuration")
     }
 
     public let code: Code

@@ -71,6 +71,9 @@ struct PeerJSCommand: ParsableCommand {
             help: "Least severe log level written: debug, info, notice, warning or error.")
     var logLevel: String = "info"
 
+    @Option(name: .customLong("config"), help: ArgumentHelp("Read settings from a `key = value` file first; flags given here override it. SIGHUP re-reads it.", valueName: "file"))
+    var config: String?
+
     @Option(name: .customLong("role"), help: .private)
     var role: String?
 
@@ -104,7 +107,25 @@ struct PeerJSCommand: ParsableCommand {
             maxMessageBytes: UInt32(maxMessageSize), handshakeTimeoutMs: UInt32(handshakeTimeout), threads: 1)
     }
 
+    /// Parses the command line, with the configuration file's settings (if `--config` names
+    /// one) placed before it so that explicit flags win.
+    static func parseWithConfiguration(_ arguments: [String]) throws -> PeerJSCommand {
+        let direct = try parse(arguments)
+        guard let path = direct.config, direct.role == nil else { return direct }
+        let file: ConfigurationFile
+        do {
+            file = try ConfigurationFile.load(path: path)
+        } catch {
+            throw ValidationError("--config: \(error)")
+        }
+        return try parse(file.arguments + arguments)
+    }
+
     func run() throws {
+        try run(arguments: Array(CommandLine.arguments.dropFirst()))
+    }
+
+    func run(arguments: [String]) throws {
         let level = Logger.Level(rawValue: logLevel) ?? .info
         let journald = getenv("JOURNAL_STREAM") != nil
         let label = "peerjs[\(role ?? "supervisor")]"
@@ -114,9 +135,14 @@ struct PeerJSCommand: ParsableCommand {
         if role == "broker" {
             throw ExitCode(BrokerRole.run(channelDescriptor: 3, logger: logger))
         }
+        var reload: (@Sendable () throws -> BrokerSettings)?
+        if config != nil {
+            reload = { try Self.parseWithConfiguration(arguments).brokerSettings }
+        }
         let configuration = SupervisorConfiguration(
             host: host, port: UInt16(port), broker: brokerSettings, executable: "/proc/self/exe",
-            brokerArguments: [CommandLine.arguments.first ?? "peerjs", "--role", "broker", "--log-level", logLevel])
+            brokerArguments: [CommandLine.arguments.first ?? "peerjs", "--role", "broker", "--log-level", logLevel],
+            reload: reload)
         do {
             throw ExitCode(try Supervisor(configuration: configuration, logger: logger).run())
         } catch let error as SupervisorError {
