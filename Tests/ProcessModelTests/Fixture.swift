@@ -203,7 +203,19 @@ struct PeerServerTrait: SuiteTrait, TestTrait, TestScoping {
             if ProcessInfo.processInfo.environment["PEERJS_TEST_LOGS"] != nil {
                 server.printLog(header: "peerjs output, suite \(test.name)", limit: 100_000)
             }
-            await server.stop()
+            // A broker crash is hidden by the supervisor's restart; catch it here for the whole suite.
+            let starts = server.logLines.filter { $0.contains("broker started") }.count
+            let supervisorAlive = ServerProcess.isAlive(server.pid)
+            let status = await server.stop()
+            if starts > 1 || !supervisorAlive {
+                server.printLog(header: "peerjs output, suite \(test.name)")
+                Issue.record(
+                    "during suite \(test.name) the broker was started \(starts) times (a test crashed it) or the supervisor died (alive: \(supervisorAlive))"
+                )
+            }
+            if status == .signaled(SIGKILL) {
+                Issue.record("peerjs did not stop within 5 s of SIGTERM at the end of suite \(test.name)")
+            }
             return
         }
         // One test: print the server's output once if the test records an issue or throws.
