@@ -1,3 +1,15 @@
+// End-to-end tests of the real `peerjs` binary over 127.0.0.1, one @Test per behaviour of PROTOCOL.md §11
+// (numbered in the test names), as amended by §13/§14 and the project decisions noted at each test.
+//
+// Run:   swift build --build-tests && swift test --skip-build --filter ProcessModelTests
+// Env:   PEERJS_BINARY     the binary to test (default: `peerjs` next to the test bundle)
+//        PEERJS_TEST_URL   run the protocol suite against an external server (e.g. http://127.0.0.1:9000/,
+//                          started with --allow_discovery); suites needing their own flags or processes are skipped
+//        PEERJS_TEST_KEY   the external server's key (default peerjs)
+//        PEERJS_TEST_LOGS  print every spawned server's whole output at the end of its suite
+//        PEERJS_TEST_ECHO  echo server output live to stderr, prefixed "[peerjs] "
+// Suites sharing flags share one server; tests run in parallel and use random ids (Unique.id).
+
 import Foundation
 import PeerJSTesting
 import Testing
