@@ -92,6 +92,41 @@ extension SharedServer {
             await b.ws.close()
         }
 
+        @Test("25b forty peers relay to each other concurrently: every message arrives once, in order per sender")
+        func manyPeers() async throws {
+            let s = try Endpoint.current()
+            let count = 40
+            let peers = try await withThrowingTaskGroup(of: Peer.self) { group in
+                for index in 0..<count { group.addTask { try await s.register("m\(index)") } }
+                return try await group.reduce(into: [Peer]()) { $0.append($1) }
+            }
+            // Each peer sends three messages to the next one in the ring, all at once.
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                for (index, peer) in peers.enumerated() {
+                    let next = peers[(index + 1) % count]
+                    group.addTask {
+                        for n in 0..<3 {
+                            try await peer.send(type: "CANDIDATE", to: next.id, payload: ["n": .number(Double(n))])
+                        }
+                    }
+                }
+                try await group.waitForAll()
+            }
+            for (index, peer) in peers.enumerated() {
+                let previous = peers[(index + count - 1) % count]
+                for n in 0..<3 {
+                    let got = try await peer.ws.nextJSON()
+                    #expect(
+                        got == [
+                            "type": "CANDIDATE", "src": .string(previous.id), "dst": .string(peer.id),
+                            "payload": ["n": .number(Double(n))],
+                        ])
+                }
+            }
+            for peer in peers { try await peer.ws.expectNoFrame(within: .milliseconds(5)) }
+            for peer in peers { await peer.ws.close() }
+        }
+
         @Test("26 a message claiming src Z is delivered with the sender's id as src")
         func srcIsNotSpoofable() async throws {
             let s = try Endpoint.current()

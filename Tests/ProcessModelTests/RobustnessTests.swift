@@ -110,6 +110,27 @@ struct BadInput {
         await survivor.ws.close()
     }
 
+    @Test("B4d --max_message_size is inclusive: a 1024-byte message is relayed, a 1025-byte one closes the connection")
+    func messageSizeBoundary() async throws {
+        let (s, survivor, broker) = try await before()
+        func message(bytes: Int) -> String {
+            let skeleton = #"{"type":"OFFER","dst":"\#(survivor.id)","payload":""}"#
+            return #"{"type":"OFFER","dst":"\#(survivor.id)","payload":""#
+                + String(repeating: "p", count: bytes - skeleton.utf8.count) + #""}"#
+        }
+        let sender = try await s.register("edge")
+        let exact = message(bytes: 1024)
+        #expect(exact.utf8.count == 1024)
+        try await sender.ws.sendText(exact)
+        #expect(try await survivor.ws.nextJSON()["src"] == .string(sender.id), "a 1024-byte message must be relayed")
+        let over = message(bytes: 1025)
+        try await sender.ws.sendText(over)
+        try await sender.ws.waitForClose(timeout: .seconds(3))
+        try await survivor.ws.expectNoFrame(within: .milliseconds(100))
+        try await s.expectStillServing(survivor: survivor, brokerBefore: broker)
+        await survivor.ws.close()
+    }
+
     @Test("31 (E4) a malformed frame (RSV1 set) closes that connection with 1002; others unaffected")
     func rsvBits() async throws {
         let (s, survivor, broker) = try await before()
