@@ -605,6 +605,19 @@ public final class WSClient: Sendable {
         }
     }
 
+    /// The next frame of any kind, pongs included; throws on timeout or when the connection has ended.
+    /// - Parameters:
+    ///   - timeout: bound of the wait.
+    public func nextFrameIncludingPongs(timeout: Duration = .seconds(5)) async throws -> WSFrame {
+        guard let event = await shared.inbox.pop(timeout: timeout) else {
+            throw HarnessError("[\(label)] no frame within \(timeout)")
+        }
+        switch event {
+        case .frame(let frame): return frame
+        case .end(let why): throw HarnessError("[\(label)] connection ended while waiting for a frame (\(why))")
+        }
+    }
+
     /// The next text or binary message, skipping pings; throws on timeout, close frame, or end of connection.
     /// - Parameters:
     ///   - timeout: bound of the wait.

@@ -154,6 +154,51 @@ struct BadInput {
         await survivor.ws.close()
     }
 
+    @Test("31c an unmasked client frame (RFC 6455 §5.1) closes that connection with 1002")
+    func unmaskedFrame() async throws {
+        let (s, survivor, broker) = try await before()
+        let bad = try await s.register("bad")
+        let payload = Array(#"{"type":"HEARTBEAT"}"#.utf8)
+        try await bad.ws.sendRaw([0x81, UInt8(payload.count)] + payload)  // FIN + text, no mask bit
+        let info = try await bad.ws.waitForClose(timeout: .seconds(3))
+        #expect(info.code == 1002 || !info.receivedCloseFrame, "\(info)")
+        try await s.expectStillServing(survivor: survivor, brokerBefore: broker)
+        await survivor.ws.close()
+    }
+
+    @Test("B7 a fragmented message under the limit (text + continuation frames) is reassembled and relayed")
+    func fragmentedMessage() async throws {
+        let (s, survivor, _) = try await before()
+        let sender = try await s.register("frag")
+        let text = Array(#"{"type":"OFFER","dst":"\#(survivor.id)","payload":{"part":"one and two"}}"#.utf8)
+        let cut = text.count / 2
+        try await sender.ws.sendRaw(rawFrame(firstByte: 0x01, payload: Array(text[..<cut])))  // text, FIN=0
+        try await sender.ws.sendRaw(rawFrame(firstByte: 0x89, payload: [7]))  // a ping may sit between fragments
+        try await sender.ws.sendRaw(rawFrame(firstByte: 0x80, payload: Array(text[cut...])))  // continuation, FIN=1
+        #expect(
+            try await survivor.ws.nextJSON() == [
+                "type": "OFFER", "src": .string(sender.id), "dst": .string(survivor.id),
+                "payload": ["part": "one and two"],
+            ])
+        #expect(try await sender.ws.nextFrameIncludingPongs() == .pong([7]), "the ping between fragments must be answered")
+        await sender.ws.close()
+        await survivor.ws.close()
+    }
+
+    @Test("B8 a client ping is answered with a pong carrying the same data")
+    func clientPing() async throws {
+        let s = try Endpoint.current()
+        let peer = try await s.register("ping")
+        try await peer.ws.sendPing([1, 2, 3, 4])
+        var got: WSFrame?
+        for _ in 0..<5 {
+            let frame = try await peer.ws.nextFrameIncludingPongs()
+            if case .pong = frame { got = frame; break }
+        }
+        #expect(got == .pong([1, 2, 3, 4]))
+        await peer.ws.close()
+    }
+
     @Test("B5 an HTTP request with a 100 KiB header gets a 4xx or a close, never a hang")
     func hugeHeader() async throws {
         let (s, survivor, broker) = try await before()
