@@ -109,11 +109,25 @@ struct ProcessModel {
     func kebabCaseFlags() async throws {
         try await ServerProcess.withServer([
             "--alive-timeout", "60000", "--allow-discovery", "--expire-timeout", "5000", "--concurrent-limit", "10",
-            "--cleanup-out-msgs", "1000", "--max-message-size", "65536", "--handshake-timeout", "10000",
+            "--cleanup-out-msgs", "1000", "--max-message-size", "65536", "--handshake-timeout", "10000", "--proxied",
+            "--cors", "https://a.example.test",
         ]) { server in
             let s = Self.endpoint(server)
             let peer = try await s.register("k")
             #expect(try await s.listedPeers() == [peer.id])
+        }
+    }
+
+    @Test("P5 short flags -k, -t, -c are accepted (-k mykey: WS and HTTP use that key)")
+    func shortFlags() async throws {
+        try await ServerProcess.withServer(["-k", "mykey", "-t", "1000", "-c", "10", "--allow_discovery"]) { server in
+            let s = Self.endpoint(server)
+            #expect(s.key == "mykey")
+            let peer = try await s.register("k")
+            #expect(try await s.listedPeers() == [peer.id])
+            let wrong = try await s.connect(id: Unique.id("k"), token: "t", key: "peerjs")
+            #expect(try await wrong.nextJSON() == ["type": "ERROR", "payload": ["msg": "Invalid key provided"]])
+            #expect(try await s.get("peerjs/id").status == 401)
         }
     }
 }
