@@ -23,7 +23,7 @@ func rawFrame(firstByte: UInt8, payload: [UInt8]) -> [UInt8] {
 /// Bad input from one client: after each, two other clients must still register and relay an OFFER, a peer
 /// connected before must keep its connection, and the broker must not have been restarted.
 @Suite(
-    "Bad input, --max_message_size 1024 --handshake_timeout 300",
+    "Bad input, --max_message_size 1024",
     .disabled(if: ServerFixture.isExternal, needsOwnServer),
     .peerServer("--max_message_size", "1024", "--handshake_timeout", "300", "--allow_discovery")
 )
@@ -218,20 +218,30 @@ struct BadInput {
         try await s.expectStillServing(survivor: survivor, brokerBefore: broker)
         await survivor.ws.close()
     }
+}
 
-    @Test("B6 a TCP client that sends nothing is closed by the server after --handshake_timeout 300")
+/// `--handshake_timeout 1000` in a suite of its own: a shorter bound would also hit well-behaved clients whenever the
+/// loaded CI machine delays the broker (seen with 300 ms while ten suites start at once).
+@Suite(
+    "Handshake timeout, --handshake_timeout 1000", .disabled(if: ServerFixture.isExternal, needsOwnServer),
+    .peerServer("--handshake_timeout", "1000", "--allow_discovery"))
+struct HandshakeTimeout {
+    @Test("B6 a TCP client that sends nothing (or half a request) is closed after --handshake_timeout 1000")
     func silentTCPClient() async throws {
-        let (s, survivor, broker) = try await before()
+        let s = try Endpoint.current()
+        let survivor = try await s.register("survivor")
+        let broker = s.server?.brokerPID()
         let start = Stopwatch.now
         let silent = try await RawTCPConnection.connect(host: s.host, port: s.port)
         let partial = try await RawTCPConnection.connect(host: s.host, port: s.port)
         await partial.send(Array("GET /peerjs?key=peerjs&id=x HTTP/1.1\r\nHost: 127".utf8))  // never finished
-        let silentClosed = await silent.waitForEOF(timeout: .seconds(5))
+        let silentClosed = await silent.waitForEOF(timeout: .seconds(6))
         let elapsed = Stopwatch.milliseconds(since: start)
-        #expect(silentClosed, "a silent TCP client was still open 5 s later")
-        #expect(elapsed >= 250, "closed after \(elapsed) ms, before --handshake_timeout 300")
+        #expect(silentClosed, "a silent TCP client was still open 6 s later")
+        #expect(elapsed >= 950, "closed after \(elapsed) ms, before --handshake_timeout 1000")
         #expect(await partial.waitForEOF(timeout: .seconds(3)), "a client stuck mid-request was not closed")
         try await s.expectStillServing(survivor: survivor, brokerBefore: broker)
+        try await survivor.ws.expectNoFrame(within: .milliseconds(10))
         #expect(!survivor.ws.isClosed, "the handshake timeout must not apply to upgraded WebSockets")
         await survivor.ws.close()
     }
