@@ -35,8 +35,9 @@ struct Liveness {
     func silentPeerDropped() async throws {
         let s = try Endpoint.current()
         let (peer, start) = try await registerTimed(s, autoPong: false)
-        try await peer.ws.waitForClose(timeout: .seconds(5))
+        let info = try await peer.ws.waitForClose(timeout: .seconds(5))
         let elapsed = Stopwatch.milliseconds(since: start)
+        #expect(info.code == nil, "server-initiated close carries no status code (E4): \(info)")
         #expect(elapsed >= Self.aliveTimeout, "closed after \(elapsed) ms, before alive_timeout \(Self.aliveTimeout)")
         #expect(elapsed <= Self.aliveTimeout + 2500, "closed after \(elapsed) ms")
         #expect(peer.ws.pingsReceived >= 1, "the server should have pinged every alive_timeout/3")

@@ -121,7 +121,8 @@ extension SharedServer {
             let old = try await s.register("re")
             let new = try await s.connect(id: old.id, token: old.token)
             #expect(try await new.nextJSON() == ["type": "OPEN"], "decision (a): the re-attaching socket gets OPEN")
-            try await old.ws.waitForClose()
+            let oldClose = try await old.ws.waitForClose()
+            #expect(oldClose.code == nil, "server-initiated close carries no status code (E4): \(oldClose)")
             // The old socket's close must not unregister the id.
             #expect(try await s.listedPeers().contains(old.id))
             let sender = try await s.register("snd")
