@@ -1,0 +1,551 @@
+import Foundation
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// How a child process ended.
+public enum ExitStatus: Sendable, Equatable, CustomStringConvertible {
+    /// Normal exit with this status.
+    case exited(Int32)
+    /// Terminated by this signal.
+    case signaled(Int32)
+
+    init(waitStatus status: Int32) {
+        if status & 0x7f == 0 {
+            self = .exited((status >> 8) & 0xff)
+        } else {
+            self = .signaled(status & 0x7f)
+        }
+    }
+
+    public var description: String {
+        switch self {
+        case .exited(let code): return "exit status \(code)"
+        case .signaled(let signal): return "signal \(signal)"
+        }
+    }
+}
+
+/// The stderr/stdout lines of a child, collected continuously by a reader thread.
+final class LineLog: @unchecked Sendable {
+    private let lock = NSLock()
+    private var lines: [String] = []
+    private var partial: [UInt8] = []
+    private(set) var reachedEOF = false
+    let echoPrefix: String?
+
+    init(echoPrefix: String?) {
+        self.echoPrefix = echoPrefix
+    }
+
+    var snapshot: [String] {
+        lock.lock()
+        defer { lock.unlock() }
+        return lines
+    }
+
+    var isAtEOF: Bool {
+        lock.lock()
+        defer { lock.unlock() }
+        return reachedEOF
+    }
+
+    func append(_ bytes: ArraySlice<UInt8>) {
+        lock.lock()
+        var newLines: [String] = []
+        for byte in bytes {
+            if byte == UInt8(ascii: "\n") {
+                newLines.append(String(decoding: partial, as: UTF8.self))
+                partial.removeAll(keepingCapacity: true)
+            } else {
+                partial.append(byte)
+            }
+        }
+        lines.append(contentsOf: newLines)
+        lock.unlock()
+        if let echoPrefix {
+            for line in newLines { FileHandle.standardError.write(Data("\(echoPrefix)\(line)\n".utf8)) }
+        }
+    }
+
+    func finish() {
+        lock.lock()
+        if !partial.isEmpty {
+            lines.append(String(decoding: partial, as: UTF8.self))
+            partial.removeAll()
+        }
+        reachedEOF = true
+        lock.unlock()
+    }
+
+    /// Starts a detached thread reading `fd` until EOF, then closes it.
+    func startReading(fd: Int32) {
+        let thread = Thread { [self] in
+            var buffer = [UInt8](repeating: 0, count: 4096)
+            while true {
+                let count = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+                if count > 0 {
+                    self.append(buffer[0..<count])
+                } else if count < 0 && errno == EINTR {
+                    continue
+                } else {
+                    break
+                }
+            }
+            close(fd)
+            self.finish()
+        }
+        thread.name = "peerjs-log-reader"
+        thread.start()
+    }
+}
+
+/// A running `peerjs` binary (the supervisor) started by a test, with its output captured.
+///
+/// Launch with ``launch(_:startupTimeout:)`` or, better, ``withServer(_:_:)``, which stops it whatever happens.
+/// The process runs in its own process group, so ``stop(timeout:)`` (and `deinit`, as a last resort) also reach a
+/// broker that outlived its supervisor. Nothing outside the group is ever signalled.
+/// - Parameters:
+///   - pid: the supervisor's process id.
+///   - port: the TCP port from the `Started PeerServer on …, port: N, path: …` line.
+public final class ServerProcess: @unchecked Sendable {
+    /// The supervisor's process id (the process the harness spawned).
+    public let pid: Int32
+    /// The address the server listens on (as passed with `--host`).
+    public let host: String
+    /// The real bound port, parsed from the Started line.
+    public let port: Int
+    /// The base path `B` (always starts and ends with `/`).
+    public let basePath: String
+    /// The key clients must use (from `--key`/`-k`, default `peerjs`).
+    public let key: String
+    /// The full argument list given to the binary.
+    public let arguments: [String]
+
+    private let log: LineLog
+    private let state = Locked<ExitStatus?>(nil)
+
+    private init(pid: Int32, host: String, port: Int, basePath: String, key: String, arguments: [String], log: LineLog)
+    {
+        self.pid = pid
+        self.host = host
+        self.port = port
+        self.basePath = basePath
+        self.key = key
+        self.arguments = arguments
+        self.log = log
+    }
+
+    deinit {
+        if state.current == nil {
+            Glibc.kill(-pid, SIGKILL)
+            Glibc.kill(pid, SIGKILL)
+            var status: Int32 = 0
+            _ = waitpid(pid, &status, 0)
+        }
+    }
+
+    // MARK: Locating and spawning
+
+    /// The path of the `peerjs` binary: env `PEERJS_BINARY`, else a sibling of the running test bundle found by
+    /// walking up from `/proc/self/exe`.
+    public static func locateBinary() throws -> String {
+        if let override = ProcessInfo.processInfo.environment["PEERJS_BINARY"], !override.isEmpty {
+            return override
+        }
+        let exe =
+            (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe"))
+            ?? CommandLine.arguments[0]
+        var directory = URL(fileURLWithPath: exe).deletingLastPathComponent()
+        for _ in 0..<6 {
+            let candidate = directory.appendingPathComponent("peerjs").path
+            var isDirectory: ObjCBool = false
+            if FileManager.default.fileExists(atPath: candidate, isDirectory: &isDirectory), !isDirectory.boolValue,
+                FileManager.default.isExecutableFile(atPath: candidate)
+            {
+                return candidate
+            }
+            directory = directory.deletingLastPathComponent()
+        }
+        throw HarnessError(
+            "peerjs binary not found next to \(exe); build it (swift build --build-tests) or set PEERJS_BINARY"
+        )
+    }
+
+    /// Spawns `binary arguments` in a new process group with stdin = /dev/null and stdout+stderr into one pipe.
+    static func spawn(binary: String, arguments: [String], echoPrefix: String?) throws -> (Int32, LineLog) {
+        var fds: [Int32] = [-1, -1]
+        guard pipe(&fds) == 0 else { throw HarnessError("pipe failed: errno \(errno)") }
+        let (readEnd, writeEnd) = (fds[0], fds[1])
+        _ = fcntl(readEnd, F_SETFD, FD_CLOEXEC)
+        _ = fcntl(writeEnd, F_SETFD, FD_CLOEXEC)
+
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+        posix_spawn_file_actions_adddup2(&actions, writeEnd, 1)
+        posix_spawn_file_actions_adddup2(&actions, writeEnd, 2)
+
+        var attributes = posix_spawnattr_t()
+        posix_spawnattr_init(&attributes)
+        defer { posix_spawnattr_destroy(&attributes) }
+        posix_spawnattr_setflags(
+            &attributes,
+            Int16(POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF)
+        )
+        posix_spawnattr_setpgroup(&attributes, 0)
+        var emptyMask = sigset_t()
+        sigemptyset(&emptyMask)
+        posix_spawnattr_setsigmask(&attributes, &emptyMask)
+        var defaults = sigset_t()
+        sigemptyset(&defaults)
+        for signal in [SIGTERM, SIGINT, SIGHUP, SIGPIPE, SIGCHLD, SIGUSR1, SIGUSR2] { sigaddset(&defaults, signal) }
+        posix_spawnattr_setsigdefault(&attributes, &defaults)
+
+        let argv: [UnsafeMutablePointer<CChar>?] = ([binary] + arguments).map { strdup($0) } + [nil]
+        defer { for pointer in argv { free(pointer) } }
+        var pid: Int32 = 0
+        let result = argv.withUnsafeBufferPointer { argvPointer in
+            posix_spawn(&pid, binary, &actions, &attributes, argvPointer.baseAddress!, environ)
+        }
+        close(writeEnd)
+        guard result == 0 else {
+            close(readEnd)
+            throw HarnessError("posix_spawn \(binary) failed: \(String(cString: strerror(result)))")
+        }
+        let log = LineLog(echoPrefix: echoPrefix)
+        log.startReading(fd: readEnd)
+        return (pid, log)
+    }
+
+    /// Launches the server and waits (bounded) for its `Started PeerServer on …` line.
+    ///
+    /// `--host 127.0.0.1` and `--port 0` are added unless the arguments already name a host or port.
+    /// - Parameters:
+    ///   - arguments: command-line flags for `peerjs`.
+    ///   - startupTimeout: how long to wait for the Started line.
+    public static func launch(
+        _ arguments: [String],
+        startupTimeout: Duration = .seconds(15)
+    ) async throws -> ServerProcess {
+        var full = arguments
+        if !full.contains(where: { ["--host", "-H"].contains($0) || $0.hasPrefix("--host=") }) {
+            full = ["--host", "127.0.0.1"] + full
+        }
+        if !full.contains(where: { ["--port", "-p"].contains($0) || $0.hasPrefix("--port=") }) {
+            full = ["--port", "0"] + full
+        }
+        let binary = try locateBinary()
+        let echo = ProcessInfo.processInfo.environment["PEERJS_TEST_ECHO"] != nil
+        let (pid, log) = try spawn(binary: binary, arguments: full, echoPrefix: echo ? "[peerjs] " : nil)
+
+        let deadline = ContinuousClock.now + startupTimeout
+        var startedLine: String?
+        while ContinuousClock.now < deadline {
+            if let line = log.snapshot.first(where: { $0.contains("Started PeerServer on") }) {
+                startedLine = line
+                break
+            }
+            if !isAlive(pid) {
+                Glibc.kill(-pid, SIGKILL)
+                var status: Int32 = 0
+                _ = waitpid(pid, &status, 0)
+                try? await Task.sleep(for: .milliseconds(50))
+                throw HarnessError(
+                    "peerjs \(full.joined(separator: " ")) exited (\(ExitStatus(waitStatus: status))) before starting; output:\n"
+                        + log.snapshot.joined(separator: "\n")
+                )
+            }
+            try? await Task.sleep(for: .milliseconds(20))
+        }
+        guard let startedLine, let port = Self.parse(startedLine, after: "port: ").flatMap({ Int($0) }) else {
+            Glibc.kill(-pid, SIGKILL)
+            Glibc.kill(pid, SIGKILL)
+            var status: Int32 = 0
+            _ = waitpid(pid, &status, 0)
+            throw HarnessError(
+                "peerjs \(full.joined(separator: " ")) printed no parsable 'Started PeerServer on <host>, port: <port>, path: <path>' line within \(startupTimeout); output:\n"
+                    + log.snapshot.joined(separator: "\n")
+            )
+        }
+        let host = Self.value(of: ["--host", "-H"], in: full) ?? "127.0.0.1"
+        let key = Self.value(of: ["--key", "-k"], in: full) ?? "peerjs"
+        let path = Self.value(of: ["--path"], in: full) ?? "/"
+        return ServerProcess(
+            pid: pid,
+            host: host,
+            port: port,
+            basePath: normalizeBasePath(path),
+            key: key,
+            arguments: full,
+            log: log
+        )
+    }
+
+    /// Runs `peerjs arguments` to completion (for `--help` and flag validation) and returns its status and output.
+    /// - Parameters:
+    ///   - arguments: command-line flags.
+    ///   - timeout: bound after which the process is killed and an error thrown.
+    public static func run(
+        _ arguments: [String],
+        timeout: Duration = .seconds(10)
+    ) async throws -> (
+        status: ExitStatus, output: [String]
+    ) {
+        let (pid, log) = try spawn(binary: try locateBinary(), arguments: arguments, echoPrefix: nil)
+        let deadline = ContinuousClock.now + timeout
+        while ContinuousClock.now < deadline {
+            var status: Int32 = 0
+            if waitpid(pid, &status, WNOHANG) == pid {
+                // Let the reader thread drain the pipe.
+                let drainDeadline = ContinuousClock.now + .seconds(2)
+                while !log.isAtEOF && ContinuousClock.now < drainDeadline {
+                    try? await Task.sleep(for: .milliseconds(10))
+                }
+                return (ExitStatus(waitStatus: status), log.snapshot)
+            }
+            try? await Task.sleep(for: .milliseconds(20))
+        }
+        Glibc.kill(-pid, SIGKILL)
+        var status: Int32 = 0
+        _ = waitpid(pid, &status, 0)
+        throw HarnessError(
+            "peerjs \(arguments.joined(separator: " ")) did not exit within \(timeout); output:\n"
+                + log.snapshot.joined(separator: "\n")
+        )
+    }
+
+    /// Starts a server, runs `body`, and stops the server even when `body` throws. On error, prints its output.
+    /// - Parameters:
+    ///   - arguments: command-line flags for `peerjs`.
+    ///   - body: the code using the server.
+    public static func withServer<T>(
+        _ arguments: [String],
+        _ body: (ServerProcess) async throws -> T
+    ) async throws -> T {
+        let server = try await launch(arguments)
+        do {
+            let result = try await body(server)
+            await server.stop()
+            return result
+        } catch {
+            server.printLog(header: "peerjs output (\(error))")
+            await server.stop()
+            throw error
+        }
+    }
+
+    // MARK: URLs
+
+    /// `http://host:port/B` — the base of the HTTP routes.
+    public var httpURL: String { "http://\(host):\(port)\(basePath)" }
+
+    /// The WebSocket path `B peerjs` (e.g. `/peerjs`, `/myapp/peerjs`).
+    public var webSocketPath: String { basePath + "peerjs" }
+
+    /// `ws://host:port/B peerjs?key=…&id=…&token=…` as a 1.x browser client builds it (values inserted raw).
+    /// - Parameters:
+    ///   - id: the peer id.
+    ///   - token: the client's token.
+    ///   - key: the key; the server's own by default.
+    public func webSocketURL(id: String, token: String, key: String? = nil) -> String {
+        "ws://\(host):\(port)\(webSocketPath)?key=\(key ?? self.key)&id=\(id)&token=\(token)"
+    }
+
+    // MARK: Output
+
+    /// Every line the process group printed so far (stdout and stderr interleaved).
+    public var logLines: [String] { log.snapshot }
+
+    /// Prints the captured output (the last `limit` lines) to standard output.
+    /// - Parameters:
+    ///   - header: a title line.
+    ///   - limit: maximum number of lines.
+    public func printLog(header: String = "peerjs output", limit: Int = 200) {
+        let lines = logLines
+        let shown = lines.suffix(limit)
+        var text = "----- \(header) (pid \(pid), port \(port), \(lines.count) lines"
+        text += lines.count > limit ? ", last \(limit)) -----\n" : ") -----\n"
+        text += shown.joined(separator: "\n") + "\n----- end of peerjs output -----\n"
+        print(text)
+    }
+
+    /// Waits (bounded) for an output line, at index `startIndex` or later, for which `predicate` holds.
+    /// - Parameters:
+    ///   - startIndex: ignore lines before this index (use `logLines.count` taken before an action).
+    ///   - timeout: bound of the wait.
+    ///   - description: what is awaited, for the error.
+    ///   - predicate: the test on a line.
+    public func waitForLog(
+        from startIndex: Int = 0,
+        timeout: Duration = .seconds(10),
+        _ description: String,
+        where predicate: (String) -> Bool
+    ) async throws -> String {
+        let deadline = ContinuousClock.now + timeout
+        while true {
+            let lines = logLines
+            if startIndex < lines.count, let line = lines[startIndex...].first(where: predicate) {
+                return line
+            }
+            if ContinuousClock.now >= deadline {
+                throw HarnessError(
+                    "no output line \(description) within \(timeout); lines since #\(startIndex):\n"
+                        + lines.dropFirst(startIndex).joined(separator: "\n")
+                )
+            }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+    }
+
+    // MARK: Processes
+
+    /// Child process ids of `pid`, from `/proc/<pid>/task/<tid>/children`.
+    /// - Parameters:
+    ///   - pid: a process id.
+    public static func children(of pid: Int32) -> [Int32] {
+        let tasks = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/task")) ?? []
+        var result: [Int32] = []
+        for task in tasks {
+            guard let text = try? String(contentsOfFile: "/proc/\(pid)/task/\(task)/children", encoding: .utf8) else {
+                continue
+            }
+            result += text.split(separator: " ").compactMap {
+                Int32($0.trimmingCharacters(in: .whitespacesAndNewlines))
+            }
+        }
+        return Array(Set(result)).sorted()
+    }
+
+    /// The supervisor's direct children.
+    public func childPIDs() -> [Int32] { Self.children(of: pid) }
+
+    /// The broker's pid: the supervisor's child whose command line has `--role broker` (or the only child).
+    public func brokerPID() -> Int32? {
+        let kids = childPIDs()
+        for kid in kids {
+            if let cmdline = try? Data(contentsOf: URL(fileURLWithPath: "/proc/\(kid)/cmdline")) {
+                let args = cmdline.split(separator: 0).map { String(decoding: $0, as: UTF8.self) }
+                if let index = args.firstIndex(of: "--role"), index + 1 < args.count, args[index + 1] == "broker" {
+                    return kid
+                }
+                if args.contains("--role=broker") { return kid }
+            }
+        }
+        return kids.count == 1 ? kids[0] : nil
+    }
+
+    /// Waits (bounded) until a broker child exists that is not `excluded`, and returns its pid.
+    /// - Parameters:
+    ///   - excluded: a pid that does not count (e.g. the broker just killed).
+    ///   - timeout: bound of the wait.
+    public func waitForBroker(other excluded: Int32? = nil, timeout: Duration = .seconds(10)) async throws -> Int32 {
+        let deadline = ContinuousClock.now + timeout
+        while ContinuousClock.now < deadline {
+            if let broker = brokerPID(), broker != excluded { return broker }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        throw HarnessError(
+            "no broker child (other than \(excluded.map(String.init) ?? "none")) of supervisor \(pid) within \(timeout); children: \(childPIDs())"
+        )
+    }
+
+    /// Whether `pid` still exists (and is not a zombie).
+    /// - Parameters:
+    ///   - pid: a process id.
+    public static func isAlive(_ pid: Int32) -> Bool {
+        guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8) else { return false }
+        // Field 3 (after the parenthesised name) is the state.
+        guard let close = stat.lastIndex(of: ")") else { return false }
+        let rest = stat[stat.index(after: close)...].trimmingCharacters(in: .whitespaces)
+        return !rest.hasPrefix("Z") && !rest.hasPrefix("X")
+    }
+
+    /// How the supervisor ended, once it has been reaped.
+    public var exitStatus: ExitStatus? { state.current }
+
+    /// Sends `signal` to the supervisor only.
+    /// - Parameters:
+    ///   - signal: e.g. `SIGTERM`.
+    public func signal(_ signal: Int32) {
+        if state.current == nil { Glibc.kill(pid, signal) }
+    }
+
+    /// Polls for the supervisor's exit (reaping it) until `timeout`; returns its status or `nil`.
+    /// - Parameters:
+    ///   - timeout: bound of the wait.
+    public func waitForExit(timeout: Duration) async -> ExitStatus? {
+        let deadline = ContinuousClock.now + timeout
+        while true {
+            if let done = state.current { return done }
+            if !Self.isAlive(pid) {
+                // A zombie still holds its pid, so its process group id cannot have been reused: clear the group
+                // (a broker that outlived the supervisor) before reaping.
+                Glibc.kill(-pid, SIGKILL)
+                var status: Int32 = 0
+                _ = waitpid(pid, &status, 0)
+                let exit = ExitStatus(waitStatus: status)
+                state.withLock { $0 = exit }
+                return exit
+            }
+            if ContinuousClock.now >= deadline { return nil }
+            try? await Task.sleep(for: .milliseconds(20))
+        }
+    }
+
+    /// Stops the server: SIGTERM, then SIGKILL to the whole process group after `timeout`; reaps the supervisor and
+    /// kills any descendant left in the group. Returns how the supervisor ended.
+    /// - Parameters:
+    ///   - timeout: how long SIGTERM is given before SIGKILL.
+    @discardableResult
+    public func stop(timeout: Duration = .seconds(5)) async -> ExitStatus {
+        if let done = state.current { return done }
+        Glibc.kill(pid, SIGTERM)
+        if let status = await waitForExit(timeout: timeout) { return status }
+        Glibc.kill(-pid, SIGKILL)
+        Glibc.kill(pid, SIGKILL)
+        var status: Int32 = 0
+        _ = waitpid(pid, &status, 0)
+        let exit = ExitStatus(waitStatus: status)
+        state.withLock { $0 = exit }
+        return exit
+    }
+
+    // MARK: Parsing helpers
+
+    static func parse(_ line: String, after marker: String) -> String? {
+        guard let range = line.range(of: marker) else { return nil }
+        let rest = line[range.upperBound...]
+        let token = rest.prefix(while: { $0.isNumber })
+        return token.isEmpty ? nil : String(token)
+    }
+
+    static func value(of names: [String], in arguments: [String]) -> String? {
+        var result: String?
+        var index = 0
+        while index < arguments.count {
+            let argument = arguments[index]
+            if names.contains(argument), index + 1 < arguments.count {
+                result = arguments[index + 1]
+                index += 2
+                continue
+            }
+            for name in names where name.hasPrefix("--") && argument.hasPrefix(name + "=") {
+                result = String(argument.dropFirst(name.count + 1))
+            }
+            index += 1
+        }
+        return result
+    }
+}
+
+/// Normalises a `path` option to the base path `B`: starts and ends with `/`.
+/// - Parameters:
+///   - path: e.g. `/`, `/myapp`, `myapp/`.
+public func normalizeBasePath(_ path: String) -> String {
+    var result = path.hasPrefix("/") ? path : "/" + path
+    if !result.hasSuffix("/") { result += "/" }
+    return result
+}
