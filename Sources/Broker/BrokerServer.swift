@@ -97,6 +97,7 @@ public final class BrokerServer: Sendable {
         }
         let connection = state.connections.add(channel, address: client)
         let sync = channel.pipeline.syncOperations
+        try sync.addHandler(WebSocketFrameValidator())
         try sync.addHandler(
             NIOWebSocketFrameAggregator(
                 minNonFinalFragmentSize: 0, maxAccumulatedFrameCount: 256,

@@ -51,8 +51,17 @@ final class PeerSocketHandler: ChannelInboundHandler {
         context.fireChannelInactive()
     }
 
+    /// Fragmentation errors from the aggregator: too large a message is 1009, any other
+    /// misuse of continuation frames is a protocol error (1002).
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
         state.logger.debug("WebSocket error", metadata: ["connection": "\(connection)", "error": "\(error)"])
-        context.close(promise: nil)
+        guard !closing else { return }
+        closing = true
+        let tooLarge: Bool
+        switch error as? NIOWebSocketFrameAggregator.Error {
+        case .accumulatedFrameSizeIsTooLarge, .tooManyFragments: tooLarge = true
+        default: tooLarge = false
+        }
+        ConnectionTable.closeGently(context.channel, code: tooLarge ? .messageTooLarge : .protocolError)
     }
 }
