@@ -175,7 +175,8 @@ extension SharedServer {
             let s = try Endpoint.current()
             let peer = try await s.register("d")
             await peer.ws.abort()
-            #expect(try await s.waitForPeers(timeout: .seconds(2)) { !$0.contains(peer.id) })
+            // Generous: on a loaded 2-core machine the FIN can take a while to be read; the point is that it is.
+            #expect(try await s.waitForPeers(timeout: .seconds(5)) { !$0.contains(peer.id) })
         }
 
         @Test("52 after ERROR (bad key) and ID-TAKEN the server closes the socket, without a status code (E4)")

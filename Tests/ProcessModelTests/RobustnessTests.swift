@@ -25,7 +25,7 @@ func rawFrame(firstByte: UInt8, payload: [UInt8]) -> [UInt8] {
 @Suite(
     "Bad input, --max_message_size 1024",
     .disabled(if: ServerFixture.isExternal, needsOwnServer),
-    .peerServer("--max_message_size", "1024", "--handshake_timeout", "300", "--allow_discovery")
+    .peerServer("--max_message_size", "1024", "--handshake_timeout", "5000", "--allow_discovery")
 )
 struct BadInput {
     func before() async throws -> (Endpoint, Peer, Int32?) {
