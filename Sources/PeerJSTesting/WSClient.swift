@@ -108,6 +108,11 @@ final class UpgradeOutcome: @unchecked Sendable {
         self.promise = promise
     }
 
+    /// A caller that gave up waiting (timeout) leaves the promise behind: fail it rather than leak it.
+    deinit {
+        complete(.failure(HarnessError("the connection ended before the WebSocket upgrade finished")))
+    }
+
     func complete(_ result: Swift.Result<Result, any Error>) {
         let first = done.withLock { value -> Bool in
             defer { value = true }
