@@ -28,8 +28,9 @@ extension BrokerConfiguration {
 /// the supervisor ends the broker (the supervisor starts a fresh one).
 ///
 /// Everything TLS needs from the system is done before `ready` (BoringSSL's context is built
-/// from bytes; nothing is opened); what is left at run time is memory (mmap/madvise) and
-/// getrandom for handshakes, and, on SIGHUP, building a new context from bytes again.
+/// from bytes, nothing is opened, and its lazy RNG set-up is forced early); what is left at
+/// run time is memory (malloc: mmap/mprotect/munmap/madvise) and getrandom for handshakes,
+/// and, on SIGHUP, building a new context from bytes again (memory only).
 public enum BrokerRole {
     /// Runs the broker on the supervisor channel at `descriptor`; returns the exit status.
     public static func run(channelDescriptor: Int32, logger: Logger) -> Int32 {
@@ -60,6 +61,7 @@ public enum BrokerRole {
                 logger.error("the supervisor sent hello in the middle of the TLS material")
                 return 2
             }
+            if tls != nil { try NIOSSLTLSProvider.prepareRuntime() }
             server = try BrokerServer(configuration: BrokerConfiguration(settings), tls: tls, logger: logger)
             try channel.send(type: .ready)
         } catch {

@@ -1,4 +1,5 @@
 public import NIOCore
+import NIOEmbedded
 import NIOSSL
 import NIOTLS
 
@@ -41,6 +42,21 @@ public struct NIOSSLTLSProvider: TLSProvider {
             .TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256, .TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
         ]
         context = try NIOSSLContext(configuration: configuration)
+    }
+
+    /// Makes BoringSSL do its once-per-process lazy set-up now (call it before the sandbox and
+    /// `ready`): the RNG's fork-safety page (`mmap`, a `madvise(…, -1)` probe expecting EINVAL,
+    /// then `madvise(MADV_WIPEONFORK)`). It starts a client handshake in memory, which draws
+    /// the client random; no socket and no file is involved.
+    public static func prepareRuntime() throws {
+        var configuration = TLSConfiguration.makeClientConfiguration()
+        configuration.certificateVerification = .none  // so no trust store is loaded
+        let context = try NIOSSLContext(configuration: configuration)
+        let channel = EmbeddedChannel()
+        defer { _ = try? channel.finish() }
+        try channel.pipeline.syncOperations.addHandler(NIOSSLClientHandler(context: context, serverHostname: nil))
+        try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 443)).wait()
+        _ = try channel.readOutbound(as: ByteBuffer.self)
     }
 
     public func addServerHandlers(to channel: any Channel) throws {

@@ -120,8 +120,11 @@ final class PeerJSProcess: @unchecked Sendable {
         throw TestFailure("peerjs binary not found next to \(exe); run swift build or set PEERJS_BINARY")
     }
 
-    static func spawn(_ arguments: [String]) throws -> PeerJSProcess {
-        let binary = try binary()
+    /// Spawns `peerjs arguments`, or `launcher... peerjs arguments` (systemd-socket-activate).
+    static func spawn(_ arguments: [String], launcher: [String] = []) throws -> PeerJSProcess {
+        let peerjs = try binary()
+        let binary = launcher.first ?? peerjs
+        let arguments = launcher.isEmpty ? arguments : Array(launcher.dropFirst()) + [peerjs] + arguments
         var fds: [Int32] = [-1, -1]
         guard pipe(&fds) == 0 else { throw TestFailure("pipe failed") }
         _ = fcntl(fds[0], F_SETFD, FD_CLOEXEC)
@@ -181,6 +184,33 @@ final class PeerJSProcess: @unchecked Sendable {
     }
 
     func signal(_ signal: Int32) { kill(pid, signal) }
+
+    /// The supervisor's child (the broker), from /proc.
+    func brokerPID() throws -> pid_t {
+        let text = try String(contentsOfFile: "/proc/\(pid)/task/\(pid)/children", encoding: .utf8)
+        guard let child = text.split(separator: " ").compactMap({ pid_t($0.trimmingCharacters(in: .whitespacesAndNewlines)) }).first else {
+            throw TestFailure("supervisor \(pid) has no child")
+        }
+        return child
+    }
+
+    /// A TCP port on 127.0.0.1 that was free a moment ago (for systemd-socket-activate, which
+    /// cannot bind port 0).
+    static func freePort() throws -> Int {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(fd) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let bound = withUnsafeMutablePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                Glibc.bind(fd, $0, length) == 0 && getsockname(fd, $0, &length) == 0
+            }
+        }
+        guard bound else { throw TestFailure("cannot find a free port") }
+        return Int(UInt16(bigEndian: address.sin_port))
+    }
 
     /// Waits for the process to end by itself; returns its exit status.
     func waitForExit(timeout: TimeInterval = 20) throws -> Int32 {

@@ -117,7 +117,7 @@ struct TLSTests {
         }
     }
 
-    @Test("§7.13 SIGHUP re-reads key and certificate: TLS peers stay connected, a new connection sees the new certificate")
+    @Test("§7.13 SIGHUP re-reads key and certificate: TLS peers stay connected, a new connection sees the new certificate; a restarted broker keeps it")
     func reloadKeepsPeers() throws {
         let certs = try CertificateDirectory()
         try certs.makeLeaf("one")
@@ -157,7 +157,57 @@ struct TLSTests {
             _ = try server.log.waitForLine(from: mark2, "the failed-reload line") { $0.contains("TLS reload failed") && $0.contains("live.key") }
             let still = try RawClient.connect(port: port, tls: tls, group: group)
             #expect(try still.peerCertificate()?.toDERBytes() == second.toDERBytes())
+
+            // A broker that dies is restarted with the material in force (the supervisor keeps it).
+            let mark3 = server.log.snapshot.count
+            kill(try server.brokerPID(), SIGKILL)
+            _ = try server.log.waitForLine(from: mark3, "the restarted broker's ready line") { $0.contains("ready; accepting again") }
+            let afterRestart = try RawClient.connect(port: port, tls: tls, group: group)
+            #expect(try afterRestart.peerCertificate()?.toDERBytes() == second.toDERBytes())
+            #expect(try afterRestart.get("/peerjs/id").status == 200)
         }
+    }
+
+    @Test("§7.13 socket activation: the socket named https is TLS, http is plain; https without key material is a startup error",
+          .enabled(if: FileManager.default.isExecutableFile(atPath: "/usr/bin/systemd-socket-activate")))
+    func socketActivation() throws {
+        let certs = try CertificateDirectory()
+        try certs.makeLeaf("leaf")
+        let (httpPort, httpsPort) = (try PeerJSProcess.freePort(), try PeerJSProcess.freePort())
+        let launcher = ["/usr/bin/systemd-socket-activate", "-l", "127.0.0.1:\(httpPort)", "-l", "127.0.0.1:\(httpsPort)",
+                        "--fdname=http:https"]
+        // systemd-socket-activate starts peerjs at the first connection; that one waits in the backlog.
+        let server = try PeerJSProcess.spawn(["--sslkey", certs.file("leaf.key"), "--sslcert", certs.file("leaf-chain.pem")],
+                                             launcher: launcher)
+        defer { server.stop() }
+        _ = try server.log.waitForLine("systemd-socket-activate's second socket") { $0.contains("as 4.") }
+        try withGroup { group in
+            let tls = try certs.clientTLS()
+            let first = try RawClient.connect(port: httpsPort, tls: tls, group: group)
+            #expect(try first.get("/peerjs/id").status == 200)
+            #expect(try server.port("https") == httpsPort)
+            #expect(try server.port("http") == httpPort)
+            #expect(try RawClient.connect(port: httpPort, tls: nil, group: group).get("/peerjs/id").status == 200)
+            let tlsOnPlain = try RawClient.connect(port: httpPort, tls: tls, group: group)
+            #expect(throws: (any Error).self) { try tlsOnPlain.sink.waitHandshake() }
+        }
+
+        let port = try PeerJSProcess.freePort()
+        let bare = try PeerJSProcess.spawn([], launcher: ["/usr/bin/systemd-socket-activate", "-l", "127.0.0.1:\(port)", "--fdname=https"])
+        _ = try bare.log.waitForLine("systemd-socket-activate's socket") { $0.contains("as 3.") }
+        let trigger = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(trigger) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = UInt16(port).bigEndian
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        let connected = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(trigger, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
+        #expect(connected == 0)
+        #expect(try bare.waitForExit() == 78)
+        #expect(bare.log.snapshot.contains { $0.contains("named `https`") && $0.contains("--sslkey") })
+        #expect(!bare.log.snapshot.contains { $0.contains("Started PeerServer") })
     }
 
     @Test("§7.13 a client that stalls in the handshake is dropped at the handshake deadline")
