@@ -7,7 +7,9 @@ import Glibc
 /// One *generation* is one load of the material (at start, then one per SIGHUP): `count` chunks
 /// numbered `0..<count`, sent in order, all the certificate-chain chunks first, then all the
 /// private-key chunks. The receiver concatenates the data of each kind (see
-/// ``TLSChunkAssembler``).
+/// ``TLSChunkAssembler``). At start the chunks come before `hello`, which ends the setup phase,
+/// so the broker builds its TLS context before it sends `ready`; after a reload they may come
+/// at any time between connections.
 /// - Parameters:
 ///   - generation: which load this chunk belongs to; a new generation starts at index 0.
 ///   - kind: what the data is a piece of.

@@ -25,10 +25,12 @@ public struct SupervisorConfiguration: Sendable {
     /// `port` listener itself is TLS (as in peerjs-server). Ignored under socket activation,
     /// where a socket named `https` is TLS and any other is plain.
     public var httpsPort: UInt16?
+    /// The address of the `httpsPort` listener; nil means the same as `host`.
+    public var httpsHost: String?
 
     public init(host: String?, port: UInt16, broker: BrokerSettings, executable: String, brokerArguments: [String],
                 drainDeadlineMs: UInt32 = 3000, reload: (@Sendable () throws -> BrokerSettings)? = nil,
-                tls: TLSFiles? = nil, httpsPort: UInt16? = nil) {
+                tls: TLSFiles? = nil, httpsPort: UInt16? = nil, httpsHost: String? = nil) {
         self.host = host
         self.port = port
         self.broker = broker
@@ -38,6 +40,7 @@ public struct SupervisorConfiguration: Sendable {
         self.reload = reload
         self.tls = tls
         self.httpsPort = httpsPort
+        self.httpsHost = httpsHost
     }
 }
 
@@ -150,7 +153,7 @@ public final class Supervisor {
     }
 
     /// Binds `--port` (TLS when key and certificate are given without `--https-port`) and,
-    /// with `--https-port`, a TLS listener beside it.
+    /// with `--https-port`, a TLS listener beside it (on `--https-host`, if given).
     private func bindListeners() throws(SupervisorError) -> [Listener] {
         guard let httpsPort = configuration.httpsPort else {
             return try Listener.bind(host: configuration.host, port: configuration.port, tls: configuration.tls != nil)
@@ -160,7 +163,7 @@ public final class Supervisor {
         }
         let plain = try Listener.bind(host: configuration.host, port: configuration.port, tls: false)
         do {
-            return plain + (try Listener.bind(host: configuration.host, port: httpsPort, tls: true))
+            return plain + (try Listener.bind(host: configuration.httpsHost ?? configuration.host, port: httpsPort, tls: true))
         } catch {
             for listener in plain { close(listener.descriptor) }
             throw error

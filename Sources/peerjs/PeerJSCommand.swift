@@ -81,6 +81,10 @@ struct PeerJSCommand: ParsableCommand {
             help: ArgumentHelp("Serve TLS on this port and keep --port plain (default: with --sslkey/--sslcert, --port itself is TLS).", valueName: "port"))
     var httpsPort: Int?
 
+    @Option(name: [.customLong("https-host"), .customLong("https_host")],
+            help: ArgumentHelp("Address of the --https-port listener (default: --host), e.g. --host 127.0.0.1 for a local proxy and a public TLS port.", valueName: "address"))
+    var httpsHost: String?
+
     @Option(name: [.customLong("log-level"), .customLong("log_level")],
             help: "Least severe log level written: debug, info, notice, warning or error.")
     var logLevel: String = "info"
@@ -117,12 +121,15 @@ struct PeerJSCommand: ParsableCommand {
         if sslkeyPassphraseFile != nil, sslkey == nil {
             throw ValidationError("--sslkey-passphrase-file needs --sslkey and --sslcert")
         }
+        if httpsHost != nil, httpsPort == nil {
+            throw ValidationError("--https-host needs --https-port")
+        }
         if let httpsPort {
             guard sslkey != nil else { throw ValidationError("--https-port needs --sslkey and --sslcert") }
             guard (0...65535).contains(httpsPort) else {
                 throw ValidationError("--https-port must be between 0 and 65535, not \(httpsPort)")
             }
-            guard httpsPort == 0 || httpsPort != port else {
+            guard httpsPort == 0 || httpsPort != port || (httpsHost != nil && httpsHost != host) else {
                 throw ValidationError("--https-port must differ from --port (\(port)); leave it out to make --port itself TLS")
             }
         }
@@ -177,7 +184,8 @@ struct PeerJSCommand: ParsableCommand {
         let configuration = SupervisorConfiguration(
             host: host, port: UInt16(port), broker: brokerSettings, executable: "/proc/self/exe",
             brokerArguments: [CommandLine.arguments.first ?? "peerjs", "--role", "broker", "--log-level", logLevel],
-            reload: reload, tls: tlsFiles, httpsPort: httpsPort.map { UInt16($0) })
+            reload: reload, tls: tlsFiles, httpsPort: httpsPort.map { UInt16($0) },
+            httpsHost: httpsHost)
         do {
             throw ExitCode(try Supervisor(configuration: configuration, logger: logger).run())
         } catch let error as SupervisorError {

@@ -402,7 +402,7 @@ struct RawClient {
     let channel: any Channel
     let sink: ByteSink
 
-    static func connect(port: Int, tls: TLSConfiguration?, group: any EventLoopGroup) throws -> RawClient {
+    static func connect(host: String = "127.0.0.1", port: Int, tls: TLSConfiguration?, group: any EventLoopGroup) throws -> RawClient {
         let sink = ByteSink()
         let context = try tls.map { try NIOSSLContext(configuration: $0) }
         let channel = try ClientBootstrap(group: group)
@@ -415,7 +415,7 @@ struct RawClient {
                     try channel.pipeline.syncOperations.addHandler(SinkHandler(sink: sink))
                 }
             }
-            .connect(host: "127.0.0.1", port: port).wait()
+            .connect(host: host, port: port).wait()
         return RawClient(channel: channel, sink: sink)
     }
 

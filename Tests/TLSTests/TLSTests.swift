@@ -78,7 +78,7 @@ struct TLSTests {
         #expect(server.stop() == 0)
     }
 
-    @Test("§7.13 --https-port adds a TLS listener beside the plain --port; each refuses the other protocol")
+    @Test("§7.13 --https-port (on --https-host) adds a TLS listener beside the plain --port; each refuses the other protocol")
     func plainAndTLSListeners() throws {
         let certs = try CertificateDirectory()
         try certs.makeLeaf("leaf")
@@ -86,6 +86,7 @@ struct TLSTests {
         try certs.write("peerjs.conf", """
             port = 0
             https_port = 0
+            https_host = 127.0.0.2
             sslkey = \(certs.file("leaf.key"))
             sslcert = \(certs.file("leaf-chain.pem"))
             """)
@@ -93,15 +94,15 @@ struct TLSTests {
         defer { server.stop() }
         let httpPort = try server.port("http")
         let httpsPort = try server.port("https")
-        #expect(httpPort != httpsPort)
+        #expect(try server.log.waitForLine("the https listening line") { $0.contains("(https, TLS)") }.contains("listening on 127.0.0.2 "))
         try withGroup { group in
             let tls = try certs.clientTLS()
             #expect(try RawClient.connect(port: httpPort, tls: nil, group: group).get("/peerjs/id").status == 200)
-            #expect(try RawClient.connect(port: httpsPort, tls: tls, group: group).get("/peerjs/id").status == 200)
+            #expect(try RawClient.connect(host: "127.0.0.2", port: httpsPort, tls: tls, group: group).get("/peerjs/id").status == 200)
 
             let tlsOnPlain = try RawClient.connect(port: httpPort, tls: tls, group: group)
             #expect(throws: (any Error).self) { try tlsOnPlain.sink.waitHandshake() }
-            let plainOnTLS = try RawClient.connect(port: httpsPort, tls: nil, group: group)
+            let plainOnTLS = try RawClient.connect(host: "127.0.0.2", port: httpsPort, tls: nil, group: group)
             try plainOnTLS.send("GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
             #expect(!String(decoding: try plainOnTLS.sink.waitClosed(), as: UTF8.self).hasPrefix("HTTP/1.1 200"))
 
@@ -109,7 +110,7 @@ struct TLSTests {
             let a = try RawClient.connect(port: httpPort, tls: nil, group: group)
             try a.upgrade(id: "plain")
             #expect(try a.readText().contains("\"OPEN\""))
-            let b = try RawClient.connect(port: httpsPort, tls: tls, group: group)
+            let b = try RawClient.connect(host: "127.0.0.2", port: httpsPort, tls: tls, group: group)
             try b.upgrade(id: "secure")
             #expect(try b.readText().contains("\"OPEN\""))
             try relay(from: a, "plain", to: b, "secure", type: "OFFER")
