@@ -98,6 +98,9 @@ struct TLSMaterial {
             throw SupervisorError(.tls, "cannot serialise the private key from \(keyPath): \(error)")
         }
 
+        guard chainPEM.count + keyDER.count <= Int(TLSChunk.maxCount) * TLSChunk.maxDataLength - TLSChunk.maxDataLength else {
+            throw SupervisorError(.tls, "\(certificatePath) (--sslcert) is too large (\(chainPEM.count) bytes) to hand to the broker; give only the server's certificate and its intermediates")
+        }
         let now = Int(time(nil))
         let notAfter = Int(leaf.notValidAfter)
         if notAfter < now {
