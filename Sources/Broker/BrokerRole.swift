@@ -22,25 +22,47 @@ extension BrokerConfiguration {
     }
 }
 
-/// The broker process: waits for `hello`, starts serving, then takes connections, reloads and
-/// the drain order from the supervisor's channel until it ends. A bad frame from the
-/// supervisor ends the broker (the supervisor starts a fresh one).
+/// The broker process: takes the setup frames (TLS material in `tlsChunk` frames, if any, then
+/// `hello`, which ends the setup), starts serving, then takes connections, reloads, new TLS
+/// material and the drain order from the supervisor's channel until it ends. A bad frame from
+/// the supervisor ends the broker (the supervisor starts a fresh one).
+///
+/// Everything TLS needs from the system is done before `ready` (BoringSSL's context is built
+/// from bytes, nothing is opened, and its lazy RNG set-up is forced early); what is left at
+/// run time is memory (malloc: mmap/mprotect/munmap/madvise) and getrandom for handshakes,
+/// and, on SIGHUP, building a new context from bytes again (memory only).
 public enum BrokerRole {
     /// Runs the broker on the supervisor channel at `descriptor`; returns the exit status.
     public static func run(channelDescriptor: Int32, logger: Logger) -> Int32 {
         let channel = HandoffChannel(adopting: channelDescriptor, roles: ChannelRoles(local: .broker, remote: .supervisor))
         let server: BrokerServer
+        var assembler = TLSChunkAssembler()
         do {
-            guard let hello = try channel.receive() else {
-                logger.notice("supervisor went away before hello")
-                return 0
+            var tls: (any TLSProvider)?
+            var hello: BrokerSettings?
+            while hello == nil {
+                guard let frame = try channel.receive() else {
+                    logger.notice("supervisor went away before hello")
+                    return 0
+                }
+                switch frame.type {
+                case .hello:
+                    hello = try frame.decode(BrokerSettings.self)
+                case .tlsChunk:
+                    if var material = try assembler.add(frame.decode(TLSChunk.self)) {
+                        tls = try makeTLSProvider(&material)
+                    }
+                default:
+                    logger.error("expected hello from the supervisor, got \(frame.type)")
+                    return 2
+                }
             }
-            guard hello.type == .hello else {
-                logger.error("expected hello from the supervisor, got \(hello.type)")
+            guard let settings = hello, !assembler.isIncomplete else {
+                logger.error("the supervisor sent hello in the middle of the TLS material")
                 return 2
             }
-            let settings = try hello.decode(BrokerSettings.self)
-            server = try BrokerServer(configuration: BrokerConfiguration(settings), logger: logger)
+            if tls != nil { try NIOSSLTLSProvider.prepareRuntime() }
+            server = try BrokerServer(configuration: BrokerConfiguration(settings), tls: tls, logger: logger)
             try channel.send(type: .ready)
         } catch {
             logger.error("broker start-up failed: \(error)")
@@ -56,10 +78,19 @@ public enum BrokerRole {
                 case .connection:
                     let handoff = try frame.decode(ConnectionHandoff.self)
                     guard let descriptor = frame.takeFD() else { continue }
-                    server.adopt(descriptor: descriptor.release(), address: handoff.peer.description)
+                    server.adopt(descriptor: descriptor.release(), address: handoff.peer.description, tls: handoff.tls)
                 case .reload:
                     server.reload(BrokerConfiguration(try frame.decode(BrokerSettings.self)))
                     logger.notice("configuration reloaded")
+                case .tlsChunk:
+                    if var material = try assembler.add(frame.decode(TLSChunk.self)) {
+                        do {
+                            server.updateTLS(try makeTLSProvider(&material))
+                            logger.notice("TLS certificate and key reloaded; new handshakes use them")
+                        } catch {
+                            logger.error("the new TLS material is unusable, keeping the old: \(error)")
+                        }
+                    }
                 case .drain:
                     let request = try frame.decode(DrainRequest.self)
                     server.drain(deadlineMs: Int64(request.deadlineMs))
@@ -74,5 +105,15 @@ public enum BrokerRole {
                 return 2
             }
         }
+    }
+}
+
+extension BrokerRole {
+    /// Builds the TLS provider from one generation of material and wipes the key bytes.
+    fileprivate static func makeTLSProvider(
+        _ material: inout (certificateChainPEM: [UInt8], privateKeyDER: [UInt8])
+    ) throws -> any TLSProvider {
+        defer { TLSChunk.wipe(&material.privateKeyDER) }
+        return try NIOSSLTLSProvider(certificateChainPEM: material.certificateChainPEM, privateKeyDER: material.privateKeyDER)
     }
 }

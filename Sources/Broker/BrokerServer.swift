@@ -13,13 +13,14 @@ public final class BrokerServer: Sendable {
     private let state: NIOLoopBound<BrokerState>
     private let ticker: NIOLoopBoundBox<RepeatedTask?>
 
-    /// Starts the event loop (an explicit thread count: nothing probes the CPUs later).
-    public init(configuration: BrokerConfiguration, logger: Logger) throws {
+    /// Starts the event loop (an explicit thread count: nothing probes the CPUs later). `tls`
+    /// serves connections handed over with `tls: true`.
+    public init(configuration: BrokerConfiguration, tls: (any TLSProvider)? = nil, logger: Logger) throws {
         group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         loop = group.next()
         let loop = self.loop
         (state, ticker) = try loop.submit {
-            let state = BrokerState(configuration: configuration, logger: logger)
+            let state = BrokerState(configuration: configuration, tls: tls, logger: logger)
             return (NIOLoopBound(state, eventLoop: loop), NIOLoopBoundBox<RepeatedTask?>(nil, eventLoop: loop))
         }.wait()
         try loop.submit { [state, ticker] in Self.startTicker(state.value, ticker) }.wait()
@@ -42,16 +43,23 @@ public final class BrokerServer: Sendable {
         }
     }
 
+    /// Uses `provider` for TLS handshakes from now on (SIGHUP with a renewed certificate);
+    /// established connections keep the one they started with.
+    public func updateTLS(_ provider: any TLSProvider) {
+        loop.execute { [state] in state.value.tls = provider }
+    }
+
     /// Takes ownership of a connected TCP socket and serves it. `address` is the client's
-    /// address as the supervisor saw it (for logs and policy).
-    public func adopt(descriptor: Int32, address: String) {
+    /// address as the supervisor saw it (for logs and policy); with `tls`, the connection
+    /// starts with a TLS handshake that must finish within the handshake timeout.
+    public func adopt(descriptor: Int32, address: String, tls: Bool = false) {
         let state = self.state
         ClientBootstrap(group: loop)
             .channelOption(.recvAllocator, value: AdaptiveRecvByteBufferAllocator(minimum: 64, initial: 256, maximum: 65536))
             .channelOption(.writeBufferWaterMark, value: .init(low: 32 * 1024, high: 256 * 1024))
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    try Self.configure(channel, state: state.value, address: address)
+                    try Self.configure(channel, state: state.value, address: address, tls: tls)
                 }
             }
             .withConnectedSocket(descriptor)
@@ -60,8 +68,16 @@ public final class BrokerServer: Sendable {
             }
     }
 
-    private static func configure(_ channel: any Channel, state: BrokerState, address: String) throws {
+    private static func configure(_ channel: any Channel, state: BrokerState, address: String, tls: Bool) throws {
         let configuration = state.configuration
+        if tls {
+            guard let provider = state.tls else {
+                throw BrokerTLSUnavailable()
+            }
+            try provider.addServerHandlers(to: channel)
+            try channel.pipeline.syncOperations.addHandler(
+                TLSHandshakeDeadlineHandler(provider: provider, timeout: .milliseconds(configuration.handshakeTimeoutMs)))
+        }
         let webSocketPath = configuration.webSocketPath
         let bound = NIOLoopBound(state, eventLoop: channel.eventLoop)
         let upgrader = NIOWebSocketServerUpgrader(
@@ -124,4 +140,10 @@ public final class BrokerServer: Sendable {
             return (stats.registered, state.value.connections.count, stats.queuedMessages)
         }.wait()) ?? (0, 0, 0)
     }
+}
+
+/// A connection came from a TLS listener but the broker holds no TLS material (the supervisor
+/// checks for this at start, so it means a bug); the connection is closed.
+struct BrokerTLSUnavailable: Error, CustomStringConvertible {
+    var description: String { "a TLS connection arrived but no certificate and key were received" }
 }

@@ -14,9 +14,13 @@ final class BrokerState {
     let connections: ConnectionTable
     let engine: SignalingEngine<ConnectionTable, InMemoryRegistry>
     let logger: Logger
+    /// TLS for new connections from `https` listeners: the latest material the supervisor sent
+    /// (a reload replaces it; connections already running keep theirs). Nil until some arrives.
+    var tls: (any TLSProvider)?
 
-    init(configuration: BrokerConfiguration, logger: Logger) {
+    init(configuration: BrokerConfiguration, tls: (any TLSProvider)?, logger: Logger) {
         self.configuration = configuration
+        self.tls = tls
         self.logger = logger
         self.connections = ConnectionTable(logger: logger)
         self.engine = SignalingEngine(

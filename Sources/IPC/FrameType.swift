@@ -38,7 +38,7 @@ public enum FrameType: UInt16, CaseIterable, Sendable {
     case authQuery = 16
     case authVerdict = 17
     case peerEvent = 18
-    // supervisor -> broker, TLS certificate chain / key in numbered chunks (reserved)
+    // supervisor -> broker, TLS certificate chain / key in numbered chunks (see TLSChunk)
     case tlsChunk = 32
 
     /// No frame type may declare a payload cap above this (64 KiB).

@@ -1,21 +1,25 @@
 import Glibc
 
-/// A listening TCP socket the supervisor accepts on; its name (`http`, later `https`) travels
-/// with every connection it hands to the broker.
+/// A listening TCP socket the supervisor accepts on; its name (`http`, `https`) and whether the
+/// broker must run TLS on it travel with every connection it hands to the broker.
 struct Listener {
     let descriptor: Int32
     let name: String
     let address: String
     let port: UInt16
+    let tls: Bool
+
+    /// The systemd `FileDescriptorName=` that marks a socket-activated listener as TLS.
+    static let tlsName = "https"
 
     /// Binds `port` on `host` (every address it resolves to), or on all addresses, IPv6 and
     /// IPv4 together, when `host` is nil. Sockets are close-on-exec and non-blocking.
-    static func bind(host: String?, port: UInt16, backlog: Int32 = 4096) throws(SupervisorError) -> [Listener] {
+    static func bind(host: String?, port: UInt16, tls: Bool = false, backlog: Int32 = 4096) throws(SupervisorError) -> [Listener] {
         guard let host else {
-            if let dual = try? open(family: AF_INET6, address: "::", port: port, backlog: backlog, dualStack: true) {
+            if let dual = try? open(family: AF_INET6, address: "::", port: port, tls: tls, backlog: backlog, dualStack: true) {
                 return [dual]
             }
-            return [try open(family: AF_INET, address: "0.0.0.0", port: port, backlog: backlog, dualStack: false)]
+            return [try open(family: AF_INET, address: "0.0.0.0", port: port, tls: tls, backlog: backlog, dualStack: false)]
         }
         var hints = addrinfo()
         hints.ai_family = AF_UNSPEC
@@ -36,7 +40,7 @@ struct Listener {
             guard family == AF_INET || family == AF_INET6, let text = numericHost(info.pointee.ai_addr, info.pointee.ai_addrlen),
                 seen.insert(text).inserted
             else { continue }
-            listeners.append(try open(family: family, address: text, port: port, backlog: backlog, dualStack: false))
+            listeners.append(try open(family: family, address: text, port: port, tls: tls, backlog: backlog, dualStack: false))
         }
         guard !listeners.isEmpty else {
             throw SupervisorError(.resolve, "--host \(host) resolved to no IPv4 or IPv6 address")
@@ -44,7 +48,7 @@ struct Listener {
         return listeners
     }
 
-    private static func open(family: Int32, address: String, port: UInt16, backlog: Int32, dualStack: Bool) throws(SupervisorError) -> Listener {
+    private static func open(family: Int32, address: String, port: UInt16, tls: Bool, backlog: Int32, dualStack: Bool) throws(SupervisorError) -> Listener {
         let fd = socket(family, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue) | Int32(SOCK_NONBLOCK.rawValue), 0)
         guard fd >= 0 else { throw SupervisorError(.bind, "socket() for \(address) failed: \(SupervisorError.errnoText())") }
         var on: Int32 = 1
@@ -78,10 +82,11 @@ struct Listener {
             close(fd)
             throw SupervisorError(.bind, "cannot listen on \(address) port \(port): \(text); choose another --port or --host, or stop what holds it")
         }
-        return Listener(descriptor: fd, name: "http", address: address, port: localPort(fd) ?? port)
+        return Listener(descriptor: fd, name: tls ? tlsName : "http", address: address, port: localPort(fd) ?? port, tls: tls)
     }
 
-    /// A listening socket someone else made (systemd socket activation).
+    /// A listening socket someone else made (systemd socket activation); TLS when it is named
+    /// `https`.
     static func adopt(descriptor: Int32, name: String) -> Listener {
         var storage = sockaddr_storage()
         var length = socklen_t(MemoryLayout<sockaddr_storage>.size)
@@ -91,7 +96,7 @@ struct Listener {
         let address = withUnsafeMutablePointer(to: &storage) {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { numericHost($0, length) }
         }
-        return Listener(descriptor: descriptor, name: name, address: address ?? "?", port: localPort(descriptor) ?? 0)
+        return Listener(descriptor: descriptor, name: name, address: address ?? "?", port: localPort(descriptor) ?? 0, tls: name == tlsName)
     }
 
     private static func localPort(_ fd: Int32) -> UInt16? {

@@ -19,9 +19,18 @@ public struct SupervisorConfiguration: Sendable {
     /// Re-reads the configuration on SIGHUP and returns the broker's new settings; nil when
     /// there is nothing to re-read (settings came from the command line only).
     public var reload: (@Sendable () throws -> BrokerSettings)?
+    /// The TLS key and certificate (read at start and on every SIGHUP); nil serves no TLS.
+    public var tls: TLSFiles?
+    /// With `tls`: a TLS listener on this port beside the plain one on `port`. Without it, the
+    /// `port` listener itself is TLS (as in peerjs-server). Ignored under socket activation,
+    /// where a socket named `https` is TLS and any other is plain.
+    public var httpsPort: UInt16?
+    /// The address of the `httpsPort` listener; nil means the same as `host`.
+    public var httpsHost: String?
 
     public init(host: String?, port: UInt16, broker: BrokerSettings, executable: String, brokerArguments: [String],
-                drainDeadlineMs: UInt32 = 3000, reload: (@Sendable () throws -> BrokerSettings)? = nil) {
+                drainDeadlineMs: UInt32 = 3000, reload: (@Sendable () throws -> BrokerSettings)? = nil,
+                tls: TLSFiles? = nil, httpsPort: UInt16? = nil, httpsHost: String? = nil) {
         self.host = host
         self.port = port
         self.broker = broker
@@ -29,6 +38,9 @@ public struct SupervisorConfiguration: Sendable {
         self.brokerArguments = brokerArguments
         self.drainDeadlineMs = drainDeadlineMs
         self.reload = reload
+        self.tls = tls
+        self.httpsPort = httpsPort
+        self.httpsHost = httpsHost
     }
 }
 
@@ -64,6 +76,10 @@ public final class Supervisor {
     private var acceptPausedUntil: Int64 = 0
     private var drainingSince: Int64?
     private var announced = false
+    /// The checked TLS material in force (kept so that a restarted broker gets it too).
+    private var tlsMaterial: TLSMaterial?
+    private var tlsGeneration: UInt32 = 1
+    static let setupSendDeadlineMs: Int64 = 2000
     static let startupDeadlineMs: Int64 = 10_000
     static let crashWindowMs: Int64 = 60_000
     static let crashLimit = 5
@@ -78,13 +94,26 @@ public final class Supervisor {
     public func run() throws(SupervisorError) -> Int32 {
         let signals = try SignalSource([SIGCHLD, SIGTERM, SIGINT, SIGHUP])
         signal(SIGPIPE, SIG_IGN)
+        // TLS files first: a bad key or certificate is reported before anything listens.
+        if let files = configuration.tls {
+            tlsMaterial = try TLSMaterial.load(files, logger: logger)
+        }
         let activated = try Systemd.activatedListeners()
         if activated.isEmpty {
-            listeners = try Listener.bind(host: configuration.host, port: configuration.port)
+            listeners = try bindListeners()
         } else {
             listeners = activated.map { Listener.adopt(descriptor: $0.descriptor, name: $0.name) }
             let names = listeners.map { "\($0.name)=\($0.address):\($0.port)" }.joined(separator: " ")
             logger.info("socket activation: \(names)")
+            if tlsMaterial == nil, listeners.contains(where: \.tls) {
+                throw SupervisorError(.tls, "systemd passed a socket named `\(Listener.tlsName)` (FileDescriptorName=), which is served with TLS, but no --sslkey/--sslcert were given")
+            }
+            if tlsMaterial != nil, !listeners.contains(where: \.tls) {
+                logger.warning("--sslkey/--sslcert are given but no socket is named `\(Listener.tlsName)`; every listener is plain HTTP (set FileDescriptorName=\(Listener.tlsName) on the TLS socket)")
+            }
+        }
+        for listener in listeners {
+            logger.info("listening on \(listener.address) port \(listener.port) (\(listener.name), \(listener.tls ? "TLS" : "plain"))")
         }
         watchdogIntervalMs = Systemd.watchdogIntervalMs()
         try spawnBroker()
@@ -123,6 +152,24 @@ public final class Supervisor {
         }
     }
 
+    /// Binds `--port` (TLS when key and certificate are given without `--https-port`) and,
+    /// with `--https-port`, a TLS listener beside it (on `--https-host`, if given).
+    private func bindListeners() throws(SupervisorError) -> [Listener] {
+        guard let httpsPort = configuration.httpsPort else {
+            return try Listener.bind(host: configuration.host, port: configuration.port, tls: configuration.tls != nil)
+        }
+        guard configuration.tls != nil else {
+            throw SupervisorError(.tls, "--https-port needs --sslkey and --sslcert")
+        }
+        let plain = try Listener.bind(host: configuration.host, port: configuration.port, tls: false)
+        do {
+            return plain + (try Listener.bind(host: configuration.httpsHost ?? configuration.host, port: httpsPort, tls: true))
+        } catch {
+            for listener in plain { close(listener.descriptor) }
+            throw error
+        }
+    }
+
     // MARK: - Broker lifecycle
 
     private func spawnBroker() throws(SupervisorError) {
@@ -139,12 +186,43 @@ public final class Supervisor {
         _ = consume theirs
         try wrap { () throws(IPCError) in try mine.setNonBlocking(true) }
         do {
+            // The setup phase: TLS material (if any), then hello, which ends it.
+            if tlsMaterial != nil { try sendTLSMaterial(over: mine) }
             try mine.send(type: .hello, message: brokerSettings)
         } catch {
             logger.error("cannot send hello to the broker: \(error)")
         }
         broker = BrokerProcess(pid: pid, channel: mine, startedAt: monotonicMilliseconds())
         logger.info("broker started pid=\(pid)")
+    }
+
+    /// Sends the current TLS material as one generation of `tlsChunk` frames, waiting (bounded)
+    /// for room in the channel; the encoded key chunks are wiped once sent.
+    private func sendTLSMaterial(over channel: HandoffChannel) throws(IPCError) {
+        guard let material = tlsMaterial else { return }
+        var chunks: [TLSChunk]
+        do {
+            chunks = try material.chunks(generation: tlsGeneration)
+        } catch {
+            throw IPCError(.invalidArgument, error.description)
+        }
+        defer { for index in chunks.indices { TLSChunk.wipe(&chunks[index].data) } }
+        let deadline = monotonicMilliseconds() + Self.setupSendDeadlineMs
+        for chunk in chunks {
+            var payload = chunk.encode()
+            defer { TLSChunk.wipe(&payload) }
+            while true {
+                do {
+                    try channel.send(type: .tlsChunk, payload: payload)
+                    break
+                } catch where error.code == .wouldBlock {
+                    let left = deadline - monotonicMilliseconds()
+                    guard left > 0 else { throw error }
+                    var entry = pollfd(fd: channel.rawFD, events: Int16(POLLOUT), revents: 0)
+                    _ = poll(&entry, 1, Int32(left))
+                }
+            }
+        }
     }
 
     private func wrap<T>(_ body: () throws(IPCError) -> T) throws(SupervisorError) -> T {
@@ -257,7 +335,7 @@ public final class Supervisor {
                     return
                 }
             }
-            let handoff = ConnectionHandoff(peer: PeerAddress(storage), listenerName: listener.name, tls: false)
+            let handoff = ConnectionHandoff(peer: PeerAddress(storage), listenerName: listener.name, tls: listener.tls)
             hand(PendingHandoff(descriptor: fd, handoff: handoff), over: channel)
         }
     }
@@ -307,15 +385,18 @@ public final class Supervisor {
         return nil
     }
 
-    /// SIGHUP: re-read the configuration and hand the broker its new settings. A broken file
-    /// keeps the running configuration. Listen addresses change only on restart.
+    /// SIGHUP: re-read the configuration and the TLS files and hand the broker its new settings
+    /// and material. A broken file keeps what is running. Listen addresses and the TLS file
+    /// paths change only on restart.
     private func reloadConfiguration() {
-        guard let reload = configuration.reload else {
+        guard configuration.reload != nil || configuration.tls != nil else {
             logger.notice("SIGHUP: no configuration file is in use; settings come from the command line, nothing to re-read")
             return
         }
         Systemd.notify("RELOADING=1\nMONOTONIC_USEC=\(Systemd.monotonicMicroseconds())")
         defer { Systemd.notify("READY=1") }
+        if let files = configuration.tls { reloadTLS(files) }
+        guard let reload = configuration.reload else { return }
         let settings: BrokerSettings
         do {
             settings = try reload()
@@ -329,6 +410,28 @@ public final class Supervisor {
             logger.notice("configuration reloaded")
         } catch {
             logger.error("could not hand the new configuration to the broker (\(error)); it gets it when it restarts")
+        }
+    }
+
+    /// Re-reads key and certificate; on success the broker uses them for new handshakes, while
+    /// established connections keep theirs (a certificate renewal drops no one).
+    private func reloadTLS(_ files: TLSFiles) {
+        let material: TLSMaterial
+        do {
+            material = try TLSMaterial.load(files, logger: logger)
+        } catch {
+            logger.error("TLS reload failed, keeping the running certificate and key: \(error)")
+            return
+        }
+        tlsMaterial?.wipe()
+        tlsMaterial = material
+        tlsGeneration &+= 1
+        guard let channel = broker?.channel else { return }
+        do {
+            try sendTLSMaterial(over: channel)
+            logger.notice("TLS certificate and key reloaded")
+        } catch {
+            logger.error("could not hand the new TLS material to the broker (\(error)); it gets it when it restarts")
         }
     }
 

@@ -12,6 +12,8 @@ public struct SupervisorError: Error, CustomStringConvertible, Equatable {
         public static let crashLoop = Code(name: "crashLoop")
         public static let activation = Code(name: "activation")
         public static let configuration = Code(name: "configuration")
+        /// The TLS key, certificate or passphrase file cannot be read or used.
+        public static let tls = Code(name: "tls")
     }
 
     public let code: Code

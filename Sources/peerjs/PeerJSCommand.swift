@@ -64,8 +64,26 @@ struct PeerJSCommand: ParsableCommand {
     var maxMessageSize: Int = 65536
 
     @Option(name: [.customLong("handshake_timeout"), .customLong("handshake-timeout")],
-            help: ArgumentHelp("Milliseconds a connection may take to send a complete HTTP request.", valueName: "ms"))
+            help: ArgumentHelp("Milliseconds a connection may take to finish its TLS handshake or send a complete HTTP request.", valueName: "ms"))
     var handshakeTimeout: Int = 10000
+
+    @Option(name: .customLong("sslkey"), help: ArgumentHelp("PEM private key (PKCS#8, PKCS#1 or SEC1) for HTTPS and WSS; needs --sslcert. Re-read on SIGHUP.", valueName: "file"))
+    var sslkey: String?
+
+    @Option(name: .customLong("sslcert"), help: ArgumentHelp("PEM certificate chain, server certificate first; needs --sslkey. Re-read on SIGHUP.", valueName: "file"))
+    var sslcert: String?
+
+    @Option(name: [.customLong("sslkey-passphrase-file"), .customLong("sslkey_passphrase_file")],
+            help: ArgumentHelp("File whose first line is the passphrase of an encrypted --sslkey.", valueName: "file"))
+    var sslkeyPassphraseFile: String?
+
+    @Option(name: [.customLong("https-port"), .customLong("https_port")],
+            help: ArgumentHelp("Serve TLS on this port and keep --port plain (default: with --sslkey/--sslcert, --port itself is TLS).", valueName: "port"))
+    var httpsPort: Int?
+
+    @Option(name: [.customLong("https-host"), .customLong("https_host")],
+            help: ArgumentHelp("Address of the --https-port listener (default: --host), e.g. --host 127.0.0.1 for a local proxy and a public TLS port.", valueName: "address"))
+    var httpsHost: String?
 
     @Option(name: [.customLong("log-level"), .customLong("log_level")],
             help: "Least severe log level written: debug, info, notice, warning or error.")
@@ -97,6 +115,30 @@ struct PeerJSCommand: ParsableCommand {
         }
         guard cors.count <= 64 else { throw ValidationError("--cors may be given at most 64 times") }
         if let role, role != "broker" { throw ValidationError("--role: unknown role \(role)") }
+        guard (sslkey == nil) == (sslcert == nil) else {
+            throw ValidationError("--sslkey and --sslcert go together: PeerServer will not run because either the key or the certificate has not been provided")
+        }
+        if sslkeyPassphraseFile != nil, sslkey == nil {
+            throw ValidationError("--sslkey-passphrase-file needs --sslkey and --sslcert")
+        }
+        if httpsHost != nil, httpsPort == nil {
+            throw ValidationError("--https-host needs --https-port")
+        }
+        if let httpsPort {
+            guard sslkey != nil else { throw ValidationError("--https-port needs --sslkey and --sslcert") }
+            guard (0...65535).contains(httpsPort) else {
+                throw ValidationError("--https-port must be between 0 and 65535, not \(httpsPort)")
+            }
+            guard httpsPort == 0 || httpsPort != port || (httpsHost != nil && httpsHost != host) else {
+                throw ValidationError("--https-port must differ from --port (\(port)); leave it out to make --port itself TLS")
+            }
+        }
+    }
+
+    /// The TLS files, when both are given (validate() rejects one without the other).
+    var tlsFiles: TLSFiles? {
+        guard let sslkey, let sslcert else { return nil }
+        return TLSFiles(keyPath: sslkey, certificatePath: sslcert, passphrasePath: sslkeyPassphraseFile)
     }
 
     var brokerSettings: BrokerSettings {
@@ -142,12 +184,14 @@ struct PeerJSCommand: ParsableCommand {
         let configuration = SupervisorConfiguration(
             host: host, port: UInt16(port), broker: brokerSettings, executable: "/proc/self/exe",
             brokerArguments: [CommandLine.arguments.first ?? "peerjs", "--role", "broker", "--log-level", logLevel],
-            reload: reload)
+            reload: reload, tls: tlsFiles, httpsPort: httpsPort.map { UInt16($0) },
+            httpsHost: httpsHost)
         do {
             throw ExitCode(try Supervisor(configuration: configuration, logger: logger).run())
         } catch let error as SupervisorError {
             logger.critical("\(error.description)")
-            throw ExitCode(error.code == .bind || error.code == .resolve ? 71 : 1)
+            // EX_OSERR for sockets, EX_CONFIG for unusable TLS files, 1 otherwise.
+            throw ExitCode(error.code == .bind || error.code == .resolve ? 71 : error.code == .tls ? 78 : 1)
         }
     }
 }
