@@ -23,8 +23,12 @@ let package = Package(
     targets: [
         // Tiny C shims (named CShim: swift-system owns the name CSystem) for what Swift's Glibc module cannot reach (_GNU_SOURCE calls, CMSG macros).
         .target(name: "CShim"),
+        // libseccomp through pkg-config; only Sandbox imports it.
+        .systemLibrary(name: "CSeccomp", pkgConfig: "libseccomp", providers: [.apt(["libseccomp-dev"])]),
         .target(name: "PeerProtocol", swiftSettings: strict),
         .target(name: "IPC", dependencies: ["CShim"], swiftSettings: strict),
+        // Privilege drop, rlimits and the seccomp allow-list (Sources/Sandbox/SeccompPolicy.swift).
+        .target(name: "Sandbox", dependencies: ["CSeccomp", "CShim"], swiftSettings: strict),
         .target(
             name: "Broker",
             dependencies: [
@@ -39,13 +43,13 @@ let package = Package(
         ),
         .target(
             name: "Supervisor",
-            dependencies: ["IPC", "CShim", .product(name: "Logging", package: "swift-log")],
+            dependencies: ["IPC", "CShim", "Sandbox", .product(name: "Logging", package: "swift-log")],
             swiftSettings: strict
         ),
         .executableTarget(
             name: "peerjs",
             dependencies: [
-                "PeerProtocol", "IPC", "Broker", "Supervisor",
+                "PeerProtocol", "IPC", "Broker", "Supervisor", "Sandbox",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -64,6 +68,13 @@ let package = Package(
         ),
         .testTarget(name: "PeerProtocolTests", dependencies: ["PeerProtocol"], swiftSettings: strict),
         .testTarget(name: "IPCTests", dependencies: ["IPC", "CShim"], swiftSettings: strict),
+        .testTarget(name: "SandboxTests", dependencies: ["Sandbox", "CSeccomp"], swiftSettings: strict),
+        // Runs the real binary in its sandbox: /proc status, refused calls, a PeerJS session.
+        .testTarget(
+            name: "SandboxProcessTests",
+            dependencies: ["Sandbox", "CShim", "peerjs"],
+            swiftSettings: strict
+        ),
         .testTarget(
             name: "ProcessModelTests",
             dependencies: ["PeerJSTesting", "peerjs"],

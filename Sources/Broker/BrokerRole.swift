@@ -27,7 +27,13 @@ extension BrokerConfiguration {
 /// supervisor ends the broker (the supervisor starts a fresh one).
 public enum BrokerRole {
     /// Runs the broker on the supervisor channel at `descriptor`; returns the exit status.
-    public static func run(channelDescriptor: Int32, logger: Logger) -> Int32 {
+    /// - Parameters:
+    ///   - confine: called with the supervisor's settings once the event loop threads run and
+    ///     before `ready` is sent or any connection is received: the executable enters the
+    ///     sandbox here (this module does not know how). Throwing ends the broker with status 3.
+    public static func run(
+        channelDescriptor: Int32, logger: Logger, confine: (BrokerSettings) throws -> Void
+    ) -> Int32 {
         let channel = HandoffChannel(adopting: channelDescriptor, roles: ChannelRoles(local: .broker, remote: .supervisor))
         let server: BrokerServer
         do {
@@ -41,6 +47,12 @@ public enum BrokerRole {
             }
             let settings = try hello.decode(BrokerSettings.self)
             server = try BrokerServer(configuration: BrokerConfiguration(settings), logger: logger)
+            do {
+                try confine(settings)
+            } catch {
+                logger.critical("cannot enter the sandbox: \(error)")
+                return 3
+            }
             try channel.send(type: .ready)
         } catch {
             logger.error("broker start-up failed: \(error)")

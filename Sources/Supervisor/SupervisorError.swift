@@ -10,6 +10,8 @@ public struct SupervisorError: Error, CustomStringConvertible, Equatable {
         public static let spawn = Code(name: "spawn")
         public static let signals = Code(name: "signals")
         public static let crashLoop = Code(name: "crashLoop")
+        /// The broker's sandbox cannot be set up (missing user, chroot directory).
+        public static let sandbox = Code(name: "sandbox")
     }
 
     public let code: Code
