@@ -134,11 +134,11 @@ public final class Supervisor {
             _ = chmod(directory, 0o555)  // mkdir's mode is reduced by the umask
             logger.info("created the broker's chroot directory \(directory)")
         }
-        guard let user = configuration.brokerUser, access(directory, F_OK) == 0,
-              let capabilities = try? PrivilegeDrop.effectiveCapabilities(), PrivilegeDrop.canDrop(capabilities: capabilities)
+        guard let capabilities = try? PrivilegeDrop.effectiveCapabilities(), PrivilegeDrop.canDrop(capabilities: capabilities)
         else { return }
         do {
-            _ = try PrivilegeDrop.lookUp(user: user)
+            guard try PrivilegeDrop.checkEmptyRoot(directory) else { return }
+            if let user = configuration.brokerUser { _ = try PrivilegeDrop.lookUp(user: user) }
         } catch {
             throw SupervisorError(.sandbox, error.message)
         }

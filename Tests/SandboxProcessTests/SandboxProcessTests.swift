@@ -180,4 +180,19 @@ struct SandboxedServerTests {
         #expect(end != nil && end != .exited(0))
         #expect(child.output.contents.contains("\"peerjs-no-such-user\" does not exist"), "\(child.output.contents)")
     }
+
+    @Test("a chroot directory that is not empty is refused by the supervisor, saying how to fix it")
+    func nonEmptyChroot() throws {
+        guard geteuid() == 0 else { return }
+        let root = try ChrootDirectory()
+        chmod(root.path, 0o755)
+        let stray = root.path + "/stray"
+        mkdir(stray, 0o755)
+        defer { rmdir(stray); root.remove() }
+        let child = try Child(try peerjsBinary(), ["--host", "127.0.0.1", "--port", "0", "--user", "nobody",
+                                                  "--chroot", root.path])
+        let end = child.wait(seconds: 20)
+        #expect(end != nil && end != .exited(0))
+        #expect(child.output.contents.contains("is not empty (it holds stray)"), "\(child.output.contents)")
+    }
 }
