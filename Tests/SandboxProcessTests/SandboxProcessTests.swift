@@ -88,11 +88,12 @@ private final class RunningServer {
         root = try ChrootDirectory()
         child = try Child(try peerjsBinary(), ["--host", "127.0.0.1", "--port", "0", "--user", "nobody",
                                                "--chroot", root.path, "--log-level", "info"] + extra)
-        guard let text = child.output.wait(seconds: 30, until: { $0.contains("Started PeerServer") && $0.contains("\n") }) else {
+        guard let text = child.output.wait(seconds: 30, until: { $0.contains("Started PeerServer") && $0.contains("\n") }),
+              let port = number(after: "port: ", in: text), let pid = number(after: "broker started pid=", in: text)
+        else {
+            _ = child.wait(seconds: 0)
+            root.remove()
             throw TestFailure("the server did not start: \(child.output.contents)")
-        }
-        guard let port = number(after: "port: ", in: text), let pid = number(after: "broker started pid=", in: text) else {
-            throw TestFailure("no port or broker pid in: \(text)")
         }
         self.port = port
         brokerPID = pid_t(pid)
