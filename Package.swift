@@ -26,8 +26,12 @@ let package = Package(
         .target(name: "CShim"),
         // libsystemd: socket activation (sd_listen_fds_with_names) and sd_notify, for the supervisor only.
         .systemLibrary(name: "CSystemd", pkgConfig: "libsystemd", providers: [.apt(["libsystemd-dev"])]),
+        // libseccomp through pkg-config; only Sandbox imports it.
+        .systemLibrary(name: "CSeccomp", pkgConfig: "libseccomp", providers: [.apt(["libseccomp-dev"])]),
         .target(name: "PeerProtocol", swiftSettings: strict),
         .target(name: "IPC", dependencies: ["CShim"], swiftSettings: strict),
+        // Privilege drop, rlimits and the seccomp allow-list (Sources/Sandbox/SeccompPolicy.swift).
+        .target(name: "Sandbox", dependencies: ["CSeccomp", "CShim"], swiftSettings: strict),
         .target(
             name: "Broker",
             dependencies: [
@@ -46,7 +50,7 @@ let package = Package(
         .target(
             name: "Supervisor",
             dependencies: [
-                "IPC", "CShim", "CSystemd",
+                "IPC", "CShim", "CSystemd", "Sandbox",
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -55,7 +59,7 @@ let package = Package(
         .executableTarget(
             name: "peerjs",
             dependencies: [
-                "PeerProtocol", "IPC", "Broker", "Supervisor",
+                "PeerProtocol", "IPC", "Broker", "Supervisor", "Sandbox",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -74,6 +78,13 @@ let package = Package(
         ),
         .testTarget(name: "PeerProtocolTests", dependencies: ["PeerProtocol"], swiftSettings: strict),
         .testTarget(name: "IPCTests", dependencies: ["IPC", "CShim"], swiftSettings: strict),
+        .testTarget(name: "SandboxTests", dependencies: ["Sandbox", "CSeccomp"], swiftSettings: strict),
+        // Runs the real binary in its sandbox: /proc status, refused calls, a PeerJS session.
+        .testTarget(
+            name: "SandboxProcessTests",
+            dependencies: ["Sandbox", "CShim", "peerjs"],
+            swiftSettings: strict
+        ),
         .testTarget(
             name: "ProcessModelTests",
             dependencies: ["PeerJSTesting", "peerjs"],

@@ -33,7 +33,13 @@ extension BrokerConfiguration {
 /// and, on SIGHUP, building a new context from bytes again (memory only).
 public enum BrokerRole {
     /// Runs the broker on the supervisor channel at `descriptor`; returns the exit status.
-    public static func run(channelDescriptor: Int32, logger: Logger) -> Int32 {
+    /// - Parameters:
+    ///   - confine: called with the supervisor's settings once the event loop threads run and
+    ///     before `ready` is sent or any connection is received: the executable enters the
+    ///     sandbox here (this module does not know how). Throwing ends the broker with status 3.
+    public static func run(
+        channelDescriptor: Int32, logger: Logger, confine: (BrokerSettings) throws -> Void
+    ) -> Int32 {
         let channel = HandoffChannel(adopting: channelDescriptor, roles: ChannelRoles(local: .broker, remote: .supervisor))
         let server: BrokerServer
         var assembler = TLSChunkAssembler()
@@ -63,6 +69,12 @@ public enum BrokerRole {
             }
             if tls != nil { try NIOSSLTLSProvider.prepareRuntime() }
             server = try BrokerServer(configuration: BrokerConfiguration(settings), tls: tls, logger: logger)
+            do {
+                try confine(settings)
+            } catch {
+                logger.critical("cannot enter the sandbox: \(error)")
+                return 3
+            }
             try channel.send(type: .ready)
         } catch {
             logger.error("broker start-up failed: \(error)")

@@ -1,4 +1,5 @@
 public import Logging
+import Glibc
 import NIOCore
 import NIOHTTP1
 import NIOPosix
@@ -24,6 +25,17 @@ public final class BrokerServer: Sendable {
             return (NIOLoopBound(state, eventLoop: loop), NIOLoopBoundBox<RepeatedTask?>(nil, eventLoop: loop))
         }.wait()
         try loop.submit { [state, ticker] in Self.startTicker(state.value, ticker) }.wait()
+        try Self.primeLazyGlobals(on: loop)
+    }
+
+    /// Runs, before the sandbox, what NIO does lazily the first time it wraps a descriptor (it
+    /// ignores SIGPIPE with rt_sigaction from a lazy global), by adopting and closing a pipe:
+    /// the seccomp filter that follows does not allow it.
+    private static func primeLazyGlobals(on loop: any EventLoop) throws {
+        var fds: [Int32] = [-1, -1]
+        guard pipe(&fds) == 0 else { return }
+        let channel = try NIOPipeBootstrap(group: loop).takingOwnershipOfDescriptors(input: fds[0], output: fds[1]).wait()
+        try channel.close().wait()
     }
 
     private static func startTicker(_ state: BrokerState, _ ticker: NIOLoopBoundBox<RepeatedTask?>) {

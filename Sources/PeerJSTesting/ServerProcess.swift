@@ -237,6 +237,7 @@ public final class ServerProcess: @unchecked Sendable {
         if !full.contains(where: { ["--port", "-p"].contains($0) || $0.hasPrefix("--port=") }) {
             full = ["--port", "0"] + full
         }
+        full += sandboxUserArguments(full)
         let binary = try locateBinary()
         let echo = ProcessInfo.processInfo.environment["PEERJS_TEST_ECHO"] != nil
         let (pid, log) = try spawn(binary: binary, arguments: full, echoPrefix: echo ? "[peerjs] " : nil)
@@ -282,6 +283,13 @@ public final class ServerProcess: @unchecked Sendable {
             arguments: full,
             log: log
         )
+    }
+
+    /// Run as root, the broker drops to `--user` (default `_peerjs`, which exists only where the
+    /// Debian package is installed): tests name `nobody` unless they chose a user themselves.
+    public static func sandboxUserArguments(_ arguments: [String]) -> [String] {
+        guard geteuid() == 0, !arguments.contains(where: { $0 == "--user" || $0.hasPrefix("--user=") }) else { return [] }
+        return ["--user", "nobody"]
     }
 
     /// Runs `peerjs arguments` to completion (for `--help` and flag validation) and returns its status and output.

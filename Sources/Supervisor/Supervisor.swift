@@ -2,6 +2,7 @@ import CShim
 import Glibc
 public import IPC
 public import Logging
+import Sandbox
 
 /// What the supervisor needs: where to listen, what to tell the broker, how to start it.
 public struct SupervisorConfiguration: Sendable {
@@ -28,9 +29,17 @@ public struct SupervisorConfiguration: Sendable {
     /// The address of the `httpsPort` listener; nil means the same as `host`.
     public var httpsHost: String?
 
+    /// The empty directory the broker chroots into (also passed in `brokerArguments`); created
+    /// root-owned 0555 when missing and this process runs as root. nil: none.
+    public var chrootDirectory: String?
+    /// The broker's user (also passed in `brokerArguments`); checked before the first spawn when
+    /// the broker will be able to drop to it.
+    public var brokerUser: String?
+
     public init(host: String?, port: UInt16, broker: BrokerSettings, executable: String, brokerArguments: [String],
                 drainDeadlineMs: UInt32 = 3000, reload: (@Sendable () throws -> BrokerSettings)? = nil,
-                tls: TLSFiles? = nil, httpsPort: UInt16? = nil, httpsHost: String? = nil) {
+                tls: TLSFiles? = nil, httpsPort: UInt16? = nil, httpsHost: String? = nil,
+                chrootDirectory: String? = nil, brokerUser: String? = nil) {
         self.host = host
         self.port = port
         self.broker = broker
@@ -41,6 +50,8 @@ public struct SupervisorConfiguration: Sendable {
         self.tls = tls
         self.httpsPort = httpsPort
         self.httpsHost = httpsHost
+        self.chrootDirectory = chrootDirectory
+        self.brokerUser = brokerUser
     }
 }
 
@@ -116,6 +127,7 @@ public final class Supervisor {
             logger.info("listening on \(listener.address) port \(listener.port) (\(listener.name), \(listener.tls ? "TLS" : "plain"))")
         }
         watchdogIntervalMs = Systemd.watchdogIntervalMs()
+        try prepareBrokerSandbox()
         try spawnBroker()
 
         while true {
@@ -171,6 +183,32 @@ public final class Supervisor {
     }
 
     // MARK: - Broker lifecycle
+
+    /// Creates the broker's chroot directory (root-owned, 0555, empty) when it is missing and
+    /// this process runs as root, and checks the broker's user exists when the broker will be
+    /// able to drop to it — a clear error now instead of a broker crash loop.
+    private func prepareBrokerSandbox() throws(SupervisorError) {
+        guard let directory = configuration.chrootDirectory else { return }
+        if geteuid() == 0, access(directory, F_OK) != 0 {
+            let parent = String(directory[..<(directory.lastIndex(of: "/") ?? directory.startIndex)])
+            if !parent.isEmpty, access(parent, F_OK) != 0, mkdir(parent, 0o755) != 0, errno != EEXIST {
+                throw SupervisorError(.sandbox, "cannot create \(parent) for the broker's chroot: \(SupervisorError.errnoText()); create it or pass --chroot")
+            }
+            guard mkdir(directory, 0o555) == 0 || errno == EEXIST else {
+                throw SupervisorError(.sandbox, "cannot create the broker's chroot directory \(directory): \(SupervisorError.errnoText()); create it (root-owned, mode 0555, empty) or pass --chroot")
+            }
+            _ = chmod(directory, 0o555)  // mkdir's mode is reduced by the umask
+            logger.info("created the broker's chroot directory \(directory)")
+        }
+        guard let capabilities = try? PrivilegeDrop.effectiveCapabilities(), PrivilegeDrop.canDrop(capabilities: capabilities)
+        else { return }
+        do {
+            guard try PrivilegeDrop.checkEmptyRoot(directory) else { return }
+            if let user = configuration.brokerUser { _ = try PrivilegeDrop.lookUp(user: user) }
+        } catch {
+            throw SupervisorError(.sandbox, error.message)
+        }
+    }
 
     private func spawnBroker() throws(SupervisorError) {
         restartAt = nil

@@ -14,6 +14,8 @@ public struct SupervisorError: Error, CustomStringConvertible, Equatable {
         public static let configuration = Code(name: "configuration")
         /// The TLS key, certificate or passphrase file cannot be read or used.
         public static let tls = Code(name: "tls")
+        /// The broker's sandbox cannot be set up (missing user, chroot directory).
+        public static let sandbox = Code(name: "sandbox")
     }
 
     public let code: Code

@@ -11,7 +11,7 @@ struct ConfigurationFile {
     /// Keys that take a value, and keys that are switches (`true`/`false`).
     static let valueKeys: Set<String> = [
         "port", "host", "key", "path", "expire_timeout", "alive_timeout", "concurrent_limit", "cors",
-        "cleanup_out_msgs", "max_message_size", "handshake_timeout", "log_level",
+        "cleanup_out_msgs", "max_message_size", "handshake_timeout", "log_level", "user", "chroot",
         "sslkey", "sslcert", "sslkey_passphrase_file", "https_port", "https_host",
     ]
     static let switchKeys: Set<String> = ["allow_discovery", "proxied"]

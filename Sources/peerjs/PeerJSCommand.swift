@@ -3,6 +3,7 @@ import Broker
 import Glibc
 import IPC
 import Logging
+import Sandbox
 import Supervisor
 
 /// The `peerjs` command line: the flags of peerjs-server (same names and defaults, each also
@@ -92,8 +93,27 @@ struct PeerJSCommand: ParsableCommand {
     @Option(name: .customLong("config"), help: ArgumentHelp("Read settings from a `key = value` file first; flags given here override it. SIGHUP re-reads it.", valueName: "file"))
     var config: String?
 
+    @Option(name: .customLong("user"),
+            help: "The unprivileged user the broker runs as when peerjs starts as root (or with CAP_SETUID and CAP_SYS_CHROOT).")
+    var user: String = SandboxPolicy.defaultUser
+
+    @Option(name: .customLong("chroot"),
+            help: ArgumentHelp("The empty, root-owned directory the broker is locked into (created, mode 0555, when missing and peerjs runs as root).", valueName: "dir"))
+    var chroot: String = SandboxPolicy.defaultChrootDirectory
+
     @Option(name: .customLong("role"), help: .private)
     var role: String?
+
+    /// Forbidden calls trap and are named on stderr before the process dies of SIGSYS.
+    @Flag(name: .customLong("sandbox-debug"), help: .private)
+    var sandboxDebug = false
+
+    /// The sandbox-probe role: which role's sandbox to enter, and what to try inside it.
+    @Option(name: .customLong("policy"), help: .private)
+    var probePolicy: String = "broker"
+
+    @Option(name: .customLong("try"), help: .private)
+    var probeTry: String = "baseline"
 
     func validate() throws {
         guard (0...65535).contains(port) else { throw ValidationError("--port must be between 0 and 65535, not \(port)") }
@@ -114,7 +134,10 @@ struct PeerJSCommand: ParsableCommand {
             throw ValidationError("--log-level must be one of trace, debug, info, notice, warning, error, critical")
         }
         guard cors.count <= 64 else { throw ValidationError("--cors may be given at most 64 times") }
-        if let role, role != "broker" { throw ValidationError("--role: unknown role \(role)") }
+        if let role, role != "broker", role != "sandbox-probe" { throw ValidationError("--role: unknown role \(role)") }
+        guard !user.isEmpty else { throw ValidationError("--user must not be empty") }
+        guard chroot.hasPrefix("/") else { throw ValidationError("--chroot must be an absolute path, not \(chroot)") }
+        guard SeccompPolicy.named(probePolicy) != nil else { throw ValidationError("--policy: unknown policy \(probePolicy)") }
         guard (sslkey == nil) == (sslcert == nil) else {
             throw ValidationError("--sslkey and --sslcert go together: PeerServer will not run because either the key or the certificate has not been provided")
         }
@@ -163,6 +186,22 @@ struct PeerJSCommand: ParsableCommand {
         return try parse(file.arguments + arguments)
     }
 
+    /// Enters the sandbox of `--policy` (the broker's for the broker role) and logs what it did.
+    /// Runs once the role's threads exist and before any untrusted byte is read.
+    func confine(openFiles peers: UInt64, logger: Logger) throws {
+        let policy = SandboxPolicy(
+            user: user, chrootDirectory: chroot, openFiles: peers + PrivilegeDrop.descriptorSlack,
+            seccomp: SeccompPolicy.named(role == "sandbox-probe" ? probePolicy : "broker") ?? .broker,
+            debug: sandboxDebug)
+        let report = try Sandbox.apply(policy)
+        let filter = "RLIMIT_NOFILE \(report.openFiles), seccomp \(policy.seccomp.role) (\(sandboxDebug ? "trap" : "kill"))"
+        if let skipped = report.skipped {
+            logger.notice("sandbox: \(skipped); \(filter)")
+        } else if let identity = report.identity {
+            logger.info("sandbox: chroot \(chroot), uid \(identity.uid) gid \(identity.gid), \(filter)")
+        }
+    }
+
     func run() throws {
         try run(arguments: Array(CommandLine.arguments.dropFirst()))
     }
@@ -175,17 +214,26 @@ struct PeerJSCommand: ParsableCommand {
         let logger = Logger(label: label)
 
         if role == "broker" {
-            throw ExitCode(BrokerRole.run(channelDescriptor: 3, logger: logger))
+            throw ExitCode(BrokerRole.run(channelDescriptor: 3, logger: logger) { settings in
+                try confine(openFiles: UInt64(settings.concurrentLimit), logger: logger)
+            })
         }
+        if role == "sandbox-probe" {
+            throw ExitCode(SandboxProbe.run(attempt: probeTry, logger: logger) {
+                try confine(openFiles: UInt64(concurrentLimit), logger: logger)
+            })
+        }
+        var brokerArguments = [CommandLine.arguments.first ?? "peerjs", "--role", "broker", "--log-level", logLevel,
+                               "--user", user, "--chroot", chroot]
+        if sandboxDebug { brokerArguments.append("--sandbox-debug") }
         var reload: (@Sendable () throws -> BrokerSettings)?
         if config != nil {
             reload = { try Self.parseWithConfiguration(arguments).brokerSettings }
         }
         let configuration = SupervisorConfiguration(
             host: host, port: UInt16(port), broker: brokerSettings, executable: "/proc/self/exe",
-            brokerArguments: [CommandLine.arguments.first ?? "peerjs", "--role", "broker", "--log-level", logLevel],
-            reload: reload, tls: tlsFiles, httpsPort: httpsPort.map { UInt16($0) },
-            httpsHost: httpsHost)
+            brokerArguments: brokerArguments, reload: reload, tls: tlsFiles, httpsPort: httpsPort.map { UInt16($0) },
+            httpsHost: httpsHost, chrootDirectory: chroot, brokerUser: user)
         do {
             throw ExitCode(try Supervisor(configuration: configuration, logger: logger).run())
         } catch let error as SupervisorError {

@@ -116,6 +116,7 @@ struct Supervision {
         process.executableURL = URL(fileURLWithPath: "/usr/bin/systemd-socket-activate")
         process.arguments = ["-l", "127.0.0.1:\(port)", "--fdname=http", "-E", "NOTIFY_SOCKET",
                              try ServerProcess.locateBinary(), "--log-level", "notice"]
+            + ServerProcess.sandboxUserArguments([])
         var environment = ProcessInfo.processInfo.environment
         environment["NOTIFY_SOCKET"] = notify.path
         process.environment = environment

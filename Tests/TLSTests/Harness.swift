@@ -124,7 +124,9 @@ final class PeerJSProcess: @unchecked Sendable {
     static func spawn(_ arguments: [String], launcher: [String] = []) throws -> PeerJSProcess {
         let peerjs = try binary()
         let binary = launcher.first ?? peerjs
-        let arguments = launcher.isEmpty ? arguments : Array(launcher.dropFirst()) + [peerjs] + arguments
+        // Run as root, the broker drops to --user; `_peerjs` exists only where the package is installed.
+        let asUser = geteuid() == 0 && !arguments.contains("--user") ? ["--user", "nobody"] : []
+        let arguments = launcher.isEmpty ? arguments + asUser : Array(launcher.dropFirst()) + [peerjs] + arguments + asUser
         var fds: [Int32] = [-1, -1]
         guard pipe(&fds) == 0 else { throw TestFailure("pipe failed") }
         _ = fcntl(fds[0], F_SETFD, FD_CLOEXEC)

@@ -1,0 +1,29 @@
+#ifndef CSHIM_SANDBOX_H
+#define CSHIM_SANDBOX_H
+
+/*
+ * What the Sandbox target needs below Swift's Glibc module: capget/capset (no libcap),
+ * setgroups, a non-variadic syscall(2), and the async-signal-safe SIGSYS reporter of the
+ * --sandbox-debug mode.
+ */
+
+/* The calling thread's effective capability set (64 bits) in *out. 0, or -1 with errno. */
+int cshim_effective_capabilities(unsigned long long *out);
+
+/* Empties the calling thread's effective, permitted and inheritable sets (and so its ambient
+ * set). 0, or -1 with errno. */
+int cshim_clear_capabilities(void);
+
+/* setgroups(0, NULL): no supplementary groups. 0, or -1 with errno. */
+int cshim_setgroups_none(void);
+
+/* syscall(number, a0..a5) without varargs. Returns the raw result; -1 with errno on failure. */
+long cshim_syscall6(long number, long a0, long a1, long a2, long a3, long a4, long a5);
+
+/* Installs the SIGSYS handler of the debug mode (seccomp SCMP_ACT_TRAP). On a trapped call it
+ * writes "peerjs: sandbox: forbidden system call NR (NAME)\n" to fd 2 with write(2) only, then
+ * makes the process die of SIGSYS (as KILL_PROCESS would). `names[nr]` may be NULL; the table
+ * must stay valid for ever (it is read from the signal handler). 0, or -1 with errno. */
+int cshim_install_sigsys_reporter(const char *const *names, int count);
+
+#endif

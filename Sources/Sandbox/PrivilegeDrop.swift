@@ -1,0 +1,148 @@
+import CShim
+public import Glibc
+
+/// The privilege half of the sandbox (OpenSSH privsep order): resource limits, then — when the
+/// process holds the capabilities to do so — chroot to an empty root-owned directory and the
+/// change to the role's user, checked by trying to regain root.
+public enum PrivilegeDrop {
+    // Capability numbers (linux/capability.h).
+    static let capSetgid: UInt64 = 1 << 6
+    static let capSetuid: UInt64 = 1 << 7
+    static let capSysChroot: UInt64 = 1 << 18
+
+    /// Descriptors beyond the peer limit: epoll, eventfd, timerfd, the supervisor channel, stdio,
+    /// and connections still in their HTTP handshake.
+    public static let descriptorSlack: UInt64 = 256
+
+    /// RLIMIT_CORE 0, RLIMIT_FSIZE 0 and RLIMIT_NOFILE = `openFiles`, capped at the hard limit
+    /// (which cannot be raised). Never RLIMIT_NPROC: threads count against it. Returns the
+    /// descriptor limit in force.
+    public static func applyLimits(openFiles: UInt64) throws(SandboxError) -> UInt64 {
+        // With FSIZE 0 a write to a regular file raises SIGXFSZ; a log redirected to a file must
+        // fail quietly (EFBIG) rather than kill the broker.
+        signal(SIGXFSZ, SIG_IGN)
+        for (resource, name) in [(RLIMIT_CORE, "RLIMIT_CORE"), (RLIMIT_FSIZE, "RLIMIT_FSIZE")] {
+            var zero = rlimit(rlim_cur: 0, rlim_max: 0)
+            guard setrlimit(__rlimit_resource_t(resource.rawValue), &zero) == 0 else {
+                throw SandboxError(.limits, "setrlimit(\(name), 0) failed: \(SandboxError.errnoText())")
+            }
+        }
+        var current = rlimit()
+        guard getrlimit(__rlimit_resource_t(RLIMIT_NOFILE.rawValue), &current) == 0 else {
+            throw SandboxError(.limits, "getrlimit(RLIMIT_NOFILE) failed: \(SandboxError.errnoText())")
+        }
+        let wanted = min(rlim_t(max(openFiles, 64)), current.rlim_max)
+        var limit = rlimit(rlim_cur: wanted, rlim_max: wanted)
+        guard setrlimit(__rlimit_resource_t(RLIMIT_NOFILE.rawValue), &limit) == 0 else {
+            throw SandboxError(.limits, "setrlimit(RLIMIT_NOFILE, \(wanted)) failed: \(SandboxError.errnoText())")
+        }
+        return UInt64(wanted)
+    }
+
+    /// The calling thread's effective capabilities.
+    public static func effectiveCapabilities() throws(SandboxError) -> UInt64 {
+        var value: UInt64 = 0
+        guard cshim_effective_capabilities(&value) == 0 else {
+            throw SandboxError(.capabilities, "capget failed: \(SandboxError.errnoText())")
+        }
+        return value
+    }
+
+    /// Whether this process may chroot and change its user: decided by the effective
+    /// capabilities CAP_SETUID and CAP_SYS_CHROOT (root has them; so does an unprivileged
+    /// supervisor given them as ambient capabilities), never by uid 0.
+    public static func canDrop(capabilities: UInt64) -> Bool {
+        capabilities & capSetuid != 0 && capabilities & capSysChroot != 0
+    }
+
+    /// The uid and gid of `user`, looked up through NSS (so before chroot).
+    public static func lookUp(user: String) throws(SandboxError) -> (uid: uid_t, gid: gid_t) {
+        errno = 0
+        guard let entry = getpwnam(user) else {
+            let reason = errno == 0 ? "no such user" : SandboxError.errnoText()
+            throw SandboxError(
+                .unknownUser,
+                "the broker's user \"\(user)\" does not exist (\(reason)): create it (e.g. `useradd --system --no-create-home --shell /usr/sbin/nologin \(user)`) or pass another unprivileged user with --user")
+        }
+        let ids = (uid: entry.pointee.pw_uid, gid: entry.pointee.pw_gid)
+        guard ids.uid != 0, ids.gid != 0 else {
+            throw SandboxError(.unknownUser, "--user \(user) is root (uid \(ids.uid), gid \(ids.gid)); name an unprivileged user for the broker")
+        }
+        return ids
+    }
+
+    /// Whether `path` is a directory the broker may be locked into: owned by root, writable by
+    /// nobody else, empty. False when it does not exist; throws when it exists but is unsuitable.
+    public static func checkEmptyRoot(_ path: String) throws(SandboxError) -> Bool {
+        var info = stat()
+        guard lstat(path, &info) == 0 else {
+            if errno == ENOENT { return false }
+            throw SandboxError(.chroot, "cannot inspect the chroot directory \(path): \(SandboxError.errnoText())")
+        }
+        let fix = "run `mkdir -p \(path) && chown root:root \(path) && chmod 0555 \(path)` with nothing inside, or pass another --chroot"
+        guard info.st_mode & S_IFMT == S_IFDIR else {
+            throw SandboxError(.chroot, "the chroot path \(path) is not a directory; \(fix)")
+        }
+        guard info.st_uid == 0, info.st_mode & (S_IWGRP | S_IWOTH) == 0 else {
+            throw SandboxError(.chroot, "the chroot directory \(path) must be owned by root and writable by nobody else; \(fix)")
+        }
+        guard let directory = opendir(path) else {
+            throw SandboxError(.chroot, "cannot read the chroot directory \(path): \(SandboxError.errnoText())")
+        }
+        defer { closedir(directory) }
+        while let entry = readdir(directory) {
+            let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
+                String(decoding: raw.prefix { $0 != 0 }, as: UTF8.self)
+            }
+            if name != "." && name != ".." {
+                throw SandboxError(.chroot, "the chroot directory \(path) is not empty (it holds \(name)); \(fix)")
+            }
+        }
+        return true
+    }
+
+    /// chroot(path) and chdir("/").
+    public static func enterRoot(_ path: String) throws(SandboxError) {
+        guard chroot(path) == 0 else {
+            throw SandboxError(.chroot, "chroot(\(path)) failed: \(SandboxError.errnoText()); start peerjs as root or with CAP_SYS_CHROOT")
+        }
+        guard chdir("/") == 0 else {
+            throw SandboxError(.chroot, "chdir(/) after chroot failed: \(SandboxError.errnoText())")
+        }
+    }
+
+    /// setgroups(none), setresgid, setresuid (group first, while still allowed), then checks that
+    /// root cannot be regained. glibc applies each call to every thread of the process.
+    public static func become(uid: uid_t, gid: gid_t) throws(SandboxError) {
+        guard cshim_setgroups_none() == 0 else {
+            throw SandboxError(.identity, "setgroups(0) failed: \(SandboxError.errnoText()); the process needs CAP_SETGID")
+        }
+        guard cshim_setresgid(gid) == 0 else {
+            throw SandboxError(.identity, "setresgid(\(gid)) failed: \(SandboxError.errnoText()); the process needs CAP_SETGID")
+        }
+        guard cshim_setresuid(uid) == 0 else {
+            throw SandboxError(.identity, "setresuid(\(uid)) failed: \(SandboxError.errnoText()); the process needs CAP_SETUID")
+        }
+        guard cshim_setresuid(0) != 0, cshim_setresgid(0) != 0 else {
+            throw SandboxError(.identity, "root could be regained after dropping to uid \(uid); refusing to run (check for SECBIT_KEEP_CAPS / file capabilities)")
+        }
+        guard getuid() == uid, geteuid() == uid, getgid() == gid, getegid() == gid else {
+            throw SandboxError(.identity, "the user change did not take effect (uid \(geteuid()), gid \(getegid()))")
+        }
+    }
+
+    /// Empties the calling thread's capability sets (a setresuid away from root already did;
+    /// a process started with ambient capabilities keeps them across uid changes).
+    public static func clearCapabilities() throws(SandboxError) {
+        guard cshim_clear_capabilities() == 0 else {
+            throw SandboxError(.capabilities, "capset(0) failed: \(SandboxError.errnoText())")
+        }
+    }
+
+    /// PR_SET_NO_NEW_PRIVS: nothing this process could still execute may gain privileges.
+    public static func setNoNewPrivileges() throws(SandboxError) {
+        guard cshim_no_new_privs() == 0 else {
+            throw SandboxError(.noNewPrivileges, "prctl(PR_SET_NO_NEW_PRIVS) failed: \(SandboxError.errnoText())")
+        }
+    }
+}

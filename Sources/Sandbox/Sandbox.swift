@@ -1,0 +1,76 @@
+import Glibc
+
+/// What a role's sandbox consists of; the executable builds it from the command line and the
+/// supervisor's `hello`.
+/// - Parameters:
+///   - user: the user to become when the process may change user (`--user`, default `_peerjs`).
+///   - chrootDirectory: the empty root-owned directory to chroot into (`--chroot`); nil: none.
+///   - openFiles: the wanted RLIMIT_NOFILE (capped at the hard limit).
+///   - seccomp: the role's system call policy.
+///   - debug: trap instead of kill and name the forbidden call on stderr (`--sandbox-debug`).
+public struct SandboxPolicy: Sendable {
+    public static let defaultUser = "_peerjs"
+    public static let defaultChrootDirectory = "/run/peerjs/empty"
+
+    public var user: String
+    public var chrootDirectory: String?
+    public var openFiles: UInt64
+    public var seccomp: SeccompPolicy
+    public var debug: Bool
+
+    public init(
+        user: String = SandboxPolicy.defaultUser, chrootDirectory: String? = SandboxPolicy.defaultChrootDirectory,
+        openFiles: UInt64, seccomp: SeccompPolicy, debug: Bool = false
+    ) {
+        self.user = user
+        self.chrootDirectory = chrootDirectory
+        self.openFiles = openFiles
+        self.seccomp = seccomp
+        self.debug = debug
+    }
+}
+
+/// What ``Sandbox/apply(_:)`` did, for the role's log (written after the fact: the sandbox
+/// itself logs nothing).
+/// - Parameters:
+///   - openFiles: the RLIMIT_NOFILE in force.
+///   - identity: the uid and gid dropped to, or nil when the drop was skipped.
+///   - skipped: why chroot and the user change were skipped, or nil.
+public struct SandboxReport: Sendable, Equatable {
+    public var openFiles: UInt64
+    public var identity: (uid: UInt32, gid: UInt32)?
+    public var skipped: String?
+
+    public static func == (lhs: Self, rhs: Self) -> Bool {
+        lhs.openFiles == rhs.openFiles && lhs.identity?.uid == rhs.identity?.uid
+            && lhs.identity?.gid == rhs.identity?.gid && lhs.skipped == rhs.skipped
+    }
+}
+
+/// Confines the calling process, in the order of CONVENTIONS.md §B: rlimits → chroot + chdir →
+/// setgroups/setresgid/setresuid (+ check root cannot be regained) → capabilities cleared →
+/// no_new_privs → seccomp with thread sync. Call it once threads exist and before any untrusted
+/// byte is read; afterwards only calls in the policy work.
+public enum Sandbox {
+    public static func apply(_ policy: SandboxPolicy) throws(SandboxError) -> SandboxReport {
+        let openFiles = try PrivilegeDrop.applyLimits(openFiles: policy.openFiles)
+        var report = SandboxReport(openFiles: openFiles, identity: nil, skipped: nil)
+
+        let capabilities = try PrivilegeDrop.effectiveCapabilities()
+        if !PrivilegeDrop.canDrop(capabilities: capabilities) {
+            report.skipped = "not privileged (no CAP_SETUID and CAP_SYS_CHROOT): chroot and the change to user \(policy.user) skipped; no_new_privs and seccomp still apply"
+        } else if let directory = policy.chrootDirectory, try PrivilegeDrop.checkEmptyRoot(directory) {
+            let ids = try PrivilegeDrop.lookUp(user: policy.user)  // NSS needs /etc: before chroot
+            try PrivilegeDrop.enterRoot(directory)
+            try PrivilegeDrop.become(uid: ids.uid, gid: ids.gid)
+            report.identity = (ids.uid, ids.gid)
+        } else {
+            let path = policy.chrootDirectory ?? "(none given)"
+            report.skipped = "privileged but the chroot directory \(path) does not exist: chroot and the change to user \(policy.user) skipped (the supervisor creates it when it runs as root); no_new_privs and seccomp still apply"
+        }
+        try PrivilegeDrop.clearCapabilities()
+        try PrivilegeDrop.setNoNewPrivileges()
+        try SeccompFilter.load(policy.seccomp, debug: policy.debug)
+        return report
+    }
+}

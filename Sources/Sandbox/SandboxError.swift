@@ -1,0 +1,44 @@
+import Glibc
+
+/// Why the sandbox could not be entered. The broker must not serve without it, so every error
+/// is fatal for the process; the message says what to do about it.
+/// - Parameters:
+///   - code: the category; errors compare equal by code.
+///   - message: what failed and what to do.
+public struct SandboxError: Error, CustomStringConvertible, Equatable, Sendable {
+    /// Opaque category; compare errors by it.
+    public struct Code: Hashable, Sendable, CustomStringConvertible {
+        let name: String
+        public var description: String { name }
+        /// setrlimit failed.
+        public static let limits = Code(name: "limits")
+        /// The broker's user does not exist.
+        public static let unknownUser = Code(name: "unknownUser")
+        /// chroot or chdir failed, or the directory is not an empty root-owned directory.
+        public static let chroot = Code(name: "chroot")
+        /// setgroups/setresgid/setresuid failed, or root could be regained afterwards.
+        public static let identity = Code(name: "identity")
+        /// Capabilities could not be read or cleared, or some but not all were held.
+        public static let capabilities = Code(name: "capabilities")
+        /// PR_SET_NO_NEW_PRIVS failed.
+        public static let noNewPrivileges = Code(name: "noNewPrivileges")
+        /// The seccomp filter could not be built or loaded.
+        public static let seccomp = Code(name: "seccomp")
+    }
+
+    public let code: Code
+    public let message: String
+
+    public init(_ code: Code, _ message: String) {
+        self.code = code
+        self.message = message
+    }
+
+    public var description: String { message }
+
+    public static func == (lhs: Self, rhs: Self) -> Bool { lhs.code == rhs.code }
+
+    static func errnoText(_ value: Int32 = errno) -> String {
+        String(cString: strerror(value))
+    }
+}

@@ -1,0 +1,193 @@
+import CShim
+import Foundation
+import Glibc
+
+// Helpers private to this target (the shared harness lives on another branch): run the real
+// binary with its output captured, bounded waits, a throwaway chroot directory.
+
+/// How a child ended.
+enum Termination: Equatable, CustomStringConvertible {
+    case exited(Int32)
+    case signalled(Int32)
+
+    init(waitStatus status: Int32) {
+        self = status & 0x7f == 0 ? .exited((status >> 8) & 0xff) : .signalled(status & 0x7f)
+    }
+
+    var description: String {
+        switch self {
+        case .exited(let code): "exit status \(code)"
+        case .signalled(let signal): "signal \(signal)"
+        }
+    }
+}
+
+struct TestFailure: Error, CustomStringConvertible {
+    let description: String
+    init(_ description: String) { self.description = description }
+}
+
+/// The `peerjs` binary: env PEERJS_BINARY, else next to the test bundle (or in its parent).
+func peerjsBinary() throws -> String {
+    if let path = ProcessInfo.processInfo.environment["PEERJS_BINARY"] { return path }
+    var directory = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().deletingLastPathComponent()
+    for _ in 0..<3 {
+        let candidate = directory.appendingPathComponent("peerjs").path
+        if access(candidate, X_OK) == 0 { return candidate }
+        directory = directory.deletingLastPathComponent()
+    }
+    // The runner may be `swift-testing`/`xctest` from the toolchain: fall back to the arguments.
+    for argument in CommandLine.arguments where argument.hasSuffix(".xctest") {
+        let candidate = URL(fileURLWithPath: argument).deletingLastPathComponent().appendingPathComponent("peerjs").path
+        if access(candidate, X_OK) == 0 { return candidate }
+    }
+    throw TestFailure("cannot find the peerjs binary next to the tests; build it or set PEERJS_BINARY")
+}
+
+/// Output lines of a child, read continuously by a thread.
+final class OutputLog: @unchecked Sendable {
+    private let lock = NSLock()
+    private var text = ""
+    private var closed = false
+
+    init(reading fd: Int32) {
+        let thread = Thread { [self] in
+            var buffer = [UInt8](repeating: 0, count: 4096)
+            while true {
+                let n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+                if n < 0 && errno == EINTR { continue }
+                if n <= 0 { break }
+                let chunk = String(decoding: buffer[0..<n], as: UTF8.self)
+                lock.withLock { text += chunk }
+            }
+            close(fd)
+            lock.withLock { closed = true }
+        }
+        thread.start()
+    }
+
+    var contents: String { lock.withLock { text } }
+    var atEOF: Bool { lock.withLock { closed } }
+
+    /// Waits (bounded) until `predicate` matches the output so far; returns the output.
+    func wait(seconds: Double, until predicate: (String) -> Bool) -> String? {
+        let deadline = Date().addingTimeInterval(seconds)
+        while Date() < deadline {
+            let current = contents
+            if predicate(current) { return current }
+            if atEOF { return predicate(contents) ? contents : nil }
+            usleep(10_000)
+        }
+        return nil
+    }
+}
+
+/// A child process in its own process group, stdout and stderr captured; killed (group) and
+/// reaped at the latest when released.
+final class Child: @unchecked Sendable {
+    let pid: pid_t
+    let output: OutputLog
+    private var ended: Termination?
+
+    init(_ executable: String, _ arguments: [String]) throws {
+        var fds: [Int32] = [-1, -1]
+        guard pipe(&fds) == 0 else { throw TestFailure("pipe failed") }
+        _ = fcntl(fds[0], F_SETFD, FD_CLOEXEC)
+        _ = fcntl(fds[1], F_SETFD, FD_CLOEXEC)
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+        posix_spawn_file_actions_adddup2(&actions, fds[1], 1)
+        posix_spawn_file_actions_adddup2(&actions, fds[1], 2)
+        // Tests run in parallel: no other test's descriptors (pipes waiting for EOF) may leak in.
+        cshim_spawn_addclosefrom(&actions, 3)
+        var attributes = posix_spawnattr_t()
+        posix_spawnattr_init(&attributes)
+        defer { posix_spawnattr_destroy(&attributes) }
+        var empty = sigset_t()
+        sigemptyset(&empty)
+        posix_spawnattr_setsigmask(&attributes, &empty)
+        var defaults = sigset_t()
+        sigemptyset(&defaults)
+        for signal in [SIGPIPE, SIGCHLD, SIGTERM, SIGINT, SIGHUP] { sigaddset(&defaults, signal) }
+        posix_spawnattr_setsigdefault(&attributes, &defaults)
+        posix_spawnattr_setpgroup(&attributes, 0)
+        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETPGROUP))
+        let argv = ([executable] + arguments).map { strdup($0) } + [nil]
+        defer { for p in argv { free(p) } }
+        var pid: pid_t = 0
+        let rc = posix_spawn(&pid, executable, &actions, &attributes, argv, environ)
+        close(fds[1])
+        guard rc == 0 else {
+            close(fds[0])
+            throw TestFailure("posix_spawn(\(executable)) failed: \(rc)")
+        }
+        self.pid = pid
+        output = OutputLog(reading: fds[0])
+    }
+
+    /// Waits at most `seconds` for the child to end; kills its group and returns nil if it did not.
+    func wait(seconds: Double) -> Termination? {
+        if let ended { return ended }
+        let deadline = Date().addingTimeInterval(seconds)
+        while Date() < deadline {
+            var status: Int32 = 0
+            let rc = waitpid(pid, &status, WNOHANG)
+            if rc == pid {
+                ended = Termination(waitStatus: status)
+                _ = output.wait(seconds: 2) { _ in false }  // let the reader drain to EOF
+                return ended
+            }
+            if rc < 0 && errno != EINTR { return nil }
+            usleep(5_000)
+        }
+        kill(-pid, SIGKILL)
+        var status: Int32 = 0
+        waitpid(pid, &status, 0)
+        ended = Termination(waitStatus: status)
+        return nil
+    }
+
+    func signal(_ number: Int32) { kill(pid, number) }
+
+    deinit {
+        if ended == nil {
+            kill(-pid, SIGKILL)
+            var status: Int32 = 0
+            waitpid(pid, &status, 0)
+        }
+    }
+}
+
+/// A fresh empty directory, root-owned when the tests run as root, mode 0555: a chroot for the
+/// broker. Removed by `remove()`.
+struct ChrootDirectory {
+    let path: String
+
+    init() throws {
+        var template = Array("/tmp/peerjs-sandbox-test.XXXXXX".utf8CString)
+        guard let made = mkdtemp(&template) else { throw TestFailure("mkdtemp failed") }
+        path = String(cString: made)
+        chmod(path, 0o555)
+    }
+
+    func remove() { rmdir(path) }
+}
+
+/// `/proc/<pid>/status` as a dictionary of its fields.
+func procStatus(_ pid: pid_t) -> [String: String] {
+    guard let text = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8) else { return [:] }
+    var fields: [String: String] = [:]
+    for line in text.split(separator: "\n") {
+        let parts = line.split(separator: ":", maxSplits: 1)
+        if parts.count == 2 { fields[String(parts[0])] = parts[1].trimmingCharacters(in: .whitespaces) }
+    }
+    return fields
+}
+
+/// The first integer after `marker` in `text`.
+func number(after marker: String, in text: String) -> Int? {
+    guard let range = text.range(of: marker) else { return nil }
+    return Int(text[range.upperBound...].prefix { $0.isNumber })
+}

@@ -1,0 +1,56 @@
+import CSeccomp
+import Sandbox
+import Testing
+
+@Suite("Seccomp policy data")
+struct SeccompPolicyTests {
+    let policy = SeccompPolicy.broker
+
+    @Test("every system call named in the policy resolves on this architecture")
+    func namesResolve() {
+        for name in policy.rules.map(\.name) + policy.mustRefuse.map(\.name) {
+            #expect(seccomp_syscall_resolve_name(name) >= 0, "\(name) is unknown on this architecture")
+        }
+    }
+
+    @Test("no call appears twice, in the rules or in the must-refuse list")
+    func noDuplicates() {
+        let names = policy.rules.map(\.name)
+        #expect(Set(names).count == names.count, "duplicates: \(names.filter { n in names.filter { $0 == n }.count > 1 })")
+        let refused = policy.mustRefuse.map(\.name)
+        #expect(Set(refused).count == refused.count)
+    }
+
+    @Test("nothing the broker must be refused is allowed (soft denials excepted: they only return an errno)")
+    func allowAndRefuseDisjoint() {
+        let allowed = Set(policy.rules.filter { $0.action.allows }.map(\.name))
+        let refused = Set(policy.mustRefuse.map(\.name))
+        #expect(allowed.isDisjoint(with: refused), "both: \(allowed.intersection(refused).sorted())")
+        for name in ["execve", "execveat", "socket", "connect", "bind", "listen", "open", "openat", "ptrace",
+                     "process_vm_readv", "setuid", "chroot", "mount", "unshare", "bpf", "io_uring_setup"] {
+            #expect(refused.contains(name), "\(name) must be on the must-refuse list")
+        }
+    }
+
+    @Test("every rule and every refusal says why")
+    func reasons() {
+        for rule in policy.rules { #expect(!rule.why.isEmpty, "\(rule.name) has no reason") }
+        for refusal in policy.mustRefuse { #expect(!refusal.why.isEmpty, "\(refusal.name) has no reason") }
+    }
+
+    @Test("speculative file calls get EACCES, clone3 gets ENOSYS, clone needs CLONE_THREAD")
+    func softDenials() {
+        for name in ["open", "openat", "stat", "newfstatat", "statx", "access", "readlink"] {
+            #expect(policy.rule(name)?.action == .errno(13), "\(name)")
+        }
+        #expect(policy.rule("clone3")?.action == .errno(38))
+        #expect(policy.rule("clone")?.action == .allowIfMasked(argument: 0, mask: 0x0001_0000, value: 0x0001_0000))
+    }
+
+    @Test("the can-drop decision is made on capabilities, not on uid")
+    func dropDecision() {
+        #expect(PrivilegeDrop.canDrop(capabilities: (1 << 7) | (1 << 18)))
+        #expect(!PrivilegeDrop.canDrop(capabilities: 1 << 7))
+        #expect(!PrivilegeDrop.canDrop(capabilities: 0))
+    }
+}
