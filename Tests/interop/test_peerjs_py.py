@@ -1,0 +1,259 @@
+"""Interop test: the Python PeerJS client `peerjs-py` (0.1.1, on aiortc) against the real
+`peerjs` binary (issue 8; PROTOCOL.md §11 behaviours 71 and 72).
+
+Each test starts `peerjs --host 127.0.0.1 --port 0 --allow_discovery`, reads the port from the
+`Started PeerServer on …, port: N, path: /` line on stderr, drives peerjs-py clients against
+it, and always stops the server (SIGTERM, then SIGKILL of its process group). Every wait is
+bounded. WebRTC uses host candidates on 127.0.0.1 only: no STUN/TURN server, no other address.
+
+Run through scripts/test-interop.sh (it makes the venv and builds the binary). By hand:
+    PEERJS_BINARY=.build/debug/peerjs .venv-interop/bin/python -m pytest Tests/interop -v
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import re
+import signal
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+import aioice.ice
+from aiortc import RTCConfiguration
+from aiortc.rtcicetransport import RTCIceGatherer
+
+from peerjs_py import Peer
+from peerjs_py.logger import LogLevel, logger as peerjs_logger
+
+REPO = Path(__file__).resolve().parents[2]
+HOST = "127.0.0.1"
+STARTED = re.compile(r"Started PeerServer on (\S+), port: (\d+), path: (\S+)")
+
+# Loopback only. aioice leaves 127.0.0.1 out of its host candidates and would offer this
+# machine's other interface addresses instead, and aiortc falls back to a public STUN server
+# when no ICE servers are configured. Pin both: one host candidate on 127.0.0.1, no STUN.
+aioice.ice.get_host_addresses = lambda use_ipv4, use_ipv6: [HOST] if use_ipv4 else []
+RTCIceGatherer.getDefaultIceServers = classmethod(lambda cls: [])
+
+peerjs_logger.set_log_level(LogLevel.All if os.environ.get("PEERJS_PY_LOG") == "all" else LogLevel.Errors)
+logging.getLogger("aiortc").setLevel(logging.WARNING)
+
+
+# --------------------------------------------------------------------------- server
+
+
+class Server:
+    def __init__(self, binary: Path, log_path: Path):
+        self.log_path = log_path
+        self._log = open(log_path, "wb")
+        self.proc = subprocess.Popen(
+            [str(binary), "--host", HOST, "--port", "0", "--allow_discovery"],
+            stdin=subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=self._log,
+            start_new_session=True,  # its own process group: supervisor + broker
+        )
+        self.port = self._wait_started(timeout=20.0)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def _wait_started(self, timeout: float) -> int:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            m = STARTED.search(self.log())
+            if m:
+                return int(m.group(2))
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"peerjs exited with {self.proc.returncode}:\n{self.log()}")
+            time.sleep(0.05)
+        raise RuntimeError(f"peerjs printed no Started line within {timeout}s:\n{self.log()}")
+
+    def peers(self) -> list[str]:
+        url = f"http://{HOST}:{self.port}/peerjs/peers"
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return json.loads(response.read())
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                pass
+        # Whatever is left of the group we started (a broker child that outlived it).
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        try:
+            self.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            pass
+        self._log.close()
+
+
+@pytest.fixture
+def server(tmp_path):
+    binary = Path(os.environ.get("PEERJS_BINARY", REPO / ".build" / "debug" / "peerjs"))
+    if not binary.is_file():
+        pytest.fail(f"no peerjs binary at {binary}: build it (swift build --product peerjs) or set PEERJS_BINARY")
+    srv = Server(binary, tmp_path / "peerjs.log")
+    try:
+        yield srv
+        assert srv.proc.poll() is None, f"peerjs died during the test:\n{srv.log()}"
+    finally:
+        srv.stop()
+        print(f"--- peerjs log ---\n{srv.log()}")
+
+
+# --------------------------------------------------------------------------- client helpers
+
+
+def options(port: int) -> dict:
+    return {
+        "host": HOST,
+        "port": port,
+        "path": "/",
+        "key": "peerjs",
+        "secure": False,
+        "config": RTCConfiguration(iceServers=[]),
+    }
+
+
+def first(emitter, event: str) -> asyncio.Future:
+    """A future resolved with the arguments of the next `event` on a pyee emitter."""
+    fut = asyncio.get_running_loop().create_future()
+
+    def handler(*args):
+        if not fut.done():
+            fut.set_result(args[0] if len(args) == 1 else args)
+
+    emitter.once(event, handler)
+    return fut
+
+
+def collect(emitter, event: str) -> asyncio.Queue:
+    queue: asyncio.Queue = asyncio.Queue()
+    emitter.on(event, lambda *args: queue.put_nowait(args[0] if len(args) == 1 else args))
+    return queue
+
+
+def error_type(err) -> str:
+    t = getattr(err, "type", None)
+    return str(getattr(t, "value", t))
+
+
+async def bounded(awaitable, seconds: float, what: str):
+    try:
+        return await asyncio.wait_for(awaitable, seconds)
+    except asyncio.TimeoutError:
+        raise AssertionError(f"timed out after {seconds}s waiting for {what}") from None
+
+
+async def start_peer(peer_id: str, port: int) -> tuple[Peer, asyncio.Queue]:
+    peer = Peer(peer_id, options(port))
+    errors = collect(peer, "error")  # pyee raises on an 'error' event nobody listens to
+    opened = first(peer, "open")
+    await bounded(peer.start(), 10, f"{peer_id}: Peer.start()")
+    got = await bounded(asyncio.shield(opened), 10, f"{peer_id}: 'open' (errors: {drain(errors)})")
+    assert got == peer_id
+    return peer, errors
+
+
+def drain(queue: asyncio.Queue) -> list:
+    items = []
+    while not queue.empty():
+        items.append(queue.get_nowait())
+    return [f"{error_type(e)}: {e}" for e in items]
+
+
+async def destroy(*peers: Peer) -> None:
+    for peer in peers:
+        try:
+            await asyncio.wait_for(peer.destroy(), 10)
+        except Exception:  # teardown of a client library; the assertions are done
+            pass
+
+
+def run(coro, seconds: float = 90):
+    asyncio.run(asyncio.wait_for(coro, seconds))
+
+
+# --------------------------------------------------------------------------- tests
+
+
+def test_data_connection_both_ways(server):
+    """Behaviour 71: two Peers register, open a DataConnection (OFFER/ANSWER relayed by the
+    server, ICE candidates inside the SDP) and exchange a message each way over WebRTC."""
+
+    async def scenario():
+        alice = bob = None
+        try:
+            alice, alice_errors = await start_peer("alice", server.port)
+            bob, bob_errors = await start_peer("bob", server.port)
+            assert sorted(server.peers()) == ["alice", "bob"]
+
+            incoming = first(bob, "connection")
+            alice_conn = await bounded(alice.connect("bob"), 20, "alice.connect('bob')")
+            assert alice_conn is not None, f"connect failed: {drain(alice_errors)}"
+
+            bob_conn = await bounded(
+                asyncio.shield(incoming), 20,
+                f"bob's 'connection' event (OFFER relayed?) alice errors {drain(alice_errors)}, "
+                f"bob errors {drain(bob_errors)}")
+            assert bob_conn.peer == "alice"
+            bob_inbox = collect(bob_conn, "data")
+            await bounded(asyncio.shield(alice_conn.open_future), 20,
+                          "alice's DataConnection to open (ANSWER relayed?)")
+            assert alice_conn.open and bob_conn.open
+            alice_inbox = collect(alice_conn, "data")
+
+            await alice_conn.send({"from": "alice", "text": "hello bob"})
+            got = await bounded(bob_inbox.get(), 20, "alice → bob message")
+            assert got == {"from": "alice", "text": "hello bob"}
+
+            await bob_conn.send({"from": "bob", "text": "hello alice"})
+            got = await bounded(alice_inbox.get(), 20, "bob → alice message")
+            assert got == {"from": "bob", "text": "hello alice"}
+
+            assert drain(alice_errors) == [] and drain(bob_errors) == []
+        finally:
+            await destroy(*(p for p in (alice, bob) if p is not None))
+
+    run(scenario())
+
+
+def test_taken_id_gets_unavailable_id(server):
+    """Behaviour 72: a second Peer asking for an id that is registered under another token gets
+    the client error `unavailable-id` (the server's ID-TAKEN) and never opens; the owner stays."""
+
+    async def scenario():
+        owner = intruder = None
+        try:
+            owner, owner_errors = await start_peer("carol", server.port)
+
+            intruder = Peer("carol", options(server.port))
+            intruder_errors = collect(intruder, "error")
+            intruder_opened = first(intruder, "open")
+            await bounded(intruder.start(), 10, "intruder Peer.start()")
+            err = await bounded(intruder_errors.get(), 10, "the intruder's 'error' event")
+            assert error_type(err) == "unavailable-id", f"{error_type(err)}: {err}"
+            assert str(err) == 'ID "carol" is taken'
+            await asyncio.sleep(0.3)
+            assert not intruder_opened.done(), "the intruder got OPEN for a taken id"
+
+            assert server.peers() == ["carol"]
+            assert owner._open and not owner._disconnected
+            assert drain(owner_errors) == []
+        finally:
+            await destroy(*(p for p in (owner, intruder) if p is not None))
+
+    run(scenario())
