@@ -54,7 +54,9 @@ class Server:
         self.log_path = log_path
         self._log = open(log_path, "wb")
         self.proc = subprocess.Popen(
-            [str(binary), "--host", HOST, "--port", "0", "--allow_discovery"],
+            [str(binary), "--host", HOST, "--port", "0", "--allow_discovery"]
+            # Run as root, the broker drops to --user; `_peerjs` exists only where the package is installed.
+            + (["--user", "nobody"] if os.geteuid() == 0 else []),
             stdin=subprocess.DEVNULL,
             stdout=self._log,
             stderr=self._log,
