@@ -31,8 +31,15 @@ struct ClientOptions: ParsableArguments {
     var key = "peerjs"
 
     @Option(name: .customLong("source-addresses"),
-            help: "Bind client sockets round-robin to 127.0.0.1 … 127.0.0.N (needed past ~28k connections).")
-    var sourceAddresses = 1
+            help: ArgumentHelp("""
+                Bind client sockets round-robin to 127.0.0.1 … 127.0.0.N. 0 (default): one per 10,000 \
+                connections — past ~14k connections from one address Linux's connect() spends most of \
+                its time searching for a free even port, and past ~28k there is none.
+                """))
+    var sourceAddresses = 0
+
+    @Option(help: "Suffix for the scenario name in the output (e.g. 19k → connect@19k), to keep variants apart in reports.")
+    var tag: String?
 
     @Option(name: .customLong("server-pid"),
             help: "The server's pid (for ours: the supervisor; its children, the broker, are found in /proc) for RSS and CPU.")
@@ -50,7 +57,7 @@ struct ClientOptions: ParsableArguments {
     /// A plain copy that can cross into the event loop.
     var settings: ClientSettings {
         ClientSettings(host: host, port: port, path: path, key: key, sourceAddresses: sourceAddresses,
-                       serverPID: serverPID, label: label, timeout: timeout, json: json)
+                       serverPID: serverPID, label: label, timeout: timeout, json: json, tag: tag)
     }
 
     func validate() throws {
@@ -58,7 +65,7 @@ struct ClientOptions: ParsableArguments {
             throw ValidationError("--host must be a 127.0.0.x address")
         }
         guard (1...65535).contains(port) else { throw ValidationError("--port must be 1…65535") }
-        guard (1...254).contains(sourceAddresses) else { throw ValidationError("--source-addresses must be 1…254") }
+        guard (0...254).contains(sourceAddresses) else { throw ValidationError("--source-addresses must be 0…254") }
         guard timeout > 0 && timeout <= 3600 else { throw ValidationError("--timeout must be in (0, 3600] seconds") }
         if let serverPID, Proc.memory(serverPID) == nil {
             throw ValidationError("--server-pid \(serverPID): no such process")
@@ -76,13 +83,19 @@ struct ClientSettings: Sendable {
     var label: String
     var timeout: Double
     var json: Bool
+    var tag: String?
 }
 
 /// Runs a scenario on a fresh one-thread event loop group and prints its result.
 func runScenario(
-    _ options: ClientSettings, connections: Int,
-    _ make: @escaping @Sendable (any EventLoop) throws -> EventLoopFuture<RunResult>
+    _ settings: ClientSettings, connections: Int,
+    _ make: @escaping @Sendable (any EventLoop, ClientSettings) throws -> EventLoopFuture<RunResult>
 ) throws {
+    var options = settings
+    if options.sourceAddresses == 0 { options.sourceAddresses = max(1, (connections + 9_999) / 10_000) }
+    guard connections <= 28_000 * options.sourceAddresses else {
+        throw ValidationError("\(connections) connections from \(options.sourceAddresses) source address(es): use --source-addresses \(connections / 10_000 + 1)")
+    }
     let limit = raiseDescriptorLimit()
     guard connections + 64 <= limit else {
         throw ValidationError(
@@ -91,13 +104,15 @@ func runScenario(
     let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
     defer { try? group.syncShutdownGracefully() }
     let loop = group.next()
-    let result = try loop.flatSubmit { () -> EventLoopFuture<RunResult> in
+    let resolved = options
+    var result = try loop.flatSubmit { () -> EventLoopFuture<RunResult> in
         do {
-            return try make(loop)
+            return try make(loop, resolved)
         } catch {
             return loop.makeFailedFuture(error)
         }
     }.wait()
+    if let tag = options.tag { result.scenario += "@" + tag }
     if options.json {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys]
@@ -127,14 +142,11 @@ struct Connect: ParsableCommand {
         guard count > 0 && count <= 1_000_000 else { throw ValidationError("--count must be 1…1000000") }
         guard concurrency > 0 else { throw ValidationError("--concurrency must be positive") }
         guard hold >= 0 && hold <= 600 else { throw ValidationError("--hold must be 0…600") }
-        if count > 28_000 * options.sourceAddresses {
-            throw ValidationError("\(count) connections from \(options.sourceAddresses) source address(es): use --source-addresses \(count / 28_000 + 1)")
-        }
     }
 
     func run() throws {
         let (options, count, concurrency, hold) = (self.options.settings, self.count, self.concurrency, self.hold)
-        try runScenario(options, connections: count) { loop in
+        try runScenario(options, connections: count) { loop, options in
             try ConnectScenario(loop: loop, options: options, count: count, concurrency: concurrency, hold: hold).run()
         }
     }
@@ -176,7 +188,7 @@ struct Relay: ParsableCommand {
     func run() throws {
         let (options, pairs, inflight, duration, warmup, rate, concurrency) =
             (self.options.settings, self.pairs, self.inflight, self.duration, self.warmup, self.rate, self.concurrency)
-        try runScenario(options, connections: 2 * pairs) { loop in
+        try runScenario(options, connections: 2 * pairs) { loop, options in
             try RelayScenario(loop: loop, options: options, pairs: pairs, inflight: inflight, duration: duration,
                               warmup: warmup, rate: rate, concurrency: concurrency).run()
         }
@@ -216,7 +228,7 @@ struct Churn: ParsableCommand {
     func run() throws {
         let (options, concurrency, duration, count, warmup, echoes) =
             (self.options.settings, self.concurrency, self.duration, self.count, self.warmup, self.echoes)
-        try runScenario(options, connections: concurrency + echoes) { loop in
+        try runScenario(options, connections: concurrency + echoes) { loop, options in
             try ChurnScenario(loop: loop, options: options, echoes: echoes, concurrency: concurrency,
                               duration: duration, warmup: warmup, count: count).run()
         }

@@ -36,12 +36,16 @@ struct Report: ParsableCommand {
         for other in others { header += " \(ours) ÷ \(other) |"; rule += "---:|" }
         print(header)
         print(rule)
-        for metric in Self.metrics {
-            let runs = Dictionary(grouping: results.filter { $0.scenario == metric.scenario }, by: \.label)
+        var scenarios: [String] = []
+        for r in results where !scenarios.contains(r.scenario) { scenarios.append(r.scenario) }
+        for scenario in scenarios {
+        let base = String(scenario.split(separator: "@").first ?? "")
+        for metric in Self.metrics where metric.scenario == base {
+            let runs = Dictionary(grouping: results.filter { $0.scenario == scenario }, by: \.label)
             guard !runs.isEmpty else { continue }
             let values = labels.map { label in (runs[label] ?? []).compactMap(metric.value) }
             guard values.contains(where: { !$0.isEmpty }) else { continue }
-            var line = "| \(metric.scenario) | \(metric.name) |"
+            var line = "| \(scenario) | \(metric.name) |"
             for v in values { line += " \(cell(v, metric.decimals)) |" }
             if let mine = median(values[0]), labels.first == ours {
                 for (index, _) in others.enumerated() {
@@ -55,6 +59,7 @@ struct Report: ParsableCommand {
                 line += String(repeating: " – |", count: others.count)
             }
             print(line)
+        }
         }
         print("")
         print("Runs (in order): " + results.map { r in
