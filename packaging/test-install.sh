@@ -81,6 +81,7 @@ cleanup() {
   exit "$status"
 }
 trap cleanup EXIT
+trap 'exit 143' TERM INT  # so that cleanup (and the journal) also runs under `timeout`
 fail() { echo "test-install: $*" >&2; exit 1; }
 
 step "boot the container"
