@@ -88,9 +88,12 @@ step "boot the container"
 systemd-nspawn --boot --register=no --keep-unit --volatile=overlay --private-network \
   --machine="peerjs-test-$$" -D "$rootfs" --bind-ro="$work:/mnt/peerjs" >"$work/nspawn.log" 2>&1 </dev/null &
 nspawn_pid=$!
+# The container's init is the child of systemd-nspawn running systemd (nspawn forks helpers
+# first, which exit).
 for _ in $(seq 1 60); do
-  leader=$(ps -o pid= --ppid "$nspawn_pid" 2>/dev/null | head -1 | tr -d ' ')
-  [ -n "$leader" ] && break
+  leader=$(ps -o pid=,comm= --ppid "$nspawn_pid" 2>/dev/null | awk '$2 == "systemd" { print $1; exit }' || true)
+  [ -n "$leader" ] && [ -e "/proc/$leader/ns/mnt" ] && break
+  leader=""
   kill -0 "$nspawn_pid" 2>/dev/null || fail "systemd-nspawn exited"
   sleep 1
 done
@@ -116,7 +119,7 @@ in_container stat -c '%U:%G %a %F' /run/peerjs/empty
 [ "$(in_container stat -c '%U %a' /run/peerjs/empty)" = "root 555" ] || fail "/run/peerjs/empty is not root-owned 0555"
 in_container systemctl is-enabled peerjs.socket
 [ "$(in_container systemctl is-enabled peerjs.service 2>/dev/null || true)" != enabled ] || fail "peerjs.service is enabled; only the socket should be"
-in_container systemd-analyze verify /lib/systemd/system/peerjs.socket /lib/systemd/system/peerjs.service
+in_container systemd-analyze verify --man=no /lib/systemd/system/peerjs.socket /lib/systemd/system/peerjs.service
 
 step "systemctl start peerjs.socket; PeerJS client -> OPEN"
 in_container systemctl start peerjs.socket
