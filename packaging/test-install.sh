@@ -158,10 +158,18 @@ for task in $(in_container ls "/proc/$broker/task"); do
 done
 echo "broker: uid _peerjs, chroot /run/peerjs/empty, NoNewPrivs 1, Seccomp 2 ($(filters "$broker") filters, unit's $(filters "$supervisor")), no capabilities in $(in_container ls "/proc/$broker/task" | wc -l) threads"
 
-step "systemctl reload peerjs"
+step "a new key in /etc/peerjs/peerjs.conf; systemctl reload peerjs"
+in_container sh -c 'echo "key = reloaded" >> /etc/peerjs/peerjs.conf'
 in_container systemctl reload peerjs
 in_container systemctl is-active peerjs.service >/dev/null || fail "peerjs.service not active after reload"
-in_container python3 /mnt/peerjs/ws-open.py 127.0.0.1 9000 second-peer | grep -q '"type":"OPEN"' || fail "no OPEN after reload"
+reloaded=""
+for _ in $(seq 1 20); do
+  in_container journalctl --no-pager -u peerjs.service | grep -q 'configuration reloaded' && { reloaded=yes; break; }
+  sleep 0.5
+done
+[ -n "$reloaded" ] || fail "the supervisor did not log 'configuration reloaded'"
+in_container python3 /mnt/peerjs/ws-open.py 127.0.0.1 9000 second-peer reloaded | tee "$work/open2"
+grep -q '"type":"OPEN"' "$work/open2" || fail "no OPEN with the reloaded key"
 
 step "systemctl stop peerjs"
 TIMEOUT=60 in_container systemctl stop peerjs

@@ -1,16 +1,17 @@
 #!/usr/bin/env python3
 """A minimal PeerJS WebSocket client (standard library only, for a bare Debian rootfs):
 connects to ws://HOST:PORT/peerjs?key=...&id=...&token=..., prints the first text frame and
-exits 0 when it is {"type":"OPEN"}. Usage: ws-open.py [host] [port] [id]"""
+exits 0 when it is {"type":"OPEN"}. Usage: ws-open.py [host] [port] [id] [key]"""
 import base64, json, os, socket, sys
 
 host = sys.argv[1] if len(sys.argv) > 1 else "127.0.0.1"
 port = int(sys.argv[2]) if len(sys.argv) > 2 else 9000
 peer = sys.argv[3] if len(sys.argv) > 3 else "install-test"
+api_key = sys.argv[4] if len(sys.argv) > 4 else "peerjs"
 sock = socket.create_connection((host, port), timeout=10)
 sock.settimeout(10)
 key = base64.b64encode(os.urandom(16)).decode()
-sock.sendall((f"GET /peerjs?key=peerjs&id={peer}&token=t{peer} HTTP/1.1\r\nHost: {host}:{port}\r\n"
+sock.sendall((f"GET /peerjs?key={api_key}&id={peer}&token=t{peer} HTTP/1.1\r\nHost: {host}:{port}\r\n"
               f"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
               "Sec-WebSocket-Version: 13\r\n\r\n").encode())
 buffer = b""
