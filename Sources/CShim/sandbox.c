@@ -31,6 +31,17 @@ int cshim_setgroups_none(void) {
     return setgroups(0, NULL);
 }
 
+int cshim_prepare_capability_drop(void) {
+    uid_t real, effective, saved;
+    if (getresuid(&real, &effective, &saved) != 0) {
+        return -1;
+    }
+    if (real == 0 || effective == 0 || saved == 0) {
+        return 0;
+    }
+    return setresuid((uid_t)-1, (uid_t)-1, 0);
+}
+
 long cshim_syscall6(long number, long a0, long a1, long a2, long a3, long a4, long a5) {
     return syscall(number, a0, a1, a2, a3, a4, a5);
 }

@@ -112,8 +112,15 @@ public enum PrivilegeDrop {
     }
 
     /// setgroups(none), setresgid, setresuid (group first, while still allowed), then checks that
-    /// root cannot be regained. glibc applies each call to every thread of the process.
+    /// root cannot be regained. glibc applies each call to every thread of the process. Without
+    /// root but with CAP_SETUID, the saved uid is made 0 first so that the final setresuid
+    /// clears every thread's capabilities, as it does for a process started as root.
     public static func become(uid: uid_t, gid: gid_t) throws(SandboxError) {
+        // Started unprivileged with capabilities (the packaged supervisor's AmbientCapabilities=):
+        // a change between two non-root uids would leave every thread's capabilities in place.
+        guard cshim_prepare_capability_drop() == 0 else {
+            throw SandboxError(.identity, "setresuid(-1, -1, 0) failed: \(SandboxError.errnoText()); the process needs CAP_SETUID")
+        }
         guard cshim_setgroups_none() == 0 else {
             throw SandboxError(.identity, "setgroups(0) failed: \(SandboxError.errnoText()); the process needs CAP_SETGID")
         }

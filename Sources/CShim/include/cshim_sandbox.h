@@ -17,6 +17,14 @@ int cshim_clear_capabilities(void);
 /* setgroups(0, NULL): no supplementary groups. 0, or -1 with errno. */
 int cshim_setgroups_none(void);
 
+/* When no uid of the process is 0 (an unprivileged process holding CAP_SETUID, e.g. from
+ * AmbientCapabilities=), sets the saved uid to 0 with glibc's setresuid(-1, -1, 0), which applies
+ * to every thread; real and effective uid stay as they are. The next setresuid to a non-root
+ * uid is then a change away from root, on which the kernel clears the permitted, effective and
+ * ambient capabilities of every thread, where capset(2) reaches only the calling thread.
+ * 0 (also when a uid is already 0), or -1 with errno. */
+int cshim_prepare_capability_drop(void);
+
 /* syscall(number, a0..a5) without varargs. Returns the raw result; -1 with errno on failure. */
 long cshim_syscall6(long number, long a0, long a1, long a2, long a3, long a4, long a5);
 

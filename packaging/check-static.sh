@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Checks that need no container: the man page against `peerjs --help` (every long option in
+# one appears in the other), `mandoc -Tlint`, `man --warnings`, and the systemd units
+# (`systemd-analyze verify` where the binary is installed, and the `systemd-analyze security`
+# exposure of peerjs.service, printed and held at or below MAX_EXPOSURE).
+# Usage: packaging/check-static.sh [path/to/peerjs]   (default: .build/debug/peerjs)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+binary=${1:-.build/debug/peerjs}
+page=man/peerjs.8
+# 1.1: the chroot syscall (@mount, 0.2) and CAP_SYS_CHROOT/CAP_KILL are kept on purpose;
+# see packaging/systemd/peerjs.service. Raise only with a reason.
+max_exposure=${MAX_EXPOSURE:-1.1}
+status=0
+
+[ -x "$binary" ] || { echo "check-static: no binary at $binary (build first)" >&2; exit 1; }
+help_options=$("$binary" --help | grep -oE -- '(^|[ ,(])--[a-z][a-z0-9_-]*' | grep -oE -- '--[a-z0-9_-]+' | sort -u)
+page_options=$(grep -oE 'Fl -[a-z][a-z0-9_-]*' "$page" | sed 's/^Fl -/--/' | sort -u)
+only_help=$(comm -23 <(echo "$help_options") <(echo "$page_options"))
+only_page=$(comm -13 <(echo "$help_options") <(echo "$page_options"))
+if [ -n "$only_help" ]; then echo "man drift: in --help but not in $page:" $only_help >&2; status=1; fi
+if [ -n "$only_page" ]; then echo "man drift: in $page but not in --help:" $only_page >&2; status=1; fi
+[ "$status" -eq 0 ] && echo "man page: all $(echo "$help_options" | wc -l) long options of --help documented, none extra"
+
+# (mandoc also mentions its own outdated database of installed pages; that is not the page's fault.)
+lint=$(mandoc -Tlint -Wstyle "$page" 2>&1) && lint_status=0 || lint_status=$?
+lint=$(echo "$lint" | grep -v 'outdated mandoc.db' || true)
+if [ "$lint_status" -ne 0 ] || [ -n "$lint" ]; then echo "mandoc -Tlint: $lint" >&2; status=1; else echo "mandoc -Tlint: clean"; fi
+warnings=$(LC_ALL=C.UTF-8 MANWIDTH=80 man --warnings -E UTF-8 -l "$page" 2>&1 >/dev/null || true)
+if [ -n "$warnings" ]; then echo "man --warnings:" >&2; echo "$warnings" >&2; status=1; fi
+
+unit=packaging/systemd/peerjs.service
+security=$(systemd-analyze security --offline=true --no-pager "$unit" 2>&1 || true)
+echo "$security" | grep -E '^✗' || true
+exposure=$(echo "$security" | sed -n 's/.*Overall exposure level for [^:]*: \([0-9.]*\).*/\1/p')
+echo "systemd-analyze security: peerjs.service exposure ${exposure:-unknown} (limit $max_exposure)"
+if [ -z "$exposure" ] || ! awk -v e="$exposure" -v m="$max_exposure" 'BEGIN { exit !(e <= m) }'; then
+    echo "$security" >&2
+    echo "exposure ${exposure:-unknown} above $max_exposure" >&2
+    status=1
+fi
+exit "$status"
