@@ -47,6 +47,12 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
+        // The auth helper: users file, policy program (JSON lines), events. No NIO, no Sandbox.
+        .target(
+            name: "AuthHelper",
+            dependencies: ["IPC", "PeerProtocol", .product(name: "Logging", package: "swift-log")],
+            swiftSettings: strict
+        ),
         .target(
             name: "Supervisor",
             dependencies: [
@@ -59,7 +65,7 @@ let package = Package(
         .executableTarget(
             name: "peerjs",
             dependencies: [
-                "PeerProtocol", "IPC", "Broker", "Supervisor", "Sandbox",
+                "PeerProtocol", "IPC", "Broker", "Supervisor", "Sandbox", "AuthHelper",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -78,6 +84,7 @@ let package = Package(
         ),
         .testTarget(name: "PeerProtocolTests", dependencies: ["PeerProtocol"], swiftSettings: strict),
         .testTarget(name: "IPCTests", dependencies: ["IPC", "CShim"], swiftSettings: strict),
+        .testTarget(name: "AuthHelperTests", dependencies: ["AuthHelper", "IPC"], swiftSettings: strict),
         .testTarget(name: "SandboxTests", dependencies: ["Sandbox", "CSeccomp"], swiftSettings: strict),
         // Runs the real binary in its sandbox: /proc status, refused calls, a PeerJS session.
         .testTarget(
