@@ -245,4 +245,44 @@ struct AuthHelperProcessTests {
             await before.ws.close()
         }
     }
+
+    @Test("a broker restart brings a fresh helper connected to the new broker; auth still decides")
+    func brokerRestart() async throws {
+        let file = try TempFile(Self.users)
+        try await ServerProcess.withServer(["--auth-users", file.path]) { server in
+            let s = try Self.endpoint(server)
+            let broker = try await server.waitForBroker()
+            let helper = try await Self.waitForHelper(server)
+            kill(broker, SIGKILL)
+            _ = try await server.waitForBroker(other: broker)
+            _ = try await Self.waitForHelper(server, other: helper)
+            var admitted: JSONValue = .null
+            let deadline = ContinuousClock.now + .seconds(10)
+            while ContinuousClock.now < deadline {
+                guard let result = try? await Self.attempt(s, id: "u1", token: "t1") else {
+                    try await Task.sleep(for: .milliseconds(50))
+                    continue
+                }
+                admitted = result
+                if admitted == ["type": "OPEN"] { break }
+                #expect(admitted == errorFrame("Error on Auth"), "while the helper restarts: \(admitted)")
+                try await Task.sleep(for: .milliseconds(50))
+            }
+            #expect(admitted == ["type": "OPEN"])
+            #expect(try await Self.attempt(s, id: "u1", token: "bad") == errorFrame("Invalid ID"))
+        }
+    }
+
+    @Test("68 [§13 decision] a second WS for a live id with the same token takes over (OPEN; the old socket is closed), auth asked again")
+    func sameTokenTakesOver() async throws {
+        let file = try TempFile(Self.users)
+        try await ServerProcess.withServer(["--auth-users", file.path]) { server in
+            let s = try Self.endpoint(server)
+            let first = try await s.register(id: "alice", token: "alice-token")
+            let second = try await s.register(id: "alice", token: "alice-token")
+            _ = try await first.ws.waitForClose()
+            #expect(try await Self.attempt(s, id: "alice", token: "other") == errorFrame("Invalid ID"))
+            await second.ws.close()
+        }
+    }
 }
