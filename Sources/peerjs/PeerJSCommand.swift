@@ -241,8 +241,9 @@ struct PeerJSCommand: ParsableCommand {
     /// Enters the sandbox of `--policy` (the broker's for the broker role) and logs what it did.
     /// Runs once the role's threads exist and before any untrusted byte is read.
     func confine(openFiles peers: UInt64, logger: Logger) throws {
+        let authProbe = role == "sandbox-probe" && probePolicy == "auth"  // the helper has no chroot
         let policy = SandboxPolicy(
-            user: user, chrootDirectory: chroot, openFiles: peers + PrivilegeDrop.descriptorSlack,
+            user: user, chrootDirectory: authProbe ? nil : chroot, openFiles: peers + PrivilegeDrop.descriptorSlack,
             seccomp: SeccompPolicy.named(role == "sandbox-probe" ? probePolicy : "broker") ?? .broker,
             debug: sandboxDebug)
         let report = try Sandbox.apply(policy)
@@ -250,7 +251,7 @@ struct PeerJSCommand: ParsableCommand {
         if let skipped = report.skipped {
             logger.notice("sandbox: \(skipped); \(filter)")
         } else if let identity = report.identity {
-            logger.info("sandbox: chroot \(chroot), uid \(identity.uid) gid \(identity.gid), \(filter)")
+            logger.info("sandbox: \(authProbe ? "no chroot" : "chroot \(chroot)"), uid \(identity.uid) gid \(identity.gid), \(filter)")
         }
     }
 
@@ -294,7 +295,7 @@ struct PeerJSCommand: ParsableCommand {
             })
         }
         if role == "sandbox-probe" {
-            throw ExitCode(SandboxProbe.run(attempt: probeTry, logger: logger) {
+            throw ExitCode(SandboxProbe.run(attempt: probeTry, policy: probePolicy, logger: logger) {
                 try confine(openFiles: UInt64(concurrentLimit), logger: logger)
             })
         }
