@@ -44,7 +44,10 @@ public final class BrokerServer: Sendable {
         let bound = NIOLoopBound(state, eventLoop: ticker.eventLoop)
         let interval = TimeAmount.milliseconds(state.engine.tickIntervalMs)
         ticker.value = state.engine.tickIntervalMs > 0
-            ? ticker.eventLoop.scheduleRepeatedTask(initialDelay: interval, delay: interval) { _ in bound.value.engine.tick() }
+            ? ticker.eventLoop.scheduleRepeatedTask(initialDelay: interval, delay: interval) { _ in
+                bound.value.engine.tick()
+                bound.value.connections.flush()
+            }
             : nil
     }
 
@@ -146,6 +149,7 @@ public final class BrokerServer: Sendable {
                 maxAccumulatedFrameSize: state.configuration.maxMessageBytes))
         try sync.addHandler(PeerSocketHandler(state: state, connection: connection))
         state.startRegistration(connection, request: RegistrationRequest(query: query), address: client)
+        state.connections.flush()
     }
 
     /// Closes every peer with `1001 going away` and waits (bounded) for the closes to finish.

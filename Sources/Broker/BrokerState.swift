@@ -68,6 +68,7 @@ final class BrokerState {
         } else if case .rejected = engine.register(connection, request: request) {
             auth?.forget(connection)
         }
+        connections.flush()  // a verdict is a unit of work of its own (OPEN or ERROR goes out now)
     }
 
     /// `1.2.3.4:5000` → `1.2.3.4`, `[::1]:5000` → `::1`; anything else unchanged.

@@ -13,6 +13,9 @@ final class ConnectionTable: PeerTransport {
 
     private var connections: [ConnectionID: Connection] = [:]
     private var nextID: UInt64 = 0
+    /// Channels written to since the last `flush()`: one writev per destination per read burst
+    /// instead of one per message (the relay's largest cost was a syscall per message).
+    private var unflushed: [any Channel] = []
     private let logger: Logger
     /// Also told of every peer event (the auth helper's hooks), after the log line.
     var eventSink: ((PeerEvent) -> Void)?
@@ -43,11 +46,29 @@ final class ConnectionTable: PeerTransport {
             return false
         }
         let buffer = channel.allocator.buffer(bytes: frame)
-        channel.writeAndFlush(WebSocketFrame(fin: true, opcode: .text, data: buffer), promise: nil)
+        channel.write(WebSocketFrame(fin: true, opcode: .text, data: buffer), promise: nil)
+        unflushed.append(channel)
         return true
     }
 
+    /// Flushes every channel written to since the last call. The broker calls it at the end of
+    /// each unit of work: a read burst, a registration, a timer tick, a close.
+    func flush() {
+        guard !unflushed.isEmpty else { return }
+        let channels = unflushed
+        unflushed.removeAll(keepingCapacity: true)
+        if channels.count == 1 {
+            channels[0].flush()
+            return
+        }
+        var seen = Set<ObjectIdentifier>()
+        for channel in channels where seen.insert(ObjectIdentifier(channel)).inserted {
+            channel.flush()
+        }
+    }
+
     /// Closes with an empty close frame: PeerJS servers close without a status code (1005).
+    /// Frames written before it go out first (the close frame's flush carries them).
     func close(_ connection: ConnectionID) {
         guard let channel = connections.removeValue(forKey: connection)?.channel else { return }
         Self.closeGently(channel, code: nil)

@@ -23,7 +23,8 @@ final class PeerSocketHandler: ChannelInboundHandler {
         switch frame.opcode {
         case .text, .binary:
             // E3: a binary frame holding a JSON message is handled like text.
-            let message = frame.unmaskedData
+            var message = frame.data
+            if let key = frame.maskKey { message.unmaskWebSocketPayload(key) }
             message.withUnsafeReadableBytes { state.engine.receive($0, from: connection) }
         case .ping:
             state.engine.touch(connection)
@@ -45,9 +46,16 @@ final class PeerSocketHandler: ChannelInboundHandler {
         }
     }
 
+    /// The end of a read burst: send what the burst relayed, one flush per destination.
+    func channelReadComplete(context: ChannelHandlerContext) {
+        state.connections.flush()
+        context.fireChannelReadComplete()
+    }
+
     func channelInactive(context: ChannelHandlerContext) {
         state.connections.remove(connection)
         state.engine.connectionClosed(connection)
+        state.connections.flush()
         context.fireChannelInactive()
     }
 

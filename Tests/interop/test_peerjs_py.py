@@ -18,6 +18,7 @@ import logging
 import os
 import re
 import signal
+import ssl
 import subprocess
 import time
 import urllib.request
@@ -25,6 +26,7 @@ from pathlib import Path
 
 import pytest
 
+import aiohttp.connector
 import aioice.ice
 from aiortc import RTCConfiguration
 from aiortc.rtcicetransport import RTCIceGatherer
@@ -50,11 +52,12 @@ logging.getLogger("aiortc").setLevel(logging.WARNING)
 
 
 class Server:
-    def __init__(self, binary: Path, log_path: Path):
+    def __init__(self, binary: Path, log_path: Path, extra: list[str] | None = None, cafile: Path | None = None):
         self.log_path = log_path
+        self.cafile = cafile
         self._log = open(log_path, "wb")
         self.proc = subprocess.Popen(
-            [str(binary), "--host", HOST, "--port", "0", "--allow_discovery"]
+            [str(binary), "--host", HOST, "--port", "0", "--allow_discovery"] + (extra or [])
             # Run as root, the broker drops to --user; `_peerjs` exists only where the package is installed.
             + (["--user", "nobody"] if os.geteuid() == 0 else []),
             stdin=subprocess.DEVNULL,
@@ -79,8 +82,10 @@ class Server:
         raise RuntimeError(f"peerjs printed no Started line within {timeout}s:\n{self.log()}")
 
     def peers(self) -> list[str]:
-        url = f"http://{HOST}:{self.port}/peerjs/peers"
-        with urllib.request.urlopen(url, timeout=5) as response:
+        scheme = "https" if self.cafile else "http"
+        context = ssl.create_default_context(cafile=str(self.cafile)) if self.cafile else None
+        url = f"{scheme}://{HOST}:{self.port}/peerjs/peers"
+        with urllib.request.urlopen(url, timeout=5, context=context) as response:
             return json.loads(response.read())
 
     def stop(self) -> None:
@@ -102,12 +107,40 @@ class Server:
         self._log.close()
 
 
-@pytest.fixture
-def server(tmp_path):
+def make_certificates(directory: Path) -> tuple[Path, Path, Path]:
+    """A private CA and a server certificate for 127.0.0.1 signed by it (openssl CLI)."""
+    def openssl(*args):
+        subprocess.run(["openssl", *args], check=True, capture_output=True, timeout=60)
+    ca_key, ca_cert = directory / "ca.key", directory / "ca.pem"
+    key, csr, cert = directory / "server.key", directory / "server.csr", directory / "server.pem"
+    ext = directory / "san.ext"
+    ext.write_text("subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n")
+    openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "2",
+            "-subj", "/CN=peerjs interop test CA", "-keyout", str(ca_key), "-out", str(ca_cert))
+    openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+            "-subj", "/CN=127.0.0.1", "-keyout", str(key), "-out", str(csr))
+    openssl("x509", "-req", "-in", str(csr), "-CA", str(ca_cert), "-CAkey", str(ca_key), "-CAcreateserial",
+            "-days", "2", "-extfile", str(ext), "-out", str(cert))
+    return ca_cert, key, cert
+
+
+@pytest.fixture(params=["ws", "wss"])
+def server(request, tmp_path, monkeypatch):
+    """The real binary, plain (ws://) or with TLS (wss://, a self-signed CA the client trusts)."""
     binary = Path(os.environ.get("PEERJS_BINARY", REPO / ".build" / "debug" / "peerjs"))
     if not binary.is_file():
         pytest.fail(f"no peerjs binary at {binary}: build it (swift build --product peerjs) or set PEERJS_BINARY")
-    srv = Server(binary, tmp_path / "peerjs.log")
+    extra, cafile = [], None
+    if request.param == "wss":
+        cafile, key, cert = make_certificates(tmp_path)
+        extra = ["--sslkey", str(key), "--sslcert", str(cert)]
+        # The client is told to trust our CA: aiohttp (the WebSocket) made its verifying SSL
+        # context at import, so the CA is added to that context; requests (the HTTP id fetch)
+        # reads its bundle variable.
+        aiohttp.connector._SSL_CONTEXT_VERIFIED.load_verify_locations(cafile=str(cafile))
+        monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(cafile))
+    srv = Server(binary, tmp_path / "peerjs.log", extra, cafile)
+    SECURE["value"] = cafile is not None
     try:
         yield srv
         assert srv.proc.poll() is None, f"peerjs died during the test:\n{srv.log()}"
@@ -119,13 +152,16 @@ def server(tmp_path):
 # --------------------------------------------------------------------------- client helpers
 
 
+SECURE = {"value": False}
+
+
 def options(port: int) -> dict:
     return {
         "host": HOST,
         "port": port,
         "path": "/",
         "key": "peerjs",
-        "secure": False,
+        "secure": SECURE["value"],
         "config": RTCConfiguration(iceServers=[]),
     }
 

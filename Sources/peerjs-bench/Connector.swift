@@ -1,0 +1,63 @@
+import NIOCore
+import NIOPosix
+
+/// Where and how the clients connect: one event loop, the server address, and the local
+/// source addresses to bind round-robin (127.0.0.1 … 127.0.0.N) when more than ~28k
+/// connections are needed.
+final class Connector {
+    let loop: any EventLoop
+    let target: SocketAddress
+    let sources: [SocketAddress]
+    let path: String
+    let key: String
+    let hostHeader: String
+    private var nextSource = 0
+    /// Ephemeral port chosen at connect(), not bind(): with a bound source address the kernel
+    /// would otherwise pick a port unique across all destinations.
+    private static let bindAddressNoPort = ChannelOptions.Types.SocketOption(
+        level: NIOBSDSocket.OptionLevel(rawValue: 0), name: NIOBSDSocket.Option(rawValue: 24))
+
+    init(loop: any EventLoop, options: ClientSettings) throws {
+        self.loop = loop
+        target = try SocketAddress(ipAddress: options.host, port: options.port)
+        sources = try options.sourceAddresses > 1
+            ? (1...options.sourceAddresses).map { try SocketAddress(ipAddress: "127.0.0.\($0)", port: 0) }
+            : []
+        path = options.path.hasSuffix("/") ? options.path : options.path + "/"
+        key = options.key
+        hostHeader = "\(options.host):\(options.port)"
+    }
+
+    /// The HTTP upgrade request of a peer, built once.
+    func upgradeRequest(id: String, token: String) -> [UInt8] {
+        Array(("GET \(path)peerjs?key=\(key)&id=\(id)&token=\(token)&version=1.5.4 HTTP/1.1\r\n"
+            + "Host: \(hostHeader)\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            + "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n").utf8)
+    }
+
+    func makePeer(index: Int, id: String, events: any PeerEvents) -> PeerConnection {
+        PeerConnection(index: index, id: id, request: upgradeRequest(id: id, token: "t\(index)"), events: events)
+    }
+
+    /// Opens the TCP connection of `peer`; the peer's handler does the rest.
+    func connect(_ peer: PeerConnection) {
+        loop.preconditionInEventLoop()
+        peer.state = .connecting
+        peer.startNanos = nowNanos()
+        var bootstrap = ClientBootstrap(group: loop)
+            .connectTimeout(.seconds(10))
+            .channelOption(.socketOption(.so_reuseaddr), value: 1)
+        if !sources.isEmpty {
+            bootstrap = bootstrap.channelOption(Self.bindAddressNoPort, value: 1).bind(to: sources[nextSource])
+            nextSource = (nextSource + 1) % sources.count
+        }
+        let bound = NIOLoopBound(peer, eventLoop: loop)
+        bootstrap
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(bound.value) }
+            }
+            .connect(to: target)
+            .assumeIsolated()
+            .whenFailure { error in peer.fail("connect: \(error)") }
+    }
+}
