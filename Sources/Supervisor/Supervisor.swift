@@ -274,8 +274,8 @@ public final class Supervisor {
         }
         guard let brokerChannel = broker?.channel else { return }
         do {
-            let (brokerEnd, helperEnd) = try HandoffChannel.pair()
-            let (mine, theirs) = try HandoffChannel.pair()
+            let (brokerEnd, helperEnd) = try HandoffChannel.pair(roles: (.broker, .auth))
+            let (mine, theirs) = try HandoffChannel.pair(roles: (.supervisor, .auth))
             let pid = try RoleSpawner.spawn(
                 executable: configuration.executable, arguments: arguments,
                 fdMap: [(parent: helperEnd.rawFD, child: 3), (parent: theirs.rawFD, child: 4)], newProcessGroup: true)
