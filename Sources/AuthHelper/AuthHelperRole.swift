@@ -11,18 +11,35 @@ public struct AuthHelperOptions: Sendable {
     public var usersPath: String?
     public var programPath: String?
     public var timeoutMs: Int
+    /// `--auth-jwt-key`, and what reads it (plugged in by the executable), or nil.
+    public var jwtKeyPath: String?
+    public var makeVerifier: (@Sendable (_ path: String) throws(AuthError) -> any TokenVerifier)?
 
-    public init(usersPath: String?, programPath: String?, timeoutMs: Int) {
+    public init(
+        usersPath: String?, programPath: String?, timeoutMs: Int, jwtKeyPath: String? = nil,
+        makeVerifier: (@Sendable (_ path: String) throws(AuthError) -> any TokenVerifier)? = nil
+    ) {
         self.usersPath = usersPath
         self.programPath = programPath
         self.timeoutMs = timeoutMs
+        self.jwtKeyPath = jwtKeyPath
+        self.makeVerifier = makeVerifier
     }
 
     /// Loads the users file, if one is configured (also used by the supervisor's start-up check).
     public func loadPolicy() throws(AuthError) -> AuthPolicy {
         var users: UsersFile?
         if let usersPath { users = try UsersFile.load(path: usersPath) }
-        return AuthPolicy(users: users, hasProgram: programPath != nil)
+        var verifier: (any TokenVerifier)?
+        if let jwtKeyPath {
+            guard let makeVerifier else { throw AuthError("--auth-jwt-key: this build has no JWT support") }
+            do {
+                verifier = try makeVerifier(jwtKeyPath)
+            } catch {
+                throw AuthError("\(jwtKeyPath): \(error)")
+            }
+        }
+        return AuthPolicy(users: users, hasProgram: programPath != nil, verifier: verifier)
     }
 }
 
@@ -61,6 +78,7 @@ public enum AuthHelperRole {
         var program: PolicyProgram?
         do {
             try confine {
+                policy.verifier?.prime()
                 if let path = options.programPath { program = try PolicyProgram.start(path: path) }
             }
             try broker.setNonBlocking(true)
@@ -70,6 +88,7 @@ public enum AuthHelperRole {
             return 3
         }
         var summary = policy.users.map { "users file with \($0.users.count) ids" } ?? "no users file"
+        if policy.verifier != nil { summary += ", JWT key \(options.jwtKeyPath ?? "")" }
         if let program { summary += ", policy program \(options.programPath ?? "") pid \(program.pid)" }
         logger.info("auth helper ready: \(summary)")
 

@@ -62,6 +62,11 @@ public struct UsersFile: Sendable, Equatable {
         return difference == 0
     }
 
+    /// The text of a policy file (at most 4 MiB, UTF-8), for the other policies' key files.
+    public static func readText(_ path: String) throws(AuthError) -> String {
+        try readFile(path)
+    }
+
     static func readFile(_ path: String, limit: Int = 4 << 20) throws(AuthError) -> String {
         let fd = open(path, O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else {

@@ -1,5 +1,6 @@
 import ArgumentParser
 import AuthHelper
+import AuthJWT
 import Broker
 import Glibc
 import IPC
@@ -114,6 +115,10 @@ struct PeerJSCommand: ParsableCommand {
             help: ArgumentHelp("Policy program the auth helper runs and asks in JSON lines (see README); restarted when it dies or hangs.", valueName: "path"))
     var authProgram: String?
 
+    @Option(name: [.customLong("auth-jwt-key"), .customLong("auth_jwt_key")],
+            help: ArgumentHelp("The token is a JWT (sub = peer id, optional keys claim, exp/nbf enforced) signed with this HS256 secret or ES256/RS256 PEM public key; re-read on SIGHUP.", valueName: "file"))
+    var authJWTKey: String?
+
     @Option(name: [.customLong("auth-timeout"), .customLong("auth_timeout")],
             help: ArgumentHelp("Milliseconds the broker waits for the auth helper; then the client gets `Auth Timeout`.", valueName: "ms"))
     var authTimeout: Int = 1000
@@ -208,10 +213,12 @@ struct PeerJSCommand: ParsableCommand {
     }
 
     /// Whether an auth helper runs (a users file or a policy program is configured).
-    var authEnabled: Bool { authUsers != nil || authProgram != nil }
+    var authEnabled: Bool { authUsers != nil || authProgram != nil || authJWTKey != nil }
 
     var authOptions: AuthHelperOptions {
-        AuthHelperOptions(usersPath: authUsers, programPath: authProgram, timeoutMs: authTimeout)
+        AuthHelperOptions(
+            usersPath: authUsers, programPath: authProgram, timeoutMs: authTimeout, jwtKeyPath: authJWTKey,
+            makeVerifier: { (path) throws(AuthError) in try JWTVerifier.load(path: path) })
     }
 
     var brokerSettings: BrokerSettings {
@@ -319,6 +326,7 @@ struct PeerJSCommand: ParsableCommand {
                         "--auth-user", authUser, "--auth-timeout", String(authTimeout)]
             if let authUsers { list += ["--auth-users", authUsers] }
             if let authProgram { list += ["--auth-program", authProgram] }
+            if let authJWTKey { list += ["--auth-jwt-key", authJWTKey] }
             if sandboxDebug { list.append("--sandbox-debug") }
             authArguments = list
         }
