@@ -21,6 +21,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
         .package(url: "https://github.com/apple/swift-nio-ssl.git", from: "2.37.6"),
+        .package(url: "https://github.com/vapor/jwt-kit.git", from: "5.7.1"),
+        .package(url: "https://github.com/apple/swift-crypto.git", "4.1.0"..<"6.0.0"),
     ],
     targets: [
         // Tiny C shims (named CShim: swift-system owns the name CSystem) for what Swift's Glibc module cannot reach (_GNU_SOURCE calls, CMSG macros).
@@ -48,6 +50,24 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
+        // The auth helper: users file, policy program (JSON lines), events. No NIO, no Sandbox.
+        .target(
+            name: "AuthHelper",
+            dependencies: ["IPC", "PeerProtocol", .product(name: "Logging", package: "swift-log")],
+            swiftSettings: strict
+        ),
+        // JWT verification for the auth helper (jwt-kit), kept out of AuthHelper so that it imports
+        // only IPC, PeerProtocol and Logging; the executable plugs it in.
+        .target(
+            name: "AuthJWT",
+            dependencies: [
+                "AuthHelper",
+                .product(name: "JWTKit", package: "jwt-kit"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "CryptoExtras", package: "swift-crypto"),
+            ],
+            swiftSettings: strict
+        ),
         .target(
             name: "Supervisor",
             dependencies: [
@@ -60,7 +80,7 @@ let package = Package(
         .executableTarget(
             name: "peerjs",
             dependencies: [
-                "PeerProtocol", "IPC", "Broker", "Supervisor", "Sandbox",
+                "PeerProtocol", "IPC", "Broker", "Supervisor", "Sandbox", "AuthHelper", "AuthJWT",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -92,6 +112,7 @@ let package = Package(
         ),
         .testTarget(name: "PeerProtocolTests", dependencies: ["PeerProtocol"], swiftSettings: strict),
         .testTarget(name: "IPCTests", dependencies: ["IPC", "CShim"], swiftSettings: strict),
+        .testTarget(name: "AuthHelperTests", dependencies: ["AuthHelper", "IPC"], swiftSettings: strict),
         .testTarget(name: "SandboxTests", dependencies: ["Sandbox", "CSeccomp"], swiftSettings: strict),
         // Runs the real binary in its sandbox: /proc status, refused calls, a PeerJS session.
         .testTarget(
@@ -101,7 +122,11 @@ let package = Package(
         ),
         .testTarget(
             name: "ProcessModelTests",
-            dependencies: ["PeerJSTesting", "peerjs"],
+            dependencies: [
+                "PeerJSTesting", "peerjs",
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "CryptoExtras", package: "swift-crypto"),
+            ],
             swiftSettings: strict
         ),
         // TLS end to end: runs the real binary with a chain made by the openssl CLI in a temp dir.

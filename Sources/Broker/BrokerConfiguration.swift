@@ -16,10 +16,13 @@ public struct BrokerConfiguration: Sendable, Equatable {
     public var handshakeTimeoutMs: Int64
     /// Event-loop threads; fixed before the sandbox so nothing probes the CPU count later.
     public var threads: Int
+    /// How long to wait for the auth helper's verdict; 0: no helper, everyone is allowed.
+    public var authTimeoutMs: Int64
 
     public init(
         protocolSettings: ProtocolSettings = ProtocolSettings(), path: String = "/", corsOrigins: [String] = [],
-        proxied: Bool = false, maxMessageBytes: Int = 65536, handshakeTimeoutMs: Int64 = 10000, threads: Int = 1
+        proxied: Bool = false, maxMessageBytes: Int = 65536, handshakeTimeoutMs: Int64 = 10000, threads: Int = 1,
+        authTimeoutMs: Int64 = 0
     ) {
         self.protocolSettings = protocolSettings
         self.basePath = Self.normalise(path)
@@ -28,6 +31,7 @@ public struct BrokerConfiguration: Sendable, Equatable {
         self.maxMessageBytes = maxMessageBytes
         self.handshakeTimeoutMs = handshakeTimeoutMs
         self.threads = threads
+        self.authTimeoutMs = authTimeoutMs
     }
 
     /// `myapp` → `/myapp/`, `/` → `/`.

@@ -1,3 +1,4 @@
+import Glibc
 public import IPC
 public import Logging
 import PeerProtocol
@@ -7,7 +8,7 @@ extension BrokerConfiguration {
     public init(_ settings: BrokerSettings) {
         self.init(
             protocolSettings: ProtocolSettings(
-                keys: [settings.key],
+                keys: Set([settings.key] + settings.extraKeys),
                 expireTimeoutMs: Int64(settings.expireTimeoutMs),
                 aliveTimeoutMs: Int64(settings.aliveTimeoutMs),
                 concurrentLimit: Int(settings.concurrentLimit),
@@ -18,7 +19,8 @@ extension BrokerConfiguration {
             proxied: settings.proxied,
             maxMessageBytes: Int(settings.maxMessageBytes),
             handshakeTimeoutMs: Int64(settings.handshakeTimeoutMs),
-            threads: Int(settings.threads))
+            threads: Int(settings.threads),
+            authTimeoutMs: Int64(settings.authTimeoutMs))
     }
 }
 
@@ -46,14 +48,20 @@ public enum BrokerRole {
         do {
             var tls: (any TLSProvider)?
             var hello: BrokerSettings?
+            var authDescriptor: Int32?
+            defer { if let authDescriptor { close(authDescriptor) } }
             while hello == nil {
-                guard let frame = try channel.receive() else {
+                guard var frame = try channel.receive() else {
                     logger.notice("supervisor went away before hello")
                     return 0
                 }
                 switch frame.type {
                 case .hello:
                     hello = try frame.decode(BrokerSettings.self)
+                case .authChannel:
+                    if let authDescriptor { close(authDescriptor) }
+                    guard let descriptor = frame.takeFD() else { continue }
+                    authDescriptor = descriptor.release()
                 case .tlsChunk:
                     if var material = try assembler.add(frame.decode(TLSChunk.self)) {
                         tls = try makeTLSProvider(&material)
@@ -69,6 +77,10 @@ public enum BrokerRole {
             }
             if tls != nil { try NIOSSLTLSProvider.prepareRuntime() }
             server = try BrokerServer(configuration: BrokerConfiguration(settings), tls: tls, logger: logger)
+            if let descriptor = authDescriptor {
+                authDescriptor = nil
+                server.attachAuth(descriptor: descriptor)
+            }
             do {
                 try confine(settings)
             } catch {
@@ -91,6 +103,9 @@ public enum BrokerRole {
                     let handoff = try frame.decode(ConnectionHandoff.self)
                     guard let descriptor = frame.takeFD() else { continue }
                     server.adopt(descriptor: descriptor.release(), address: handoff.peer.description, tls: handoff.tls)
+                case .authChannel:
+                    guard let descriptor = frame.takeFD() else { continue }
+                    server.attachAuth(descriptor: descriptor.release())
                 case .reload:
                     server.reload(BrokerConfiguration(try frame.decode(BrokerSettings.self)))
                     logger.notice("configuration reloaded")

@@ -1,5 +1,6 @@
 public import Logging
 import Glibc
+import IPC
 import NIOCore
 import NIOHTTP1
 import NIOPosix
@@ -21,7 +22,7 @@ public final class BrokerServer: Sendable {
         loop = group.next()
         let loop = self.loop
         (state, ticker) = try loop.submit {
-            let state = BrokerState(configuration: configuration, tls: tls, logger: logger)
+            let state = BrokerState(configuration: configuration, tls: tls, loop: loop, logger: logger)
             return (NIOLoopBound(state, eventLoop: loop), NIOLoopBoundBox<RepeatedTask?>(nil, eventLoop: loop))
         }.wait()
         try loop.submit { [state, ticker] in Self.startTicker(state.value, ticker) }.wait()
@@ -55,6 +56,19 @@ public final class BrokerServer: Sendable {
         loop.execute { [state, ticker] in
             state.value.update(configuration)
             Self.startTicker(state.value, ticker)
+        }
+    }
+
+    /// Talks to the auth helper over `descriptor` (a SEQPACKET socket the supervisor passed) from
+    /// now on; without an auth timeout configured the descriptor is closed and ignored.
+    public func attachAuth(descriptor: Int32) {
+        let channel = HandoffChannel(adopting: descriptor, roles: ChannelRoles(local: .broker, remote: .auth))
+        loop.execute { [state] in
+            guard let auth = state.value.auth else {
+                state.value.logger.warning("an auth helper channel arrived but no auth timeout is configured; ignoring it")
+                return
+            }
+            auth.attach(channel)
         }
     }
 
@@ -134,7 +148,7 @@ public final class BrokerServer: Sendable {
                 minNonFinalFragmentSize: 0, maxAccumulatedFrameCount: 256,
                 maxAccumulatedFrameSize: state.configuration.maxMessageBytes))
         try sync.addHandler(PeerSocketHandler(state: state, connection: connection))
-        state.engine.register(connection, request: RegistrationRequest(query: query))
+        state.startRegistration(connection, request: RegistrationRequest(query: query), address: client)
         state.connections.flush()
     }
 

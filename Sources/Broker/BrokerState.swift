@@ -17,8 +17,10 @@ final class BrokerState {
     /// TLS for new connections from `https` listeners: the latest material the supervisor sent
     /// (a reload replaces it; connections already running keep theirs). Nil until some arrives.
     var tls: (any TLSProvider)?
+    /// The auth helper's client; nil when no helper is configured (everyone is allowed).
+    let auth: AuthClient?
 
-    init(configuration: BrokerConfiguration, tls: (any TLSProvider)?, logger: Logger) {
+    init(configuration: BrokerConfiguration, tls: (any TLSProvider)?, loop: any EventLoop, logger: Logger) {
         self.configuration = configuration
         self.tls = tls
         self.logger = logger
@@ -26,10 +28,57 @@ final class BrokerState {
         self.engine = SignalingEngine(
             settings: configuration.protocolSettings, registry: InMemoryRegistry(), transport: connections,
             clock: UptimeClock())
+        auth = configuration.authTimeoutMs > 0
+            ? AuthClient(loop: loop, timeoutMs: configuration.authTimeoutMs, logger: logger) : nil
+        if let auth {
+            auth.decide = { [unowned self] connection, request, denial in
+                self.finishRegistration(connection, request: request, denial: denial)
+            }
+            connections.eventSink = { [unowned auth] event in auth.forward(event) }
+        }
     }
 
     func update(_ configuration: BrokerConfiguration) {
         self.configuration = configuration
         engine.update(configuration.protocolSettings)
+        if configuration.authTimeoutMs > 0 { auth?.timeoutMs = configuration.authTimeoutMs }
+    }
+
+    /// A WebSocket client asks to register. Without an auth helper the engine decides at once
+    /// (the fast path); with one, the parameter check runs first and the helper is asked before
+    /// the key and id checks (PROTOCOL.md §9, "Suggested mapping").
+    func startRegistration(_ connection: ConnectionID, request: RegistrationRequest, address: String) {
+        guard let auth, let id = request.id, !id.isEmpty, let token = request.token, !token.isEmpty,
+            let key = request.key, !key.isEmpty
+        else {
+            engine.register(connection, request: request)
+            return
+        }
+        auth.ask(connection, request: request, ip: Self.host(of: address))
+    }
+
+    private func finishRegistration(_ connection: ConnectionID, request: RegistrationRequest, denial: String?) {
+        guard connections.contains(connection) else {
+            auth?.forget(connection)  // the client left while the helper was deciding
+            return
+        }
+        if let denial {
+            logger.info("auth denied \(request.id ?? ""): \(denial)")
+            engine.deny(connection, reason: denial)
+        } else if case .rejected = engine.register(connection, request: request) {
+            auth?.forget(connection)
+        }
+        connections.flush()  // a verdict is a unit of work of its own (OPEN or ERROR goes out now)
+    }
+
+    /// `1.2.3.4:5000` → `1.2.3.4`, `[::1]:5000` → `::1`; anything else unchanged.
+    static func host(of address: String) -> String {
+        if address.hasPrefix("["), let end = address.firstIndex(of: "]") {
+            return String(address[address.index(after: address.startIndex)..<end])
+        }
+        if address.filter({ $0 == ":" }).count == 1, let colon = address.firstIndex(of: ":") {
+            return String(address[..<colon])
+        }
+        return address
     }
 }

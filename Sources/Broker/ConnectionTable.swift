@@ -17,12 +17,16 @@ final class ConnectionTable: PeerTransport {
     /// instead of one per message (the relay's largest cost was a syscall per message).
     private var unflushed: [any Channel] = []
     private let logger: Logger
+    /// Also told of every peer event (the auth helper's hooks), after the log line.
+    var eventSink: ((PeerEvent) -> Void)?
 
     init(logger: Logger) {
         self.logger = logger
     }
 
     var count: Int { connections.count }
+
+    func contains(_ id: ConnectionID) -> Bool { connections[id] != nil }
 
     func add(_ channel: any Channel, address: String) -> ConnectionID {
         nextID += 1
@@ -83,6 +87,7 @@ final class ConnectionTable: PeerTransport {
         case .disconnected(let id, let key, _, let reason):
             logger.info("Client disconnected: \(id)", metadata: ["key": "\(key)", "reason": "\(reason.rawValue)"])
         }
+        eventSink?(event)
     }
 
     private func address(of connection: ConnectionID) -> String {

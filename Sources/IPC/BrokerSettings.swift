@@ -13,6 +13,10 @@
 ///   - maxMessageBytes: the largest WebSocket message accepted from a client.
 ///   - handshakeTimeoutMs: how long a connection may take to finish its HTTP/WebSocket handshake.
 ///   - threads: the number of event-loop threads to start.
+///   - extraKeys: further API keys (rooms) served besides `key`, each its own realm (`--keys`; at
+///     most 16, each at most 64 bytes, so `hello` stays within its cap).
+///   - authTimeoutMs: how long the broker waits for the auth helper's verdict; 0 means there is
+///     no auth helper and every registration is allowed (the default, as plain peerjs-server).
 public struct BrokerSettings: IPCMessage {
     public static let maxKeyLength = 256
     public static let maxPathLength = 1024
@@ -31,11 +35,16 @@ public struct BrokerSettings: IPCMessage {
     public var maxMessageBytes: UInt32
     public var handshakeTimeoutMs: UInt32
     public var threads: UInt32
+    public var extraKeys: [String]
+    public var authTimeoutMs: UInt32
+    public static let maxExtraKeys = 16
+    public static let maxExtraKeyLength = 64
 
     public init(
         key: String, path: String, expireTimeoutMs: UInt32, aliveTimeoutMs: UInt32,
         cleanupIntervalMs: UInt32, concurrentLimit: UInt32, allowDiscovery: Bool, proxied: Bool,
-        corsOrigins: [String], maxMessageBytes: UInt32, handshakeTimeoutMs: UInt32, threads: UInt32
+        corsOrigins: [String], maxMessageBytes: UInt32, handshakeTimeoutMs: UInt32, threads: UInt32,
+        extraKeys: [String] = [], authTimeoutMs: UInt32 = 0
     ) {
         self.key = key
         self.path = path
@@ -49,6 +58,8 @@ public struct BrokerSettings: IPCMessage {
         self.maxMessageBytes = maxMessageBytes
         self.handshakeTimeoutMs = handshakeTimeoutMs
         self.threads = threads
+        self.extraKeys = extraKeys
+        self.authTimeoutMs = authTimeoutMs
     }
 
     public init(decoding payload: [UInt8]) throws(IPCError) {
@@ -65,6 +76,8 @@ public struct BrokerSettings: IPCMessage {
         maxMessageBytes = try r.readUInt32()
         handshakeTimeoutMs = try r.readUInt32()
         threads = try r.readUInt32()
+        extraKeys = try r.readStringList(maxCount: Self.maxExtraKeys, maxLength: Self.maxExtraKeyLength)
+        authTimeoutMs = try r.readUInt32()
         try r.finish()
     }
 
@@ -82,6 +95,8 @@ public struct BrokerSettings: IPCMessage {
         w.writeUInt32(maxMessageBytes)
         w.writeUInt32(handshakeTimeoutMs)
         w.writeUInt32(threads)
+        w.writeStringList(extraKeys)
+        w.writeUInt32(authTimeoutMs)
         return w.bytes
     }
 }

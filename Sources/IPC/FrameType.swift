@@ -34,10 +34,14 @@ public enum FrameType: UInt16, CaseIterable, Sendable {
     case drain = 4
     case stats = 5
     case reload = 6
-    // broker <-> auth helper (reserved: payloads defined later)
+    /// A fresh broker end of the broker↔auth-helper socketpair (at start and after a helper restart).
+    case authChannel = 7
+    // broker <-> auth helper (payloads: AuthQuery, AuthVerdict, PeerEventMessage)
     case authQuery = 16
     case authVerdict = 17
     case peerEvent = 18
+    /// supervisor -> auth helper: SIGHUP, re-read the policy files (empty payload).
+    case authReload = 19
     // supervisor -> broker, TLS certificate chain / key in numbered chunks (see TLSChunk)
     case tlsChunk = 32
 
@@ -54,9 +58,11 @@ public enum FrameType: UInt16, CaseIterable, Sendable {
         case .drain:       FrameSpec(name: "drain",       sender: .supervisor, receiver: .broker,     carriesFD: false, maxPayload: 16)
         case .stats:       FrameSpec(name: "stats",       sender: .broker,     receiver: .supervisor, carriesFD: false, maxPayload: 64)
         case .reload:      FrameSpec(name: "reload",      sender: .supervisor, receiver: .broker,     carriesFD: false, maxPayload: 16 * 1024)
+        case .authChannel: FrameSpec(name: "authChannel", sender: .supervisor, receiver: .broker,     carriesFD: true,  maxPayload: 0)
         case .authQuery:   FrameSpec(name: "authQuery",   sender: .broker,     receiver: .auth,       carriesFD: false, maxPayload: 2 * 1024)
         case .authVerdict: FrameSpec(name: "authVerdict", sender: .auth,       receiver: .broker,     carriesFD: false, maxPayload: 512)
-        case .peerEvent:   FrameSpec(name: "peerEvent",   sender: .broker,     receiver: .auth,       carriesFD: false, maxPayload: 512)
+        case .peerEvent:   FrameSpec(name: "peerEvent",   sender: .broker,     receiver: .auth,       carriesFD: false, maxPayload: 1024)
+        case .authReload:  FrameSpec(name: "authReload",  sender: .supervisor, receiver: .auth,       carriesFD: false, maxPayload: 0)
         case .tlsChunk:    FrameSpec(name: "tlsChunk",    sender: .supervisor, receiver: .broker,     carriesFD: false, maxPayload: 16 * 1024)
         }
     }

@@ -21,10 +21,13 @@ public enum RoleSpawner {
     ///   - fdMap: each `parent` descriptor appears in the child as `child` (3 or more, each used
     ///     once); every other descriptor above 2 is closed in the child.
     ///   - environment: `NAME=value` entries; nil passes this process's environment on.
+    ///   - newProcessGroup: start the child in a process group of its own (pgid = its pid), so
+    ///     that it and anything it starts can be signalled together.
     /// The child also starts with an empty signal mask and SIGPIPE, SIGCHLD, SIGHUP, SIGTERM and
     /// SIGINT at their default actions.
     public static func spawn(
-        executable: String, arguments: [String], fdMap: [(parent: Int32, child: Int32)], environment: [String]? = nil
+        executable: String, arguments: [String], fdMap: [(parent: Int32, child: Int32)], environment: [String]? = nil,
+        newProcessGroup: Bool = false
     ) throws(IPCError) -> pid_t {
         guard !arguments.isEmpty else {
             throw IPCError(.invalidArgument, "arguments must include argv[0]")
@@ -78,7 +81,12 @@ public enum RoleSpawner {
         guard rc == 0 else { throw IPCError.system("posix_spawnattr_setsigmask", errno: rc) }
         rc = posix_spawnattr_setsigdefault(&attributes, &defaults)
         guard rc == 0 else { throw IPCError.system("posix_spawnattr_setsigdefault", errno: rc) }
-        rc = posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
+        if newProcessGroup {
+            rc = posix_spawnattr_setpgroup(&attributes, 0)
+            guard rc == 0 else { throw IPCError.system("posix_spawnattr_setpgroup", errno: rc) }
+        }
+        let groupFlag = newProcessGroup ? POSIX_SPAWN_SETPGROUP : 0
+        rc = posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF | groupFlag))
         guard rc == 0 else { throw IPCError.system("posix_spawnattr_setflags", errno: rc) }
 
         let argv = arguments.map { strdup($0) } + [nil]

@@ -287,9 +287,15 @@ public final class ServerProcess: @unchecked Sendable {
 
     /// Run as root, the broker drops to `--user` (default `_peerjs`, which exists only where the
     /// Debian package is installed): tests name `nobody` unless they chose a user themselves.
+    /// The same holds for the auth helper's `--auth-user` (default `_peerjs-auth`).
     public static func sandboxUserArguments(_ arguments: [String]) -> [String] {
-        guard geteuid() == 0, !arguments.contains(where: { $0 == "--user" || $0.hasPrefix("--user=") }) else { return [] }
-        return ["--user", "nobody"]
+        guard geteuid() == 0 else { return [] }
+        var extra: [String] = []
+        if !arguments.contains(where: { $0 == "--user" || $0.hasPrefix("--user=") }) { extra += ["--user", "nobody"] }
+        if !arguments.contains(where: { $0 == "--auth-user" || $0.hasPrefix("--auth-user=") }) {
+            extra += ["--auth-user", "nobody"]
+        }
+        return extra
     }
 
     /// Runs `peerjs arguments` to completion (for `--help` and flag validation) and returns its status and output.

@@ -52,13 +52,23 @@ public struct SandboxReport: Sendable, Equatable {
 /// no_new_privs → seccomp with thread sync. Call it once threads exist and before any untrusted
 /// byte is read; afterwards only calls in the policy work.
 public enum Sandbox {
-    public static func apply(_ policy: SandboxPolicy) throws(SandboxError) -> SandboxReport {
+    /// - Parameters:
+    ///   - beforeFilter: runs after the user change and no_new_privs, just before the seccomp
+    ///     filter (the auth helper starts its policy program here, unprivileged and unfiltered).
+    public static func apply(
+        _ policy: SandboxPolicy, beforeFilter: () throws(SandboxError) -> Void = {}
+    ) throws(SandboxError) -> SandboxReport {
         let openFiles = try PrivilegeDrop.applyLimits(openFiles: policy.openFiles)
         var report = SandboxReport(openFiles: openFiles, identity: nil, skipped: nil)
 
         let capabilities = try PrivilegeDrop.effectiveCapabilities()
         if !PrivilegeDrop.canDrop(capabilities: capabilities) {
             report.skipped = "not privileged (no CAP_SETUID and CAP_SYS_CHROOT): chroot and the change to user \(policy.user) skipped; no_new_privs and seccomp still apply"
+        } else if policy.chrootDirectory == nil {
+            // No chroot (the auth helper reads its policy files): only the change of user.
+            let ids = try PrivilegeDrop.lookUp(user: policy.user)
+            try PrivilegeDrop.become(uid: ids.uid, gid: ids.gid)
+            report.identity = (ids.uid, ids.gid)
         } else if let directory = policy.chrootDirectory, try PrivilegeDrop.checkEmptyRoot(directory) {
             let ids = try PrivilegeDrop.lookUp(user: policy.user)  // NSS needs /etc: before chroot
             try PrivilegeDrop.enterRoot(directory)
@@ -70,6 +80,7 @@ public enum Sandbox {
         }
         try PrivilegeDrop.clearCapabilities()
         try PrivilegeDrop.setNoNewPrivileges()
+        try beforeFilter()
         try SeccompFilter.load(policy.seccomp, debug: policy.debug)
         return report
     }

@@ -24,6 +24,8 @@ public struct SandboxError: Error, CustomStringConvertible, Equatable, Sendable 
         public static let noNewPrivileges = Code(name: "noNewPrivileges")
         /// The seccomp filter could not be built or loaded.
         public static let seccomp = Code(name: "seccomp")
+        /// The role's own step before the filter failed (the auth helper's policy program).
+        public static let roleSetup = Code(name: "roleSetup")
     }
 
     public let code: Code

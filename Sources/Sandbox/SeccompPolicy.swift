@@ -56,9 +56,13 @@ public struct SeccompPolicy: Sendable {
         self.mustRefuse = mustRefuse.map { SeccompRefusal(name: $0.0, why: $0.why) }
     }
 
-    /// The policy of a role by name (`broker`), or nil.
+    /// The policy of a role by name (`broker`, `auth`), or nil.
     public static func named(_ role: String) -> SeccompPolicy? {
-        role == broker.role ? broker : nil
+        switch role {
+        case broker.role: broker
+        case auth.role: auth
+        default: nil
+        }
     }
 
     /// The rule for `name`, if the policy has one.
@@ -102,6 +106,7 @@ public struct SeccompPolicy: Sendable {
         ("rt_sigprocmask", .allow, why: "glibc blocks signals around thread creation and in abort paths"),
         ("rt_sigreturn", .allow, why: "return from signal handlers, incl. glibc's setxid signal racing the filter load"),
         ("sched_yield", .allow, why: "spin locks in the runtime and NIO"),
+        ("gettid", .allow, why: "Swift's Mutex on Linux names its owner by thread id (PI futex); NIO scheduled tasks take it"),
         ("set_robust_list", .allow, why: "every new glibc thread registers its robust futex list"),
         ("rseq", .allow, why: "every new glibc 2.35+ thread registers restartable sequences"),
         ("clone", .allowIfMasked(argument: 0, mask: cloneThread, value: cloneThread), why: "pthread_create; only with CLONE_THREAD, so no new process"),
@@ -129,6 +134,33 @@ public struct SeccompPolicy: Sendable {
         ("getsockopt", .allow, why: "NIO reads SO_ERROR and socket options"),
         ("getsockname", .allow, why: "NIO's local address of an adopted fd"),
         ("getpeername", .allow, why: "NIO's remote address of an adopted fd"),
+        ("poll", .allow, why: "the auth-verdict reader thread waits on the auth helper's channel"),
+        ("ppoll", .allow, why: "glibc's poll() on some builds (auth-verdict reader thread)"),
+    ]
+
+    /// Soft denials of the auth helper: the broker's, except `open`/`openat`, which the helper
+    /// may use read-only (it re-reads its policy files on reload).
+    static let authSoftDenials: [(String, SeccompAction, why: String)] =
+        softDenials.filter { $0.0 != "open" && $0.0 != "openat" }
+
+    // O_ACCMODE | O_CREAT | O_TRUNC | O_APPEND: the open must be read-only and create nothing.
+    static let writeOpenMask = UInt64(O_ACCMODE | O_CREAT | O_TRUNC | O_APPEND)
+
+    /// The auth helper: one poll loop over its channels (and the policy program's socket), the
+    /// policy files opened read-only; no network, no new processes after the filter.
+    static let authCalls: [(String, SeccompAction, why: String)] = [
+        ("open", .allowIfMasked(argument: 1, mask: writeOpenMask, value: 0), why: "re-read the users file on reload; read-only, never creates"),
+        ("openat", .allowIfMasked(argument: 2, mask: writeOpenMask, value: 0), why: "glibc's open(): re-read the users file on reload; read-only"),
+        ("recvmsg", .allow, why: "queries from the broker, reload from the supervisor"),
+        ("sendmsg", .allow, why: "verdicts to the broker"),
+        ("poll", .allow, why: "the helper's one loop over its channels and the program's socket"),
+        ("ppoll", .allow, why: "glibc's poll() on some builds"),
+        ("read", .allow, why: "the policy files, the program's answers"),
+        ("write", .allow, why: "JSON lines to the program, log lines on stderr"),
+        ("close", .allow, why: "closing a policy file after reading it"),
+        ("lseek", .allow, why: "stdio/file reads may seek"),
+        ("fcntl", .allowIfOneOf(argument: 1, values: [UInt64(F_GETFD), UInt64(F_SETFD), UInt64(F_GETFL), UInt64(F_SETFL)]),
+         why: "O_NONBLOCK on the channels; no F_DUPFD, no locks"),
     ]
 
     /// Calls no role may make; each is tried in the sandbox by the tests.
@@ -179,6 +211,14 @@ public struct SeccompPolicy: Sendable {
         mustRefuse: commonRefusals + [
             ("open", why: "the broker reads no files (soft: EACCES)"),
             ("openat", why: "the broker reads no files (soft: EACCES)"),
+            ("clone3", why: "forces glibc onto clone, whose flags the filter checks (soft: ENOSYS)"),
+        ])
+
+    /// The auth helper role.
+    public static let auth = SeccompPolicy(
+        role: "auth",
+        [authSoftDenials, runtimeBase, authCalls],
+        mustRefuse: commonRefusals + [
             ("clone3", why: "forces glibc onto clone, whose flags the filter checks (soft: ENOSYS)"),
         ])
 }

@@ -35,11 +35,16 @@ public struct SupervisorConfiguration: Sendable {
     /// The broker's user (also passed in `brokerArguments`); checked before the first spawn when
     /// the broker will be able to drop to it.
     public var brokerUser: String?
+    /// The auth helper's argv (starting with argv[0]); nil: no helper, everyone is allowed.
+    public var authArguments: [String]?
+    /// The auth helper's user (also in `authArguments`); checked before the first spawn.
+    public var authUser: String?
 
     public init(host: String?, port: UInt16, broker: BrokerSettings, executable: String, brokerArguments: [String],
                 drainDeadlineMs: UInt32 = 3000, reload: (@Sendable () throws -> BrokerSettings)? = nil,
                 tls: TLSFiles? = nil, httpsPort: UInt16? = nil, httpsHost: String? = nil,
-                chrootDirectory: String? = nil, brokerUser: String? = nil) {
+                chrootDirectory: String? = nil, brokerUser: String? = nil,
+                authArguments: [String]? = nil, authUser: String? = nil) {
         self.host = host
         self.port = port
         self.broker = broker
@@ -52,6 +57,8 @@ public struct SupervisorConfiguration: Sendable {
         self.httpsHost = httpsHost
         self.chrootDirectory = chrootDirectory
         self.brokerUser = brokerUser
+        self.authArguments = authArguments
+        self.authUser = authUser
     }
 }
 
@@ -64,6 +71,13 @@ public final class Supervisor {
         var channel: HandoffChannel?
         var ready = false
         let startedAt: Int64
+    }
+
+    /// The auth helper: its own process group (it and its policy program die together), a channel
+    /// for `authReload` whose EOF tells the helper that the supervisor is gone.
+    private struct AuthProcess {
+        let pid: pid_t
+        var channel: HandoffChannel?
     }
 
     /// A connection accepted but not yet taken by the broker: it waits for the next broker
@@ -81,6 +95,9 @@ public final class Supervisor {
     private var lastWatchdog: Int64 = 0
     private var listeners: [Listener] = []
     private var broker: BrokerProcess?
+    private var auth: AuthProcess?
+    private var authRestartAt: Int64?
+    private var authCrashes: [Int64] = []
     private var restartAt: Int64?
     private var crashes: [Int64] = []
     private var pending: PendingHandoff?
@@ -135,6 +152,9 @@ public final class Supervisor {
             if let channel = broker?.channel {
                 fds.append(pollfd(fd: channel.rawFD, events: Int16(POLLIN) | (pending != nil ? Int16(POLLOUT) : 0), revents: 0))
             }
+            if let channel = auth?.channel {
+                fds.append(pollfd(fd: channel.rawFD, events: Int16(POLLIN), revents: 0))
+            }
             let now = monotonicMilliseconds()
             let accepting = broker?.ready == true && pending == nil && drainingSince == nil && now >= acceptPausedUntil
             if accepting {
@@ -154,6 +174,9 @@ public final class Supervisor {
             if let channel = broker?.channel, let entry = fds.first(where: { $0.fd == channel.rawFD }), entry.revents != 0 {
                 if entry.revents & Int16(POLLIN | POLLHUP | POLLERR) != 0 { readFromBroker() }
                 if entry.revents & Int16(POLLOUT) != 0 { flushPending() }
+            }
+            if let channel = auth?.channel, let entry = fds.first(where: { $0.fd == channel.rawFD }), entry.revents != 0 {
+                readFromAuth()
             }
             if accepting {
                 for entry in fds.dropFirst() where entry.revents & Int16(POLLIN) != 0 {
@@ -205,6 +228,7 @@ public final class Supervisor {
         do {
             guard try PrivilegeDrop.checkEmptyRoot(directory) else { return }
             if let user = configuration.brokerUser { _ = try PrivilegeDrop.lookUp(user: user) }
+            if configuration.authArguments != nil, let user = configuration.authUser { _ = try PrivilegeDrop.lookUp(user: user) }
         } catch {
             throw SupervisorError(.sandbox, error.message)
         }
@@ -232,6 +256,66 @@ public final class Supervisor {
         }
         broker = BrokerProcess(pid: pid, channel: mine, startedAt: monotonicMilliseconds())
         logger.info("broker started pid=\(pid)")
+        // A new broker gets a new helper: the old helper's channel ended with the old broker.
+        startAuthHelper()
+    }
+
+    // MARK: - Auth helper
+
+    /// Starts the auth helper (replacing a running one) with a fresh broker↔helper socketpair:
+    /// the helper gets its end as fd 3 (and its supervisor channel as fd 4), the running broker
+    /// gets the other end in an `authChannel` frame — so a helper restart drops no peer.
+    private func startAuthHelper() {
+        guard let arguments = configuration.authArguments else { return }
+        authRestartAt = nil
+        if let old = auth {
+            auth = nil
+            kill(-old.pid, SIGKILL)  // with its policy program; reaped as an unknown child
+        }
+        guard let brokerChannel = broker?.channel else { return }
+        do {
+            let (brokerEnd, helperEnd) = try HandoffChannel.pair(roles: (.broker, .auth))
+            let (mine, theirs) = try HandoffChannel.pair(roles: (.supervisor, .auth))
+            let pid = try RoleSpawner.spawn(
+                executable: configuration.executable, arguments: arguments,
+                fdMap: [(parent: helperEnd.rawFD, child: 3), (parent: theirs.rawFD, child: 4)], newProcessGroup: true)
+            auth = AuthProcess(pid: pid, channel: mine)
+            try mine.setNonBlocking(true)
+            try brokerChannel.send(type: .authChannel, fd: brokerEnd.rawFD)
+            logger.info("auth helper started pid=\(pid)")
+        } catch {
+            logger.error("cannot start the auth helper or connect it to the broker (\(error)); registrations are denied until it runs")
+            if let current = auth { kill(-current.pid, SIGKILL) }
+            auth = nil
+            scheduleAuthRestart(now: monotonicMilliseconds())
+        }
+    }
+
+    private func readFromAuth() {
+        guard let channel = auth?.channel else { return }
+        do {
+            if let frame = try channel.receive() {
+                logger.error("the auth helper sent a \(frame.type) frame on the supervisor channel; restarting it")
+            } else {
+                auth?.channel = nil  // EOF: the helper is gone or going; SIGCHLD tells how
+                return
+            }
+        } catch where error.code == .wouldBlock {
+            return
+        } catch {
+            logger.error("the auth helper sent a bad frame (\(error)); restarting it")
+        }
+        if let current = auth { kill(-current.pid, SIGKILL) }
+        auth?.channel = nil
+    }
+
+    /// A dead helper is restarted with capped backoff, never given up on: while it is down every
+    /// registration is denied ("Error on Auth"), the peers already registered stay.
+    private func scheduleAuthRestart(now: Int64) {
+        authCrashes = authCrashes.filter { now - $0 < Self.crashWindowMs } + [now]
+        let delay: Int64 = authCrashes.count <= 1 ? 0 : min(5000, 100 << Int64(min(authCrashes.count - 2, 8)))
+        authRestartAt = now + delay
+        if delay > 0 { logger.warning("restarting the auth helper in \(delay) ms") }
     }
 
     /// Sends the current TLS material as one generation of `tlsChunk` frames, waiting (bounded)
@@ -326,6 +410,15 @@ public final class Supervisor {
             var status: Int32 = 0
             let pid = waitpid(-1, &status, WNOHANG)
             guard pid > 0 else { break }
+            if pid == auth?.pid {
+                auth = nil
+                kill(-pid, SIGKILL)  // its policy program, if any, goes with it
+                if drainingSince == nil {
+                    logger.error("auth helper pid=\(pid) \(ChildExit(status: status)); restarting it")
+                    scheduleAuthRestart(now: monotonicMilliseconds())
+                }
+                continue
+            }
             guard pid == broker?.pid else {
                 logger.info("reaped child pid=\(pid): \(ChildExit(status: status))")
                 continue
@@ -427,7 +520,16 @@ public final class Supervisor {
     /// and material. A broken file keeps what is running. Listen addresses and the TLS file
     /// paths change only on restart.
     private func reloadConfiguration() {
+        if let channel = auth?.channel {
+            do {
+                try channel.send(type: .authReload)
+                logger.notice("SIGHUP: the auth helper re-reads its policy files")
+            } catch {
+                logger.error("could not ask the auth helper to reload (\(error))")
+            }
+        }
         guard configuration.reload != nil || configuration.tls != nil else {
+            if configuration.authArguments != nil { return }
             logger.notice("SIGHUP: no configuration file is in use; settings come from the command line, nothing to re-read")
             return
         }
@@ -489,6 +591,12 @@ public final class Supervisor {
     }
 
     private func finish() -> Int32 {
+        if let helper = auth {
+            kill(-helper.pid, SIGKILL)
+            var status: Int32 = 0
+            waitpid(helper.pid, &status, 0)
+            auth = nil
+        }
         if let current = broker {
             kill(current.pid, SIGKILL)
             var status: Int32 = 0
@@ -510,6 +618,9 @@ public final class Supervisor {
         if let restartAt, now >= restartAt, broker == nil, drainingSince == nil {
             try spawnBroker()
         }
+        if let authRestartAt, now >= authRestartAt, auth == nil, broker?.channel != nil, drainingSince == nil {
+            startAuthHelper()
+        }
         if let current = broker, !current.ready, now - current.startedAt > Self.startupDeadlineMs {
             logger.error("broker pid=\(current.pid) did not report ready within \(Self.startupDeadlineMs) ms; killing it")
             killBroker()
@@ -520,6 +631,7 @@ public final class Supervisor {
     private func nextTimeout(now: Int64) -> Int32 {
         var deadline: Int64 = now + 1000
         if let restartAt { deadline = min(deadline, restartAt) }
+        if let authRestartAt { deadline = min(deadline, authRestartAt) }
         if acceptPausedUntil > now { deadline = min(deadline, acceptPausedUntil) }
         if let interval = watchdogIntervalMs { deadline = min(deadline, lastWatchdog + interval / 2) }
         return Int32(max(0, deadline - now))

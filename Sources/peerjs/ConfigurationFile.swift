@@ -13,6 +13,7 @@ struct ConfigurationFile {
         "port", "host", "key", "path", "expire_timeout", "alive_timeout", "concurrent_limit", "cors",
         "cleanup_out_msgs", "max_message_size", "handshake_timeout", "log_level", "user", "chroot",
         "sslkey", "sslcert", "sslkey_passphrase_file", "https_port", "https_host",
+        "keys", "auth_users", "auth_program", "auth_timeout", "auth_user", "auth_jwt_key",
     ]
     static let switchKeys: Set<String> = ["allow_discovery", "proxied"]
 

@@ -1,4 +1,6 @@
 import ArgumentParser
+import AuthHelper
+import AuthJWT
 import Broker
 import Glibc
 import IPC
@@ -101,6 +103,30 @@ struct PeerJSCommand: ParsableCommand {
             help: ArgumentHelp("The empty, root-owned directory the broker is locked into (created, mode 0555, when missing and peerjs runs as root).", valueName: "dir"))
     var chroot: String = SandboxPolicy.defaultChrootDirectory
 
+    @Option(name: .customLong("keys"),
+            help: ArgumentHelp("Comma-separated API keys served instead of --key; each key is a room of its own (its own ids, its own /<key>/peers).", valueName: "key,key"))
+    var keys: String?
+
+    @Option(name: [.customLong("auth-users"), .customLong("auth_users")],
+            help: ArgumentHelp("Users file for the auth helper: lines of `id token [key ...]`; re-read on SIGHUP.", valueName: "file"))
+    var authUsers: String?
+
+    @Option(name: [.customLong("auth-program"), .customLong("auth_program")],
+            help: ArgumentHelp("Policy program the auth helper runs and asks in JSON lines (see README); restarted when it dies or hangs.", valueName: "path"))
+    var authProgram: String?
+
+    @Option(name: [.customLong("auth-jwt-key"), .customLong("auth_jwt_key")],
+            help: ArgumentHelp("The token is a JWT (sub = peer id, optional keys claim, exp/nbf enforced) signed with this HS256 secret or ES256/RS256 PEM public key; re-read on SIGHUP.", valueName: "file"))
+    var authJWTKey: String?
+
+    @Option(name: [.customLong("auth-timeout"), .customLong("auth_timeout")],
+            help: ArgumentHelp("Milliseconds the broker waits for the auth helper; then the client gets `Auth Timeout`.", valueName: "ms"))
+    var authTimeout: Int = 1000
+
+    @Option(name: [.customLong("auth-user"), .customLong("auth_user")],
+            help: "The unprivileged user the auth helper runs as when peerjs starts as root.")
+    var authUser: String = "_peerjs-auth"
+
     @Option(name: .customLong("role"), help: .private)
     var role: String?
 
@@ -134,7 +160,23 @@ struct PeerJSCommand: ParsableCommand {
             throw ValidationError("--log-level must be one of trace, debug, info, notice, warning, error, critical")
         }
         guard cors.count <= 64 else { throw ValidationError("--cors may be given at most 64 times") }
-        if let role, role != "broker", role != "sandbox-probe" { throw ValidationError("--role: unknown role \(role)") }
+        if let role, !["broker", "auth", "sandbox-probe"].contains(role) { throw ValidationError("--role: unknown role \(role)") }
+        guard (1...60_000).contains(authTimeout) else {
+            throw ValidationError("--auth-timeout must be between 1 and 60000 ms, not \(authTimeout)")
+        }
+        guard !authUser.isEmpty else { throw ValidationError("--auth-user must not be empty") }
+        if let authProgram, !authProgram.hasPrefix("/") {
+            throw ValidationError("--auth-program must be an absolute path, not \(authProgram)")
+        }
+        if keys != nil {
+            let list = keyList
+            guard !list.isEmpty, list.count <= BrokerSettings.maxExtraKeys + 1 else {
+                throw ValidationError("--keys needs between 1 and \(BrokerSettings.maxExtraKeys + 1) comma-separated keys")
+            }
+            for room in list.dropFirst() where room.utf8.count > BrokerSettings.maxExtraKeyLength {
+                throw ValidationError("--keys: each key after the first is at most \(BrokerSettings.maxExtraKeyLength) bytes; `\(room)` is longer")
+            }
+        }
         guard !user.isEmpty else { throw ValidationError("--user must not be empty") }
         guard chroot.hasPrefix("/") else { throw ValidationError("--chroot must be an absolute path, not \(chroot)") }
         guard SeccompPolicy.named(probePolicy) != nil else { throw ValidationError("--policy: unknown policy \(probePolicy)") }
@@ -164,12 +206,29 @@ struct PeerJSCommand: ParsableCommand {
         return TLSFiles(keyPath: sslkey, certificatePath: sslcert, passphrasePath: sslkeyPassphraseFile)
     }
 
+    /// `--keys` split at commas (empty entries dropped); `[--key]` without it.
+    var keyList: [String] {
+        guard let keys else { return [key] }
+        return keys.split(separator: ",").map { String($0.filter { $0 != " " }) }.filter { !$0.isEmpty }
+    }
+
+    /// Whether an auth helper runs (a users file or a policy program is configured).
+    var authEnabled: Bool { authUsers != nil || authProgram != nil || authJWTKey != nil }
+
+    var authOptions: AuthHelperOptions {
+        AuthHelperOptions(
+            usersPath: authUsers, programPath: authProgram, timeoutMs: authTimeout, jwtKeyPath: authJWTKey,
+            makeVerifier: { (path) throws(AuthError) in try JWTVerifier.load(path: path) })
+    }
+
     var brokerSettings: BrokerSettings {
-        BrokerSettings(
-            key: key, path: path, expireTimeoutMs: UInt32(expireTimeout), aliveTimeoutMs: UInt32(aliveTimeout),
+        let rooms = keyList
+        return BrokerSettings(
+            key: rooms.first ?? key, path: path, expireTimeoutMs: UInt32(expireTimeout), aliveTimeoutMs: UInt32(aliveTimeout),
             cleanupIntervalMs: UInt32(cleanupOutMsgs), concurrentLimit: UInt32(concurrentLimit),
             allowDiscovery: allowDiscovery, proxied: proxied, corsOrigins: cors,
-            maxMessageBytes: UInt32(maxMessageSize), handshakeTimeoutMs: UInt32(handshakeTimeout), threads: 1)
+            maxMessageBytes: UInt32(maxMessageSize), handshakeTimeoutMs: UInt32(handshakeTimeout), threads: 1,
+            extraKeys: Array(rooms.dropFirst()), authTimeoutMs: authEnabled ? UInt32(authTimeout) : 0)
     }
 
     /// Parses the command line, with the configuration file's settings (if `--config` names
@@ -189,8 +248,9 @@ struct PeerJSCommand: ParsableCommand {
     /// Enters the sandbox of `--policy` (the broker's for the broker role) and logs what it did.
     /// Runs once the role's threads exist and before any untrusted byte is read.
     func confine(openFiles peers: UInt64, logger: Logger) throws {
+        let authProbe = role == "sandbox-probe" && probePolicy == "auth"  // the helper has no chroot
         let policy = SandboxPolicy(
-            user: user, chrootDirectory: chroot, openFiles: peers + PrivilegeDrop.descriptorSlack,
+            user: user, chrootDirectory: authProbe ? nil : chroot, openFiles: peers + PrivilegeDrop.descriptorSlack,
             seccomp: SeccompPolicy.named(role == "sandbox-probe" ? probePolicy : "broker") ?? .broker,
             debug: sandboxDebug)
         let report = try Sandbox.apply(policy)
@@ -198,7 +258,23 @@ struct PeerJSCommand: ParsableCommand {
         if let skipped = report.skipped {
             logger.notice("sandbox: \(skipped); \(filter)")
         } else if let identity = report.identity {
-            logger.info("sandbox: chroot \(chroot), uid \(identity.uid) gid \(identity.gid), \(filter)")
+            logger.info("sandbox: \(authProbe ? "no chroot" : "chroot \(chroot)"), uid \(identity.uid) gid \(identity.gid), \(filter)")
+        }
+    }
+
+    /// The auth helper's sandbox: its own user, no chroot (it re-reads its policy files), the
+    /// `auth` seccomp policy (no network, no new programs); its policy program starts just before
+    /// the filter, as the helper's user.
+    func confineAuthHelper(logger: Logger, beforeFilter: () throws -> Void) throws {
+        let policy = SandboxPolicy(user: authUser, chrootDirectory: nil, openFiles: 64, seccomp: .auth, debug: sandboxDebug)
+        let report = try Sandbox.apply(policy) { () throws(SandboxError) in
+            do { try beforeFilter() } catch { throw SandboxError(.roleSetup, "\(error)") }
+        }
+        let filter = "seccomp auth (\(sandboxDebug ? "trap" : "kill"))"
+        if let skipped = report.skipped {
+            logger.notice("sandbox: \(skipped); \(filter)")
+        } else if let identity = report.identity {
+            logger.info("sandbox: uid \(identity.uid) gid \(identity.gid), \(filter)")
         }
     }
 
@@ -218,14 +294,42 @@ struct PeerJSCommand: ParsableCommand {
                 try confine(openFiles: UInt64(settings.concurrentLimit), logger: logger)
             })
         }
+        if role == "auth" {
+            throw ExitCode(AuthHelperRole.run(
+                brokerDescriptor: 3, supervisorDescriptor: 4, options: authOptions, logger: logger
+            ) { beforeFilter in
+                try confineAuthHelper(logger: logger, beforeFilter: beforeFilter)
+            })
+        }
         if role == "sandbox-probe" {
-            throw ExitCode(SandboxProbe.run(attempt: probeTry, logger: logger) {
+            throw ExitCode(SandboxProbe.run(attempt: probeTry, policy: probePolicy, logger: logger) {
                 try confine(openFiles: UInt64(concurrentLimit), logger: logger)
             })
         }
         var brokerArguments = [CommandLine.arguments.first ?? "peerjs", "--role", "broker", "--log-level", logLevel,
                                "--user", user, "--chroot", chroot]
         if sandboxDebug { brokerArguments.append("--sandbox-debug") }
+        var authArguments: [String]?
+        if authEnabled {
+            // Checked now, as root: a broken users file is a start-up error naming file:line.
+            do {
+                _ = try authOptions.loadPolicy()
+            } catch {
+                logger.critical("\(error.description)")
+                throw ExitCode(78)
+            }
+            if let authProgram, access(authProgram, X_OK) != 0 {
+                logger.critical("--auth-program \(authProgram) is not an executable file: \(String(cString: strerror(errno)))")
+                throw ExitCode(78)
+            }
+            var list = [CommandLine.arguments.first ?? "peerjs", "--role", "auth", "--log-level", logLevel,
+                        "--auth-user", authUser, "--auth-timeout", String(authTimeout)]
+            if let authUsers { list += ["--auth-users", authUsers] }
+            if let authProgram { list += ["--auth-program", authProgram] }
+            if let authJWTKey { list += ["--auth-jwt-key", authJWTKey] }
+            if sandboxDebug { list.append("--sandbox-debug") }
+            authArguments = list
+        }
         var reload: (@Sendable () throws -> BrokerSettings)?
         if config != nil {
             reload = { try Self.parseWithConfiguration(arguments).brokerSettings }
@@ -233,7 +337,8 @@ struct PeerJSCommand: ParsableCommand {
         let configuration = SupervisorConfiguration(
             host: host, port: UInt16(port), broker: brokerSettings, executable: "/proc/self/exe",
             brokerArguments: brokerArguments, reload: reload, tls: tlsFiles, httpsPort: httpsPort.map { UInt16($0) },
-            httpsHost: httpsHost, chrootDirectory: chroot, brokerUser: user)
+            httpsHost: httpsHost, chrootDirectory: chroot, brokerUser: user,
+            authArguments: authArguments, authUser: authUser)
         do {
             throw ExitCode(try Supervisor(configuration: configuration, logger: logger).run())
         } catch let error as SupervisorError {

@@ -10,6 +10,13 @@ import Sandbox
 /// ran, 0 for a good baseline; a killed call ends the process with SIGSYS.
 enum SandboxProbe {
     static func run(attempt: String, logger: Logger, confine: () throws -> Void) -> Int32 {
+        run(attempt: attempt, policy: "broker", logger: logger, confine: confine)
+    }
+
+    /// With `policy` `auth`, no event loop is started (the auth helper has none) and the
+    /// baseline is the helper's workload: allocation, poll, sleeping, a read-only open.
+    static func run(attempt: String, policy: String, logger: Logger, confine: () throws -> Void) -> Int32 {
+        if policy == "auth" { return runAuth(attempt: attempt, logger: logger, confine: confine) }
         // The broker's threads exist before the filter, as in the broker role.
         let server: BrokerServer
         do {
@@ -48,12 +55,69 @@ enum SandboxProbe {
         return 200
     }
 
+    static func runAuth(attempt: String, logger: Logger, confine: () throws -> Void) -> Int32 {
+        let readOnly = strdup("/etc/hostname")
+        var fds: [Int32] = [-1, -1]
+        guard socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0, &fds) == 0 else { return 71 }
+        let call: PreparedCall?
+        if attempt == "open-write" {
+            // openat(AT_FDCWD, "/etc/hostname", O_WRONLY | O_CREAT): the filter's argument check.
+            call = PreparedCall("openat").map {
+                PreparedCall(number: $0.number, arguments: [Int(AT_FDCWD), Int(bitPattern: readOnly), Int(O_WRONLY | O_CREAT), 0o644, 0, 0])
+            }
+        } else if attempt == "baseline" {
+            call = nil
+        } else {
+            guard let prepared = PreparedCall(attempt) else {
+                logger.error("probe: unknown system call \(attempt)")
+                return 64
+            }
+            call = prepared
+        }
+        do { try confine() } catch {
+            logger.critical("probe: cannot enter the sandbox: \(error)")
+            return 3
+        }
+        guard let call else {
+            var blocks: [[UInt8]] = []
+            for size in [16, 4096, 1 << 20, 8 << 20] { blocks.append([UInt8](repeating: 7, count: size)) }
+            guard blocks.map(\.count).reduce(0, +) > 0 else { return 10 }
+            // The helper is one thread: a poll loop over sockets made before the filter.
+            var one: UInt8 = 1
+            guard write(fds[1], &one, 1) == 1 else { return 11 }
+            var entry = pollfd(fd: fds[0], events: Int16(POLLIN), revents: 0)
+            guard poll(&entry, 1, 5000) == 1 else { return 12 }
+            var byte: UInt8 = 0
+            guard read(fds[0], &byte, 1) == 1, byte == 1 else { return 13 }
+            var pause = timespec(tv_sec: 0, tv_nsec: 2_000_000)
+            guard nanosleep(&pause, nil) == 0 else { return 15 }
+            let file = open("/etc/hostname", O_RDONLY | O_CLOEXEC)
+            guard file >= 0 else { return 14 }
+            close(file)
+            logger.info("probe: baseline passed")
+            return 0
+        }
+        errno = 0
+        let result = cshim_syscall6(call.number, call.arguments[0], call.arguments[1], call.arguments[2],
+                                    call.arguments[3], call.arguments[4], call.arguments[5])
+        if result == 0 && call.createsProcess { _exit(0) }
+        if result < 0 { return min(errno, 199) }
+        logger.error("probe: \(attempt) ran (returned \(result))")
+        return 200
+    }
+
     /// A system call with arguments that would really do its work if it were allowed, all
     /// allocated before the filter.
     struct PreparedCall {
         let number: Int
         let arguments: [Int]
         let createsProcess: Bool
+
+        init(number: Int, arguments: [Int]) {
+            self.number = number
+            self.arguments = arguments
+            createsProcess = false
+        }
 
         init?(_ attempt: String) {
             let name = attempt == "mmap-exec" ? "mmap" : attempt == "mprotect-exec" ? "mprotect" : attempt

@@ -12,9 +12,11 @@ struct FrameTableTests {
             (.drain, 4, .supervisor, .broker, false),
             (.stats, 5, .broker, .supervisor, false),
             (.reload, 6, .supervisor, .broker, false),
+            (.authChannel, 7, .supervisor, .broker, true),
             (.authQuery, 16, .broker, .auth, false),
             (.authVerdict, 17, .auth, .broker, false),
             (.peerEvent, 18, .broker, .auth, false),
+            (.authReload, 19, .supervisor, .auth, false),
             (.tlsChunk, 32, .supervisor, .broker, false),
         ]
         #expect(expected.count == FrameType.allCases.count)

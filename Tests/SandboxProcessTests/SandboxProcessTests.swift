@@ -5,11 +5,11 @@ import Testing
 
 /// Runs `peerjs --role sandbox-probe` (the broker's event loop, the broker's sandbox, then one
 /// call) as the tests' own user; when that is root the probe drops to `nobody` in a fresh chroot.
-private func probe(_ attempt: String, debug: Bool = false, wrapper: [String] = []) throws -> (Termination?, String) {
+private func probe(_ attempt: String, policy: String = "broker", debug: Bool = false, wrapper: [String] = []) throws -> (Termination?, String) {
     let root = try ChrootDirectory()
     defer { root.remove() }
     let binary = try peerjsBinary()
-    var arguments = ["--role", "sandbox-probe", "--policy", "broker", "--try", attempt, "--user", "nobody",
+    var arguments = ["--role", "sandbox-probe", "--policy", policy, "--try", attempt, "--user", "nobody",
                      "--chroot", root.path, "--log-level", "info"]
     if debug { arguments.append("--sandbox-debug") }
     let child = wrapper.isEmpty ? try Child(binary, arguments) : try Child(wrapper[0], Array(wrapper.dropFirst()) + [binary] + arguments)
@@ -25,6 +25,23 @@ private func expectedEnd(of name: String) -> Termination {
 
 @Suite("Sandbox, in the real binary", .serialized)
 struct SandboxProcessTests {
+    @Test("auth helper sandbox: every must-refuse call dies of SIGSYS (clone3: ENOSYS); no socket, no exec, no write-open",
+          arguments: SeccompPolicy.auth.mustRefuse.map(\.name) + ["open-write"])
+    func authMustRefuse(name: String) throws {
+        let (end, output) = try probe(name, policy: "auth")
+        let expected: Termination
+        if case .errno(let value) = SeccompPolicy.auth.rule(name)?.action { expected = .exited(value) } else { expected = .signalled(SIGSYS) }
+        #expect(end == expected, "\(name): \(output)")
+    }
+
+    @Test("auth helper sandbox baseline (allocation, poll, sleep, a read-only open) exits 0")
+    func authBaseline() throws {
+        let (end, output) = try probe("baseline", policy: "auth")
+        #expect(end == .exited(0), "\(output)")
+        #expect(output.contains("probe: baseline passed"))
+        if geteuid() == 0 { #expect(output.contains("uid 65534"), "\(output)") }
+    }
+
     @Test("every must-refuse call dies of SIGSYS (or gets its soft-denial errno) in the broker's sandbox",
           arguments: SeccompPolicy.broker.mustRefuse.map(\.name))
     func mustRefuse(name: String) throws {

@@ -53,4 +53,22 @@ struct SeccompPolicyTests {
         #expect(!PrivilegeDrop.canDrop(capabilities: 1 << 7))
         #expect(!PrivilegeDrop.canDrop(capabilities: 0))
     }
+
+    @Test("the auth policy: names resolve, no duplicates, no network or new programs, files read-only")
+    func authPolicy() {
+        let auth = SeccompPolicy.auth
+        let names = auth.rules.map(\.name)
+        #expect(Set(names).count == names.count)
+        for name in names + auth.mustRefuse.map(\.name) {
+            #expect(seccomp_syscall_resolve_name(name) >= 0, "\(name) is unknown on this architecture")
+        }
+        for rule in auth.rules { #expect(!rule.why.isEmpty, "\(rule.name) has no reason") }
+        let allowed = Set(auth.rules.filter { $0.action.allows }.map(\.name))
+        let refused = Set(auth.mustRefuse.map(\.name))
+        #expect(allowed.isDisjoint(with: refused))
+        for name in ["socket", "connect", "execve", "fork", "bind", "ptrace"] { #expect(refused.contains(name)) }
+        // O_WRONLY | O_RDWR | O_CREAT | O_TRUNC | O_APPEND must be masked out: read-only opens only.
+        #expect(auth.rule("openat")?.action == .allowIfMasked(argument: 2, mask: 0o3 | 0o100 | 0o1000 | 0o2000, value: 0))
+        #expect(SeccompPolicy.named("auth")?.role == "auth")
+    }
 }

@@ -1,0 +1,162 @@
+public import AuthHelper
+import Crypto
+import JWTKit
+import _CryptoExtras
+
+/// `--auth-jwt-key`: the token a client presents is a JWT signed with this key (HS256 secret, or
+/// an ES256 / RS256 public key in PEM). Its `sub` must be the peer id, an optional `keys` claim
+/// lists the keys (rooms) it may use, and `exp` / `nbf` are enforced. Verification is
+/// synchronous (the helper is one thread under seccomp): jwt-kit parses the token and checks the
+/// time claims, swift-crypto checks the signature; the header's `alg` must match the key, so a
+/// token cannot choose `none` or a different algorithm.
+public struct JWTVerifier: TokenVerifier {
+    enum Key: Sendable {
+        case hmac(SymmetricKey)
+        case ecdsa(P256.Signing.PublicKey)
+        case rsa(_RSA.Signing.PublicKey)
+
+        var algorithm: String {
+            switch self {
+            case .hmac: "HS256"
+            case .ecdsa: "ES256"
+            case .rsa: "RS256"
+            }
+        }
+    }
+
+    /// The claims the helper reads.
+    struct Claims: JWTPayload {
+        var sub: SubjectClaim
+        var exp: ExpirationClaim?
+        var nbf: NotBeforeClaim?
+        var keys: [String]?
+
+        func verify(using algorithm: some JWTAlgorithm) async throws {}
+    }
+
+    let key: Key
+
+    /// Reads the key file: a PEM public key (EC P-256 or RSA), otherwise the bytes of an HMAC
+    /// secret (one trailing newline is ignored; at least 32 bytes).
+    public init(keyFile text: String) throws(AuthError) {
+        if text.contains("-----BEGIN") {
+            if let ec = try? P256.Signing.PublicKey(pemRepresentation: text) {
+                key = .ecdsa(ec)
+            } else if let rsa = try? _RSA.Signing.PublicKey(pemRepresentation: text) {
+                key = .rsa(rsa)
+            } else {
+                throw AuthError("the JWT key is PEM but neither an EC P-256 nor an RSA public key")
+            }
+            return
+        }
+        var secret = Array(text.utf8)
+        if secret.last == 0x0a { secret.removeLast() }
+        if secret.last == 0x0d { secret.removeLast() }
+        guard secret.count >= 32 else {
+            throw AuthError("the HS256 secret has \(secret.count) bytes; use at least 32")
+        }
+        key = .hmac(SymmetricKey(data: secret))
+    }
+
+    /// A factory for ``AuthHelperOptions``.
+    public static func load(path: String) throws(AuthError) -> any TokenVerifier {
+        try JWTVerifier(keyFile: UsersFile.readText(path))
+    }
+
+    public func denial(token: String, id: String, key room: String) -> String? {
+        let parts = token.split(separator: ".", omittingEmptySubsequences: false)
+        guard parts.count == 3, let headerBytes = Self.base64URLDecode(parts[0]),
+            let header = JSONLine.parseObject(String(decoding: headerBytes, as: UTF8.self)),
+            case .string(let algorithm)? = header["alg"], algorithm == key.algorithm,
+            let signature = Self.base64URLDecode(parts[2])
+        else { return AuthPolicy.invalidID }
+        let signed = Array(token.utf8.prefix(parts[0].utf8.count + 1 + parts[1].utf8.count))
+        guard verifies(signature: signature, over: signed) else { return AuthPolicy.invalidID }
+        let claims: Claims
+        do {
+            claims = try DefaultJWTParser().parse(Array(token.utf8), as: Claims.self).payload
+            try claims.exp?.verifyNotExpired()
+            try claims.nbf?.verifyNotBefore()
+        } catch {
+            return AuthPolicy.invalidID
+        }
+        guard claims.sub.value == id else { return AuthPolicy.invalidID }
+        if let keys = claims.keys, !keys.contains(room) { return AuthPolicy.invalidKey }
+        return nil
+    }
+
+    /// Runs every code path of a check once (parser, JSON decoder, claims, the signature check)
+    /// so that lazy initialisation happens before the seccomp filter.
+    public func prime() {
+        let header = Self.base64URLEncode(Array(#"{"alg":"\#(key.algorithm)","typ":"JWT"}"#.utf8))
+        let payload = Self.base64URLEncode(Array(#"{"sub":"prime","exp":4102444800,"nbf":0,"keys":["k"]}"#.utf8))
+        var signature = [UInt8](repeating: 1, count: 64)
+        if case .hmac(let secret) = key {
+            signature = Array(HMAC<SHA256>.authenticationCode(for: Array("\(header).\(payload)".utf8), using: secret))
+        } else if case .rsa = key {
+            signature = [UInt8](repeating: 1, count: 256)
+        }
+        let token = "\(header).\(payload).\(Self.base64URLEncode(signature))"
+        _ = denial(token: token, id: "prime", key: "k")
+        if let claims = try? DefaultJWTParser().parse(Array(token.utf8), as: Claims.self).payload {
+            _ = try? claims.exp?.verifyNotExpired()
+            _ = try? claims.nbf?.verifyNotBefore()
+        }
+    }
+
+    static func base64URLEncode(_ bytes: [UInt8]) -> String {
+        let alphabet = Array("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_".utf8)
+        var out: [UInt8] = []
+        var index = 0
+        while index < bytes.count {
+            let chunk = bytes[index..<min(index + 3, bytes.count)]
+            var bits: UInt32 = 0
+            for byte in chunk { bits = bits << 8 | UInt32(byte) }
+            bits <<= UInt32(8 * (3 - chunk.count))
+            for position in 0...chunk.count { out.append(alphabet[Int((bits >> UInt32(18 - 6 * position)) & 0x3f)]) }
+            index += 3
+        }
+        return String(decoding: out, as: UTF8.self)
+    }
+
+    private func verifies(signature: [UInt8], over data: [UInt8]) -> Bool {
+        switch key {
+        case .hmac(let secret):
+            return HMAC<SHA256>.isValidAuthenticationCode(signature, authenticating: data, using: secret)
+        case .ecdsa(let publicKey):
+            guard let parsed = try? P256.Signing.ECDSASignature(rawRepresentation: signature) else { return false }
+            return publicKey.isValidSignature(parsed, for: data)
+        case .rsa(let publicKey):
+            let parsed = _RSA.Signing.RSASignature(rawRepresentation: signature)
+            return publicKey.isValidSignature(parsed, for: data, padding: .insecurePKCS1v1_5)
+        }
+    }
+
+    static func base64URLDecode(_ text: Substring) -> [UInt8]? {
+        var values: [UInt8] = []
+        values.reserveCapacity(text.utf8.count)
+        for byte in text.utf8 {
+            switch byte {
+            case UInt8(ascii: "A")...UInt8(ascii: "Z"): values.append(byte - UInt8(ascii: "A"))
+            case UInt8(ascii: "a")...UInt8(ascii: "z"): values.append(byte - UInt8(ascii: "a") + 26)
+            case UInt8(ascii: "0")...UInt8(ascii: "9"): values.append(byte - UInt8(ascii: "0") + 52)
+            case UInt8(ascii: "-"): values.append(62)
+            case UInt8(ascii: "_"): values.append(63)
+            default: return nil
+            }
+        }
+        guard values.count % 4 != 1 else { return nil }
+        var out: [UInt8] = []
+        var index = 0
+        while index < values.count {
+            let chunk = values[index..<min(index + 4, values.count)]
+            var bits: UInt32 = 0
+            for value in chunk { bits = bits << 6 | UInt32(value) }
+            bits <<= UInt32(6 * (4 - chunk.count))
+            let bytes = [UInt8(truncatingIfNeeded: bits >> 16), UInt8(truncatingIfNeeded: bits >> 8), UInt8(truncatingIfNeeded: bits)]
+            out += bytes.prefix(chunk.count - 1)
+            index += 4
+        }
+        return out
+    }
+}

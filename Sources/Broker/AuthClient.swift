@@ -1,0 +1,211 @@
+import Glibc
+import IPC
+import Logging
+import NIOCore
+import PeerProtocol
+
+/// The broker's side of the auth helper: asks before a WebSocket client registers, with a
+/// deadline, and forwards `connection` / `disconnect` events. Lives on the broker's event loop;
+/// a reader thread turns the helper's verdicts into loop tasks. Every failure — no helper, a
+/// dead or misbehaving helper, a late answer — is a denial, never an allow.
+final class AuthClient {
+    /// What the decision callback is told: the client-visible reason of a denial, or nil.
+    typealias Decide = (_ connection: ConnectionID, _ request: RegistrationRequest, _ denial: String?) -> Void
+
+    static let timeoutReason = "Auth Timeout"
+    static let failureReason = "Error on Auth"
+
+    private struct Pending {
+        let connection: ConnectionID
+        let request: RegistrationRequest
+        let ip: String
+        let timeout: Scheduled<Void>
+    }
+
+    /// What the reader thread reports.
+    enum ReaderEvent: Sendable {
+        case verdict(requestID: UInt32, AuthVerdict)
+        case closed(String)
+    }
+
+    private let loop: any EventLoop
+    private let logger: Logger
+    var timeoutMs: Int64
+    var decide: Decide = { _, _, _ in }
+    private var link: HandoffChannel?
+    private var generation = 0
+    private var nextRequestID: UInt32 = 0
+    private var pending: [UInt32: Pending] = [:]
+    /// Client addresses of allowed peers, for their events (a closed connection has left the
+    /// connection table by the time its `disconnect` event fires).
+    private var addresses: [ConnectionID: String] = [:]
+
+    init(loop: any EventLoop, timeoutMs: Int64, logger: Logger) {
+        self.loop = loop
+        self.timeoutMs = timeoutMs
+        self.logger = logger
+    }
+
+    /// Uses `channel` from now on (the helper started or was restarted); questions still open on
+    /// the previous channel are denied.
+    func attach(_ channel: HandoffChannel) {
+        failAll("the auth helper was replaced")
+        generation += 1
+        link = channel
+        do {
+            try channel.setNonBlocking(true)
+        } catch {
+            logger.error("auth helper channel unusable: \(error)")
+            link = nil
+            return
+        }
+        let bound = NIOLoopBound(self, eventLoop: loop)
+        let current = generation
+        AuthReader.start(channel: channel) { event in
+            bound.eventLoop.execute { bound.value.handle(event, generation: current) }
+        }
+        logger.info("auth helper connected")
+    }
+
+    /// Asks whether the client may register; `decide` is called exactly once, on this loop.
+    func ask(_ connection: ConnectionID, request: RegistrationRequest, ip: String) {
+        let query = AuthQuery(
+            id: request.id ?? "", token: request.token ?? "", key: request.key ?? "", ip: ip, version: request.version ?? "")
+        guard query.fitsCaps else {
+            decide(connection, request, "Invalid ID")
+            return
+        }
+        guard let link else {
+            logger.warning("no auth helper is connected; denying \(query.id)")
+            decide(connection, request, Self.failureReason)
+            return
+        }
+        nextRequestID &+= 1
+        if nextRequestID == 0 { nextRequestID = 1 }
+        let requestID = nextRequestID
+        do {
+            try link.send(type: .authQuery, message: query, requestID: requestID)
+        } catch {
+            logger.error("cannot ask the auth helper (\(error)); denying \(query.id)")
+            if error.code != .wouldBlock { linkFailed("send failed: \(error)") }
+            decide(connection, request, Self.failureReason)
+            return
+        }
+        let bound = NIOLoopBound(self, eventLoop: loop)
+        let timeout = loop.scheduleTask(in: .milliseconds(timeoutMs)) { bound.value.expire(requestID) }
+        pending[requestID] = Pending(connection: connection, request: request, ip: ip, timeout: timeout)
+    }
+
+    /// Forwards a registration or departure to the helper (best effort: an event that does not
+    /// fit in the channel is dropped and logged).
+    func forward(_ event: PeerEvent) {
+        let message: PeerEventMessage
+        switch event {
+        case .connected(let id, let key, let connection):
+            message = PeerEventMessage(kind: .connection, id: id, key: key, ip: addresses[connection] ?? "")
+        case .disconnected(let id, let key, let connection, _):
+            message = PeerEventMessage(kind: .disconnect, id: id, key: key, ip: addresses.removeValue(forKey: connection) ?? "")
+        }
+        guard let link else { return }
+        do {
+            try link.send(type: .peerEvent, message: message)
+        } catch {
+            logger.warning("could not pass a \(message.kind) event for \(message.id) to the auth helper: \(error)")
+        }
+    }
+
+    /// A connection that was allowed but then refused by the engine, or never got an event.
+    func forget(_ connection: ConnectionID) {
+        addresses[connection] = nil
+    }
+
+    private func handle(_ event: ReaderEvent, generation: Int) {
+        guard generation == self.generation else { return }
+        switch event {
+        case .verdict(let requestID, let verdict):
+            guard let entry = pending.removeValue(forKey: requestID) else {
+                logger.debug("late or unknown auth verdict #\(requestID) ignored")
+                return
+            }
+            entry.timeout.cancel()
+            if verdict.allow { addresses[entry.connection] = entry.ip }
+            let reason = verdict.reason.isEmpty ? Self.failureReason : verdict.reason
+            decide(entry.connection, entry.request, verdict.allow ? nil : reason)
+        case .closed(let why):
+            linkFailed(why)
+        }
+    }
+
+    private func expire(_ requestID: UInt32) {
+        guard let entry = pending.removeValue(forKey: requestID) else { return }
+        logger.warning("the auth helper did not answer within \(timeoutMs) ms; denying \(entry.request.id ?? "")")
+        decide(entry.connection, entry.request, Self.timeoutReason)
+    }
+
+    private func linkFailed(_ why: String) {
+        guard link != nil else { return }
+        logger.error("auth helper channel lost (\(why)); registrations are denied until the supervisor restarts it")
+        link = nil
+        failAll(why)
+    }
+
+    private func failAll(_ why: String) {
+        let open = pending
+        pending = [:]
+        for (_, entry) in open.sorted(by: { $0.key < $1.key }) {
+            entry.timeout.cancel()
+            decide(entry.connection, entry.request, Self.failureReason)
+        }
+    }
+}
+
+/// A thread that waits for the helper's verdicts (poll + non-blocking receive) and hands them
+/// to the loop; it ends at EOF or at the first bad frame.
+enum AuthReader {
+    private final class Body {
+        let run: () -> Void
+        init(_ run: @escaping () -> Void) { self.run = run }
+    }
+
+    static func start(channel: HandoffChannel, deliver: @escaping @Sendable (AuthClient.ReaderEvent) -> Void) {
+        let body = Unmanaged.passRetained(Body { readLoop(channel, deliver) })
+        var thread = pthread_t()
+        let rc = pthread_create(&thread, nil, { argument in
+            guard let argument else { return nil }
+            Unmanaged<Body>.fromOpaque(argument).takeRetainedValue().run()
+            return nil
+        }, body.toOpaque())
+        if rc != 0 {
+            body.release()
+            deliver(.closed("cannot start the reader thread (error \(rc))"))
+        } else {
+            pthread_detach(thread)
+        }
+    }
+
+    private static func readLoop(_ channel: HandoffChannel, _ deliver: @Sendable (AuthClient.ReaderEvent) -> Void) {
+        while true {
+            var entry = pollfd(fd: channel.rawFD, events: Int16(POLLIN), revents: 0)
+            if poll(&entry, 1, -1) < 0 {
+                if errno == EINTR { continue }
+                deliver(.closed("poll failed: errno \(errno)"))
+                return
+            }
+            while true {
+                do {
+                    guard let frame = try channel.receive() else {
+                        deliver(.closed("the auth helper closed its channel"))
+                        return
+                    }
+                    let verdict = try frame.decode(AuthVerdict.self)
+                    deliver(.verdict(requestID: frame.requestID, verdict))
+                } catch where error.code == .wouldBlock {
+                    break
+                } catch {
+                    deliver(.closed("bad frame from the auth helper: \(error)"))
+                    return
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,41 @@
+#!/usr/bin/python3
+"""Example policy program for `peerjs --auth-program` (see README, "Auth helper").
+
+The auth helper starts this program (as its own unprivileged user) and speaks JSON lines with
+it on stdin/stdout, one object per line:
+
+  in:  {"type":"auth","id":…,"token":…,"key":…,"ip":…,"version":…}
+  out: {"allow":true}  or  {"allow":false,"reason":"…"}   (exactly one line per "auth", in order)
+  in:  {"type":"connection"|"disconnect","id":…,"key":…,"ip":…}   (no answer)
+
+Anything else as an answer is a denial "Error on Auth"; no answer within --auth-timeout is
+"Auth Timeout" (and the helper restarts the program). Write logs to stderr, never stdout.
+
+This example admits the users below; only "admin" may use the key "private"; ids starting with
+"sleepy" or "throw" show the timeout and the error paths.
+"""
+import json
+import sys
+import time
+
+USERS = {"alice": "alice-token", "bob": "bob-token", "admin": "admin-token"}
+
+
+def decide(query):
+    if query["id"].startswith("sleepy"):
+        time.sleep(3600)  # never answers: the client gets "Auth Timeout"
+    if query["id"].startswith("throw"):
+        return {"error": "the policy failed"}  # not an answer: "Error on Auth"
+    if USERS.get(query["id"]) != query["token"]:
+        return {"allow": False, "reason": "nope"}
+    if query["key"] == "private" and query["id"] != "admin":
+        return {"allow": False, "reason": "Invalid Key"}
+    return {"allow": True}
+
+
+for line in sys.stdin:
+    message = json.loads(line)
+    fields = " ".join(f"{name}={message.get(name, '')}" for name in ("id", "token", "key", "ip", "version"))
+    print(f"policy: {message['type']} {fields}", file=sys.stderr, flush=True)
+    if message["type"] == "auth":
+        print(json.dumps(decide(message)), flush=True)
