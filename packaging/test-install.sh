@@ -20,6 +20,26 @@ step() { echo "== $(date -u +%H:%M:%S) (+$(( $(date +%s) - t0 ))s) $*"; }
 step "setup"
 packaging/setup.sh
 
+cache=${PEERJS_TEST_CACHE:-/var/cache/peerjs-test}
+rootfs=$cache/bookworm
+include=systemd,systemd-sysv,dbus,python3,libssl3,libseccomp2,procps
+stamp="bookworm minbase $include"
+# The rootfs is made once (debootstrap, ~6 min), in the background while the package builds.
+rootfs_pid=""
+if [ "$(cat "$cache/bookworm.stamp" 2>/dev/null)" != "$stamp" ]; then
+  mirror=${DEBIAN_MIRROR:-$(grep -rhoE '^(URIs:|deb) +https?://[^ ]+/debian/?( |$)' /etc/apt/sources.list /etc/apt/sources.list.d/ 2>/dev/null | awk '{print $2}' | head -1 || true)}
+  mirror=${mirror:-http://deb.debian.org/debian}
+  step "debootstrap bookworm from $mirror into $rootfs (once; cached), in the background"
+  mkdir -p "$cache"
+  rm -rf "$rootfs" "$rootfs.tmp" "$cache/bookworm.stamp"
+  timeout 1200 debootstrap --variant=minbase --include="$include" bookworm "$rootfs.tmp" "$mirror" >"$cache/debootstrap.log" 2>&1 &
+  rootfs_pid=$!
+  # An early exit (a failed build) stops it: TERM to timeout reaches debootstrap.
+  trap '[ -n "$rootfs_pid" ] && kill -TERM "$rootfs_pid" 2>/dev/null; exit 1' EXIT
+else
+  step "rootfs cached at $rootfs"
+fi
+
 if [ $# -ge 1 ]; then
   deb=$(realpath "$1")
 else
@@ -35,23 +55,18 @@ dpkg-deb -x "$deb" "$work/extracted"
 step "static checks"
 packaging/check-static.sh "$work/extracted/usr/sbin/peerjs"
 
-cache=${PEERJS_TEST_CACHE:-/var/cache/peerjs-test}
-rootfs=$cache/bookworm
-include=systemd,systemd-sysv,dbus,python3,libssl3,libseccomp2,procps
-stamp="bookworm minbase $include"
-if [ "$(cat "$cache/bookworm.stamp" 2>/dev/null)" != "$stamp" ]; then
-  mirror=${DEBIAN_MIRROR:-$(grep -rhoE '^(URIs:|deb) +https?://[^ ]+/debian/?( |$)' /etc/apt/sources.list /etc/apt/sources.list.d/ 2>/dev/null | awk '{print $2}' | head -1)}
-  mirror=${mirror:-http://deb.debian.org/debian}
-  step "debootstrap bookworm from $mirror into $rootfs (once; cached)"
-  mkdir -p "$cache"
-  rm -rf "$rootfs" "$rootfs.tmp" "$cache/bookworm.stamp"
-  timeout 1200 debootstrap --variant=minbase --include="$include" bookworm "$rootfs.tmp" "$mirror" >"$cache/debootstrap.log" 2>&1 \
-    || { tail -30 "$cache/debootstrap.log" >&2; echo "test-install: debootstrap failed" >&2; exit 1; }
+if [ -n "$rootfs_pid" ]; then
+  step "waiting for debootstrap"
+  if ! wait "$rootfs_pid"; then
+    rootfs_pid=""
+    tail -30 "$cache/debootstrap.log" >&2
+    echo "test-install: debootstrap failed (log: $cache/debootstrap.log)" >&2
+    exit 1
+  fi
+  rootfs_pid=""
   mv "$rootfs.tmp" "$rootfs"
   echo "$stamp" >"$cache/bookworm.stamp"
   step "debootstrap done"
-else
-  step "rootfs cached at $rootfs"
 fi
 
 nspawn_pid=""
