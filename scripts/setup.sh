@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs what building and testing peerjs needs on a fresh Debian 12 machine (idempotent):
-# the C libraries the system-library targets link, and the tools the tests drive.
+# the C libraries the system-library targets link, and the tools the tests drive. Extra Debian
+# package names given as arguments are installed too (packaging/setup.sh passes its tools).
 set -euo pipefail
-packages=(pkgconf libseccomp-dev libsystemd-dev libssl-dev systemd openssl)
+packages=("$@" pkgconf libseccomp-dev libsystemd-dev libssl-dev systemd openssl)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
