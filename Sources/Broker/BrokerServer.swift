@@ -4,7 +4,6 @@ import IPC
 import NIOCore
 import NIOHTTP1
 import NIOPosix
-import NIOWebSocket
 import PeerProtocol
 
 /// The internet-facing half of peerjs: serves HTTP and PeerJS WebSockets on connected sockets
@@ -27,6 +26,7 @@ public final class BrokerServer: Sendable {
         }.wait()
         try loop.submit { [state, ticker] in Self.startTicker(state.value, ticker) }.wait()
         try Self.primeLazyGlobals(on: loop)
+        _ = WebSocketUpgradeRequest.acceptValue(for: "dGhlIHNhbXBsZSBub25jZQ==")  // SHA-1's lazy set-up, before the filter
     }
 
     /// Runs, before the sandbox, what NIO does lazily the first time it wraps a descriptor (it
@@ -107,49 +107,7 @@ public final class BrokerServer: Sendable {
             try channel.pipeline.syncOperations.addHandler(
                 TLSHandshakeDeadlineHandler(provider: provider, timeout: .milliseconds(configuration.handshakeTimeoutMs)))
         }
-        let webSocketPath = configuration.webSocketPath
-        let bound = NIOLoopBound(state, eventLoop: channel.eventLoop)
-        let upgrader = NIOWebSocketServerUpgrader(
-            maxFrameSize: configuration.maxMessageBytes,
-            automaticErrorHandling: true,
-            shouldUpgrade: { channel, head in
-                let path = head.uri.split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false)[0]
-                return channel.eventLoop.makeSucceededFuture(path == webSocketPath ? HTTPHeaders() : nil)
-            },
-            upgradePipelineHandler: { channel, head in
-                channel.eventLoop.makeCompletedFuture {
-                    try Self.startPeer(on: channel, head: head, state: bound.value, address: address)
-                }
-            }
-        )
-        let sync = channel.pipeline.syncOperations
-        try sync.configureHTTPServerPipeline(
-            withServerUpgrade: (
-                upgraders: [upgrader],
-                completionHandler: { context in context.pipeline.syncOperations.removeHandler(name: "routes", promise: nil) }
-            ),
-            withErrorHandling: true
-        )
-        try sync.addHandler(HTTPRouteHandler(state: state), name: "routes")
-    }
-
-    private static func startPeer(on channel: any Channel, head: HTTPRequestHead, state: BrokerState, address: String) throws {
-        let query = head.uri.split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false).dropFirst().first ?? ""
-        var client = address
-        if state.configuration.proxied, let forwarded = head.headers.first(name: "x-forwarded-for") {
-            let first = forwarded.split(separator: ",").first ?? ""
-            client = String(first.drop(while: { $0 == " " }).prefix(while: { $0 != " " }))
-        }
-        let connection = state.connections.add(channel, address: client)
-        let sync = channel.pipeline.syncOperations
-        try sync.addHandler(WebSocketFrameValidator())
-        try sync.addHandler(
-            NIOWebSocketFrameAggregator(
-                minNonFinalFragmentSize: 0, maxAccumulatedFrameCount: 256,
-                maxAccumulatedFrameSize: state.configuration.maxMessageBytes))
-        try sync.addHandler(PeerSocketHandler(state: state, connection: connection))
-        state.startRegistration(connection, request: RegistrationRequest(query: query), address: client)
-        state.connections.flush()
+        try channel.pipeline.syncOperations.addHandler(WebSocketHandshakeHandler(state: state, address: address))
     }
 
     /// Closes every peer with `1001 going away` and waits (bounded) for the closes to finish.

@@ -41,12 +41,11 @@ final class ConnectionTable: PeerTransport {
         connections.removeValue(forKey: id) != nil
     }
 
-    func send(_ frame: [UInt8], to connection: ConnectionID) -> Bool {
+    func send(_ frame: UnsafeRawBufferPointer, to connection: ConnectionID) -> Bool {
         guard let channel = connections[connection]?.channel, channel.isActive, channel.isWritable else {
             return false
         }
-        let buffer = channel.allocator.buffer(bytes: frame)
-        channel.write(WebSocketFrame(fin: true, opcode: .text, data: buffer), promise: nil)
+        channel.write(ServerFrame.make(.text, payload: frame, allocator: channel.allocator), promise: nil)
         unflushed.append(channel)
         return true
     }
@@ -76,8 +75,7 @@ final class ConnectionTable: PeerTransport {
 
     func ping(_ connection: ConnectionID) {
         guard let channel = connections[connection]?.channel else { return }
-        let frame = WebSocketFrame(fin: true, opcode: .ping, data: channel.allocator.buffer(capacity: 0))
-        channel.writeAndFlush(frame, promise: nil)
+        channel.writeAndFlush(ServerFrame.header(.ping, count: 0, allocator: channel.allocator), promise: nil)
     }
 
     func peerEvent(_ event: PeerEvent) {
@@ -105,7 +103,7 @@ final class ConnectionTable: PeerTransport {
     static func closeGently(_ channel: any Channel, code: WebSocketErrorCode?) -> EventLoopFuture<Void> {
         var data = channel.allocator.buffer(capacity: 2)
         if let code { data.write(webSocketErrorCode: code) }
-        let frame = WebSocketFrame(fin: true, opcode: .connectionClose, data: data)
+        let frame = ServerFrame.make(.connectionClose, payload: data, allocator: channel.allocator)
         return channel.writeAndFlush(frame).flatMap { channel.close() }.recover { _ in channel.close(promise: nil) }
     }
 }

@@ -3,47 +3,95 @@ import NIOCore
 import NIOWebSocket
 import PeerProtocol
 
-/// One registered (or registering) PeerJS WebSocket: hands text and binary messages to the
-/// engine, answers pings, counts pongs as signs of life, and tells the engine when it closes.
+/// One registered (or registering) PeerJS WebSocket: checks each frame, joins fragments, hands
+/// text and binary messages to the engine, answers pings, counts pongs as signs of life, and
+/// tells the engine when it closes. It sits right after NIO's frame decoder; the frames the
+/// broker sends are built by ``ServerFrame`` and go straight to the socket (or TLS).
 final class PeerSocketHandler: ChannelInboundHandler {
     typealias InboundIn = WebSocketFrame
-    typealias OutboundOut = WebSocketFrame
+    typealias OutboundOut = ByteBuffer
+
+    /// Most fragments one message may arrive in.
+    static let maxFragments = 256
 
     private let state: BrokerState
     private let connection: ConnectionID
+    private let maxMessageBytes: Int
     private var closing = false
+    /// A fragmented message being joined: its first frame's data (unmasked) and frame count.
+    private var fragments: (data: ByteBuffer, count: Int)?
 
-    init(state: BrokerState, connection: ConnectionID) {
+    init(state: BrokerState, connection: ConnectionID, maxMessageBytes: Int) {
         self.state = state
         self.connection = connection
+        self.maxMessageBytes = maxMessageBytes
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        guard !closing else { return }
         let frame = unwrapInboundIn(data)
+        // What NIO's decoder leaves to the application (RFC 6455 §5.1–5.2, PROTOCOL.md E4):
+        // client frames are masked, carry no RSV bits (no extension is negotiated) and use a
+        // defined opcode.
+        guard let key = frame.maskKey, !frame.rsv1, !frame.rsv2, !frame.rsv3 else {
+            return fail(context, code: .protocolError)
+        }
         switch frame.opcode {
         case .text, .binary:
             // E3: a binary frame holding a JSON message is handled like text.
+            guard fragments == nil else { return fail(context, code: .protocolError) }
             var message = frame.data
-            if let key = frame.maskKey { message.unmaskWebSocketPayload(key) }
-            message.withUnsafeReadableBytes { state.engine.receive($0, from: connection) }
+            message.unmaskWebSocketPayload(key)
+            guard frame.fin else {
+                fragments = (message, 1)
+                return
+            }
+            deliver(message)
+        case .continuation:
+            guard var joined = fragments else { return fail(context, code: .protocolError) }
+            fragments = nil
+            var part = frame.data
+            part.unmaskWebSocketPayload(key)
+            guard joined.count < Self.maxFragments, joined.data.readableBytes + part.readableBytes <= maxMessageBytes else {
+                return fail(context, code: .messageTooLarge)
+            }
+            joined.data.writeBuffer(&part)
+            joined.count += 1
+            guard frame.fin else {
+                fragments = joined
+                return
+            }
+            deliver(joined.data)
         case .ping:
             state.engine.touch(connection)
-            let pong = WebSocketFrame(fin: true, opcode: .pong, data: frame.unmaskedData)
-            context.writeAndFlush(wrapOutboundOut(pong), promise: nil)
+            var payload = frame.data
+            payload.unmaskWebSocketPayload(key)
+            context.writeAndFlush(
+                wrapOutboundOut(ServerFrame.make(.pong, payload: payload, allocator: context.channel.allocator)), promise: nil)
         case .pong:
             state.engine.touch(connection)
         case .connectionClose:
-            guard !closing else { return }
             closing = true
             // Echo the client's close code, then close the TCP connection.
-            var data = frame.unmaskedData
-            let code = data.readSlice(length: 2) ?? context.channel.allocator.buffer(capacity: 0)
-            let reply = WebSocketFrame(fin: true, opcode: .connectionClose, data: code)
+            var payload = frame.data
+            payload.unmaskWebSocketPayload(key)
+            let code = payload.readSlice(length: 2) ?? context.channel.allocator.buffer(capacity: 0)
+            let reply = ServerFrame.make(.connectionClose, payload: code, allocator: context.channel.allocator)
             let bound = NIOLoopBound(context, eventLoop: context.eventLoop)
             context.writeAndFlush(wrapOutboundOut(reply)).whenComplete { _ in bound.value.close(promise: nil) }
         default:
-            break
+            fail(context, code: .protocolError)
         }
+    }
+
+    private func deliver(_ message: ByteBuffer) {
+        message.withUnsafeReadableBytes { state.engine.receive($0, from: connection) }
+    }
+
+    private func fail(_ context: ChannelHandlerContext, code: WebSocketErrorCode) {
+        closing = true
+        fragments = nil
+        ConnectionTable.closeGently(context.channel, code: code)
     }
 
     /// The end of a read burst: send what the burst relayed, one flush per destination.
@@ -59,17 +107,48 @@ final class PeerSocketHandler: ChannelInboundHandler {
         context.fireChannelInactive()
     }
 
-    /// Fragmentation errors from the aggregator: too large a message is 1009, any other
-    /// misuse of continuation frames is a protocol error (1002).
+    /// Errors from NIO's frame decoder: a frame over the size limit is 1009, a malformed
+    /// control frame 1002.
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
         state.logger.debug("WebSocket error", metadata: ["connection": "\(connection)", "error": "\(error)"])
         guard !closing else { return }
-        closing = true
-        let tooLarge: Bool
-        switch error as? NIOWebSocketFrameAggregator.Error {
-        case .accumulatedFrameSizeIsTooLarge, .tooManyFragments: tooLarge = true
-        default: tooLarge = false
+        fail(context, code: (error as? NIOWebSocketError) == .invalidFrameLength ? .messageTooLarge : .protocolError)
+    }
+}
+
+/// Frames the broker sends (RFC 6455 §5.2: FIN set, unmasked), built in one buffer so each
+/// leaves in one write, with no encoder handler in the pipeline.
+enum ServerFrame {
+    /// The largest server frame header: 2 bytes and a 64-bit length.
+    static let maxHeaderBytes = 10
+
+    /// A buffer holding the header for a `count`-byte payload of `opcode`, with room for the payload.
+    static func header(_ opcode: WebSocketOpcode, count: Int, allocator: ByteBufferAllocator) -> ByteBuffer {
+        var buffer = allocator.buffer(capacity: maxHeaderBytes + count)
+        buffer.writeInteger(0x80 | UInt8(webSocketOpcode: opcode))
+        switch count {
+        case 0...125:
+            buffer.writeInteger(UInt8(count))
+        case 126...0xFFFF:
+            buffer.writeInteger(UInt8(126))
+            buffer.writeInteger(UInt16(count))
+        default:
+            buffer.writeInteger(UInt8(127))
+            buffer.writeInteger(UInt64(count))
         }
-        ConnectionTable.closeGently(context.channel, code: tooLarge ? .messageTooLarge : .protocolError)
+        return buffer
+    }
+
+    static func make(_ opcode: WebSocketOpcode, payload: ByteBuffer, allocator: ByteBufferAllocator) -> ByteBuffer {
+        var buffer = header(opcode, count: payload.readableBytes, allocator: allocator)
+        var payload = payload
+        buffer.writeBuffer(&payload)
+        return buffer
+    }
+
+    static func make(_ opcode: WebSocketOpcode, payload: UnsafeRawBufferPointer, allocator: ByteBufferAllocator) -> ByteBuffer {
+        var buffer = header(opcode, count: payload.count, allocator: allocator)
+        buffer.writeBytes(payload)
+        return buffer
     }
 }

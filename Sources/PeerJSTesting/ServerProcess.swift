@@ -1,3 +1,4 @@
+import CShim
 import Foundation
 
 #if canImport(Glibc)
@@ -187,6 +188,9 @@ public final class ServerProcess: @unchecked Sendable {
         posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
         posix_spawn_file_actions_adddup2(&actions, writeEnd, 1)
         posix_spawn_file_actions_adddup2(&actions, writeEnd, 2)
+        // Tests run in parallel and NIO's client sockets are not close-on-exec: without this a
+        // server started by one test would hold another test's client sockets open (no FIN).
+        cshim_spawn_addclosefrom(&actions, 3)
 
         var attributes = posix_spawnattr_t()
         posix_spawnattr_init(&attributes)

@@ -2,9 +2,10 @@
 /// one, and hear about peers coming and going. The broker implements it over NIO channels; the
 /// protocol tests implement it with arrays.
 public protocol PeerTransport: AnyObject {
-    /// Queues one text frame for `connection`. Returns false when the connection can no longer
-    /// take it (closed, or too far behind); the engine then treats the peer as gone.
-    func send(_ frame: [UInt8], to connection: ConnectionID) -> Bool
+    /// Queues one text frame for `connection` (the bytes are copied before it returns). Returns
+    /// false when the connection can no longer take it (closed, or too far behind); the engine
+    /// then treats the peer as gone.
+    func send(_ frame: UnsafeRawBufferPointer, to connection: ConnectionID) -> Bool
     /// Closes `connection` after the frames already sent to it. The engine forgets the
     /// connection first, so the transport's later `connectionClosed` call for it is harmless.
     func close(_ connection: ConnectionID)
@@ -12,6 +13,13 @@ public protocol PeerTransport: AnyObject {
     func ping(_ connection: ConnectionID)
     /// A peer was registered or left; for logs and the auth helper's hooks.
     func peerEvent(_ event: PeerEvent)
+}
+
+extension PeerTransport {
+    /// `send` for a frame held in an array.
+    public func send(_ frame: [UInt8], to connection: ConnectionID) -> Bool {
+        frame.withUnsafeBytes { send($0, to: connection) }
+    }
 }
 
 /// A registration or departure, with the id, the key (realm) and why.

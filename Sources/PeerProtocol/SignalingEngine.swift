@@ -17,6 +17,8 @@ public final class SignalingEngine<Transport: PeerTransport, Store: Registry> {
     private let makeID: () -> String
     private var sessions: [ConnectionID: Session] = [:]
     private var queues = OfflineQueues()
+    /// The relayed frame being built: reused, so relaying allocates no array per message.
+    private var scratch: [UInt8] = []
 
     public init(
         settings: ProtocolSettings, registry: Store, transport: Transport, clock: any MonotonicClock,
@@ -122,9 +124,11 @@ public final class SignalingEngine<Transport: PeerTransport, Store: Registry> {
             if type == .leave { leave(connection) }
             return
         }
-        let frame = EnvelopeWriter.encode(type: type.wireName, src: source, dst: destination, payload: payload)
+        scratch.removeAll(keepingCapacity: true)
+        EnvelopeWriter.write(type: type.wireName, src: source, dst: destination, payload: payload, into: &scratch)
         if let entry = registry.entry(for: destination, key: key) {
-            if !transport.send(frame, to: entry.connection) {
+            let sent = scratch.withUnsafeBytes { transport.send($0, to: entry.connection) }
+            if !sent {
                 drop(entry.connection, reason: .sendFailed)
                 // Tell the sender its peer is gone (§7.4); no further fallback if that fails too.
                 let leave = EnvelopeWriter.encode(type: "LEAVE", src: destination, dst: source, payload: nil)
@@ -134,7 +138,7 @@ public final class SignalingEngine<Transport: PeerTransport, Store: Registry> {
         }
         guard type != .leave, type != .expire else { return }
         let queued = queues.append(
-            frame, from: source, to: OfflineQueues.Destination(key: key, id: destination),
+            Array(scratch), from: source, to: OfflineQueues.Destination(key: key, id: destination),
             now: clock.nowMilliseconds, limits: settings)
         if queued == .full {
             let expire = EnvelopeWriter.encode(type: "EXPIRE", src: destination, dst: source, payload: nil)

@@ -9,7 +9,7 @@ final class RecordingTransport: PeerTransport {
     var events: [PeerEvent] = []
     var failing: Set<ConnectionID> = []
 
-    func send(_ frame: [UInt8], to connection: ConnectionID) -> Bool {
+    func send(_ frame: UnsafeRawBufferPointer, to connection: ConnectionID) -> Bool {
         guard !failing.contains(connection) else { return false }
         frames[connection, default: []].append(String(decoding: frame, as: UTF8.self))
         return true

@@ -1,3 +1,4 @@
+import CShim
 import Foundation
 import NIOCore
 import NIOPosix
@@ -137,6 +138,9 @@ final class PeerJSProcess: @unchecked Sendable {
         posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
         posix_spawn_file_actions_adddup2(&actions, fds[1], 1)
         posix_spawn_file_actions_adddup2(&actions, fds[1], 2)
+        // Tests run in parallel and NIO's client sockets are not close-on-exec: without this a
+        // server started by one test would hold another test's client sockets open (no FIN).
+        cshim_spawn_addclosefrom(&actions, 3)
         var attributes = posix_spawnattr_t()
         posix_spawnattr_init(&attributes)
         defer { posix_spawnattr_destroy(&attributes) }

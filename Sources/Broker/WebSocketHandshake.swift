@@ -1,0 +1,251 @@
+import Crypto
+import FoundationEssentials
+import NIOCore
+import NIOHTTP1
+import NIOWebSocket
+import PeerProtocol
+
+/// A client's WebSocket opening handshake (RFC 6455 §4.2.1), read straight from the request
+/// bytes. It exists because NIO's HTTP pipeline and upgrader cost most of the broker's time per
+/// connection (BENCHMARKS.md, "connect"); a request this reader does not accept in full goes to
+/// NIO's HTTP pipeline unchanged, which answers it as before.
+struct WebSocketUpgradeRequest: Equatable {
+    /// The request target as sent: path and query.
+    var target: Substring
+    var key: String
+    /// The first `X-Forwarded-For` value, when there is one.
+    var forwardedFor: String?
+
+    var path: Substring { target.split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false)[0] }
+    var query: Substring { target.split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false).dropFirst().first ?? "" }
+
+    /// Reads a request head (everything before the blank line). Nil unless it is a plain
+    /// `GET … HTTP/1.1` with `Upgrade: websocket`, a `Connection` header naming `upgrade`,
+    /// exactly one `Sec-WebSocket-Key`, exactly one `Sec-WebSocket-Version: 13`, no body and
+    /// no folded or malformed header line.
+    static func parse(_ head: UnsafeRawBufferPointer) -> WebSocketUpgradeRequest? {
+        var lines = LineReader(bytes: head)
+        guard let requestLine = lines.next(), requestLine.count > 14,
+            requestLine.starts(with: "GET /".utf8), requestLine.suffix(9).elementsEqual(" HTTP/1.1".utf8)
+        else { return nil }
+        let targetBytes = requestLine.dropFirst(4).dropLast(9)
+        guard targetBytes.allSatisfy({ $0 > 0x20 && $0 < 0x7F }) else { return nil }
+
+        var upgrade = false, connectionUpgrade = false
+        var key: String?, keyCount = 0, versionCount = 0, version13 = false
+        var forwardedFor: String?
+        while let line = lines.next() {
+            guard let colon = line.firstIndex(of: UInt8(ascii: ":")), colon > line.startIndex,
+                line[line.startIndex..<colon].allSatisfy(Self.isTokenByte)
+            else { return nil }  // also refuses obs-fold (a line starting with a space)
+            let name = line[line.startIndex..<colon]
+            var value = line[(colon + 1)...]
+            while let first = value.first, first == 0x20 || first == 0x09 { value = value.dropFirst() }
+            while let last = value.last, last == 0x20 || last == 0x09 { value = value.dropLast() }
+            guard value.allSatisfy({ $0 >= 0x20 || $0 == 0x09 }) else { return nil }
+            switch name.count {
+            case 7 where Self.equalsLowercased(name, "upgrade"):
+                guard !upgrade else { return nil }
+                upgrade = Self.listContains(value, "websocket")
+                guard upgrade else { return nil }
+            case 10 where Self.equalsLowercased(name, "connection"):
+                connectionUpgrade = connectionUpgrade || Self.listContains(value, "upgrade")
+            case 17 where Self.equalsLowercased(name, "sec-websocket-key"):
+                keyCount += 1
+                key = String(decoding: value, as: UTF8.self)
+            case 21 where Self.equalsLowercased(name, "sec-websocket-version"):
+                versionCount += 1
+                version13 = value.elementsEqual("13".utf8)
+            case 14 where Self.equalsLowercased(name, "content-length"):
+                guard value.elementsEqual("0".utf8) else { return nil }
+            case 17 where Self.equalsLowercased(name, "transfer-encoding"):
+                return nil
+            case 15 where Self.equalsLowercased(name, "x-forwarded-for"):
+                if forwardedFor == nil { forwardedFor = String(decoding: value, as: UTF8.self) }
+            default:
+                continue
+            }
+        }
+        guard upgrade, connectionUpgrade, keyCount == 1, let key, !key.isEmpty, versionCount == 1, version13 else {
+            return nil
+        }
+        return WebSocketUpgradeRequest(
+            target: Substring(String(decoding: targetBytes, as: UTF8.self)), key: key, forwardedFor: forwardedFor)
+    }
+
+    /// `Sec-WebSocket-Accept`: base64(SHA-1(key + the RFC's GUID)).
+    static func acceptValue(for key: String) -> String {
+        Data(Insecure.SHA1.hash(data: Array((key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11").utf8))).base64EncodedString()
+    }
+
+    /// The `101 Switching Protocols` response for `key`.
+    static func response(for key: String, allocator: ByteBufferAllocator) -> ByteBuffer {
+        allocator.buffer(
+            string: "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nSec-WebSocket-Accept: "
+                + acceptValue(for: key) + "\r\nConnection: upgrade\r\n\r\n")
+    }
+
+    private static func isTokenByte(_ byte: UInt8) -> Bool {
+        switch byte {
+        case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "0")...UInt8(ascii: "9"):
+            return true
+        default:
+            return "!#$%&'*+-.^_`|~".utf8.contains(byte)
+        }
+    }
+
+    private static func equalsLowercased(_ bytes: Slice<UnsafeRawBufferPointer>, _ lower: StaticString) -> Bool {
+        guard bytes.count == lower.utf8CodeUnitCount else { return false }
+        return zip(bytes, UnsafeBufferPointer(start: lower.utf8Start, count: lower.utf8CodeUnitCount)).allSatisfy {
+            ($0 | 0x20) == $1 || $0 == $1
+        }
+    }
+
+    /// Whether the comma-separated `list` holds `token` (ASCII case-insensitive).
+    private static func listContains(_ list: Slice<UnsafeRawBufferPointer>, _ token: StaticString) -> Bool {
+        var start = list.startIndex
+        while start <= list.endIndex {
+            let end = list[start...].firstIndex(of: UInt8(ascii: ",")) ?? list.endIndex
+            var item = list[start..<end]
+            while let first = item.first, first == 0x20 || first == 0x09 { item = item.dropFirst() }
+            while let last = item.last, last == 0x20 || last == 0x09 { item = item.dropLast() }
+            if equalsLowercased(item, token) { return true }
+            start = end + 1
+        }
+        return false
+    }
+
+    /// Splits a head into its CRLF-terminated lines (the last needs no CRLF).
+    private struct LineReader {
+        let bytes: UnsafeRawBufferPointer
+        var offset = 0
+
+        mutating func next() -> Slice<UnsafeRawBufferPointer>? {
+            guard offset < bytes.count else { return nil }
+            var end = offset
+            while end < bytes.count, bytes[end] != 0x0D { end += 1 }
+            let line = bytes[offset..<end]
+            offset = end + 2
+            return line
+        }
+    }
+}
+
+/// The first handler of every plain or TLS connection: waits for the request head and either
+/// completes a WebSocket handshake on `{path}peerjs` itself — leaving only NIO's frame decoder
+/// and a ``PeerSocketHandler`` behind — or hands the bytes to NIO's HTTP pipeline and the
+/// ``HTTPRouteHandler`` (API routes, CORS, errors, any upgrade it does not accept in full).
+final class WebSocketHandshakeHandler: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = ByteBuffer
+    typealias InboundOut = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+
+    /// NIO's HTTP parser allows 80 KiB of head; past this much without a blank line, the
+    /// request is NIO's to refuse.
+    static let headLimit = 80 * 1024
+    private static let blankLine: [UInt8] = [0x0D, 0x0A, 0x0D, 0x0A]
+
+    private let state: BrokerState
+    private let address: String
+    private var received: ByteBuffer?
+    private var scanned = 0
+    private var passThrough = false
+    private var timer: Scheduled<Void>?
+
+    init(state: BrokerState, address: String) {
+        self.state = state
+        self.address = address
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        let bound = NIOLoopBound(context, eventLoop: context.eventLoop)
+        timer = context.eventLoop.scheduleTask(in: .milliseconds(state.configuration.handshakeTimeoutMs)) {
+            bound.value.close(promise: nil)
+        }
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        timer?.cancel()
+        timer = nil
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        guard !passThrough else { return context.fireChannelRead(data) }
+        var incoming = unwrapInboundIn(data)
+        if received == nil {
+            received = incoming
+        } else {
+            received!.writeBuffer(&incoming)
+        }
+        guard let buffer = received else { return }
+        let end: Int? = buffer.withUnsafeReadableBytes { bytes in
+            var i = max(0, scanned - 3)
+            while i + 4 <= bytes.count {
+                if bytes[i] == 0x0D, bytes[i + 1] == 0x0A, bytes[i + 2] == 0x0D, bytes[i + 3] == 0x0A { return i }
+                i += 1
+            }
+            return nil
+        }
+        guard let end else {
+            scanned = buffer.readableBytes
+            if buffer.readableBytes > Self.headLimit { handToHTTP(context: context) }
+            return
+        }
+        let request = buffer.withUnsafeReadableBytes { WebSocketUpgradeRequest.parse(UnsafeRawBufferPointer(rebasing: $0[..<end])) }
+        guard let request, request.path == state.configuration.webSocketPath else {
+            return handToHTTP(context: context)
+        }
+        var rest = buffer
+        rest.moveReaderIndex(forwardBy: end + 4)
+        received = nil
+        upgrade(context: context, request: request, rest: rest)
+    }
+
+    /// Answers 101 and turns the connection into a PeerJS socket.
+    private func upgrade(context: ChannelHandlerContext, request: WebSocketUpgradeRequest, rest: ByteBuffer) {
+        timer?.cancel()
+        timer = nil
+        var client = address
+        if state.configuration.proxied, let forwarded = request.forwardedFor {
+            let first = forwarded.split(separator: ",").first ?? ""
+            client = String(first.drop(while: { $0 == " " }).prefix(while: { $0 != " " }))
+        }
+        context.write(wrapOutboundOut(WebSocketUpgradeRequest.response(for: request.key, allocator: context.channel.allocator)), promise: nil)
+        let connection = state.connections.add(context.channel, address: client)
+        do {
+            let sync = context.pipeline.syncOperations
+            try sync.addHandler(ByteToMessageHandler(WebSocketFrameDecoder(maxFrameSize: state.configuration.maxMessageBytes)))
+            try sync.addHandler(PeerSocketHandler(state: state, connection: connection, maxMessageBytes: state.configuration.maxMessageBytes))
+        } catch {
+            state.connections.remove(connection)
+            context.close(promise: nil)
+            return
+        }
+        state.startRegistration(connection, request: RegistrationRequest(query: request.query), address: client)
+        context.flush()
+        state.connections.flush()
+        passThrough = true
+        if rest.readableBytes > 0 { context.fireChannelRead(wrapInboundOut(rest)) }
+        context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
+    }
+
+    /// Not a WebSocket handshake this handler takes: NIO's HTTP server pipeline gets the bytes.
+    private func handToHTTP(context: ChannelHandlerContext) {
+        timer?.cancel()
+        timer = nil
+        passThrough = true
+        do {
+            let sync = context.pipeline.syncOperations
+            try sync.configureHTTPServerPipeline(withErrorHandling: true)
+            try sync.addHandler(HTTPRouteHandler(state: state), name: "routes")
+        } catch {
+            context.close(promise: nil)
+            return
+        }
+        if let buffer = received {
+            received = nil
+            context.fireChannelRead(wrapInboundOut(buffer))
+        }
+        context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
+    }
+}
