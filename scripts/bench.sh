@@ -3,9 +3,11 @@
 # python-peerjs-server (PyPI), under the same load, in the same run, servers alternated
 # (A B C A B C …) with a fresh server process per run; prints a Markdown table of medians.
 #
-#   scripts/bench.sh            # default sizes, ≤ ~10 min
+#   scripts/bench.sh            # default sizes, ≤ ~15 min
 #   scripts/bench.sh --quick    # small sizes, 2 rounds, ≤ ~2 min
 #   options: --runs N  --no-python  --scenarios "connect connect-19k relay relay-paced churn"  --out DIR
+#   scripts/bench.sh --scenarios leak   # the leak check alone: 100,000 sessions to settle, then
+#                                       # 900,000 more (ours only, one run, ~6–8 min, bounded at 15)
 #
 # connect-19k (full mode only) holds 19,000 peers, ours and the trivial relay only: the python
 # server accepts ~200 connections/s here (with its asyncio listen backlog of 100 it overflows),
@@ -36,7 +38,7 @@ if ((quick)); then
   pairs=32 inflight=4 relay_d=2 warm=0.5
   churn_c=64 churn_d=2
 else
-  : "${runs:=3}"; budget=600
+  : "${runs:=3}"; budget=900
   connect_n=5000 connect_c=256 hold=2 big_n=19000
   pairs=64 inflight=4 relay_d=6 warm=2
   churn_c=64 churn_d=6
@@ -53,7 +55,7 @@ log "building release (peerjs, peerjs-bench)"
 swift build -c release --product peerjs >"$out/build.log" 2>&1 || { cat "$out/build.log" >&2; exit 1; }
 swift build -c release --product peerjs-bench >>"$out/build.log" 2>&1 || { cat "$out/build.log" >&2; exit 1; }
 
-labels="peerjs trivial"
+labels="peerjs peerjs-noauth trivial"
 venv=.build/bench/venv
 if ((python)); then
   py="${PYTHON313:-$HOME/.pyenv/versions/3.13.0/bin/python3}"
@@ -63,7 +65,7 @@ if ((python)); then
     if ! [ -x "$venv/bin/python" ]; then "$py" -m venv "$venv" >&2; fi
     if "$venv/bin/python" -c 'import python_peerjs_server' 2>/dev/null \
        || "$venv/bin/pip" install -q 'python-peerjs-server==1.0.0b2' >&2; then
-      labels="peerjs trivial python"
+      labels="peerjs peerjs-noauth trivial python"
     else
       log "SKIPPING python-peerjs-server: pip install python-peerjs-server==1.0.0b2 failed"
     fi
@@ -80,13 +82,27 @@ logging.basicConfig(level="WARNING")
 asyncio.run(peerjs_serve(Config(host="127.0.0.1", port=int(sys.argv[1]), concurrent_limit=1_000_000)))
 EOF
 
+# As root the broker drops to --user (default _peerjs, made by the package); on a machine
+# without that user the bench uses nobody.
+user_args=()
+if [ "$(id -u)" = 0 ] && ! id _peerjs >/dev/null 2>&1; then user_args=(--user nobody); fi
+if [ "$(id -u)" = 0 ] && ! id _peerjs-auth >/dev/null 2>&1; then user_args+=(--auth-user nobody); fi
+# The HS256 secret the auth helper checks tokens with; the bench signs each peer's token with it.
+jwt_key="$out/jwt.key"
+head -c 48 /dev/urandom | base64 | tr -d '\n=' >"$jwt_key"
+chmod 644 "$jwt_key"  # the helper reads it as its own unprivileged user
+
 server_pid="" server_port=""
 start_server() {  # $1 label, $2 log file
   local label="$1" err="$2" i
   server_port=""
   case "$label" in
-    peerjs)
-      "$server" --host 127.0.0.1 --port 0 --log-level notice --concurrent_limit 100000 2>"$err" &
+    peerjs)  # the shipped process model with the auth helper: every registration is a JWT the helper checks
+      "$server" --host 127.0.0.1 --port 0 --log-level notice --concurrent_limit 100000 "${user_args[@]}" \
+        --auth-jwt-key "$jwt_key" 2>"$err" &
+      server_pid=$! ;;
+    peerjs-noauth)  # the package's default configuration: no auth helper
+      "$server" --host 127.0.0.1 --port 0 --log-level notice --concurrent_limit 100000 "${user_args[@]}" 2>"$err" &
       server_pid=$! ;;
     trivial)
       "$bench" trivial-relay --host 127.0.0.1 --port 0 2>"$err" &
@@ -140,10 +156,12 @@ for scenario in $scenarios; do
       rate=$(jq -n "$max / 2 | floor")
       args=(relay --pairs "$pairs" --inflight "$inflight" --duration "$relay_d" --warmup "$warm" --rate "$rate" --timeout 60) ;;
     churn) args=(churn --concurrency "$churn_c" --duration "$churn_d" --warmup "$warm" --timeout 90) ;;
+    leak) args=(churn --concurrency 64 --warmup-sessions 100000 --count 900000 --duration 900 --timeout 900 --tag 1m) ;;
     *) log "unknown scenario $scenario"; exit 64 ;;
   esac
   scenario_labels="$labels" scenario_runs="$runs"
-  if [ "$scenario" = connect-19k ]; then scenario_labels="peerjs trivial"; scenario_runs=2; fi
+  if [ "$scenario" = connect-19k ]; then scenario_labels="peerjs peerjs-noauth trivial"; scenario_runs=2; fi
+  if [ "$scenario" = leak ]; then scenario_labels=peerjs; scenario_runs=1; budget=$((budget + 900)); fi
   for round in $(seq "$scenario_runs"); do
     for label in $scenario_labels; do
       if ((SECONDS - start > budget)); then skipped=$((skipped + 1)); continue; fi
@@ -151,7 +169,8 @@ for scenario in $scenarios; do
       name=$(printf '%03d-%s-%s-r%d' "$seq" "$scenario" "$label" "$round")
       start_server "$label" "$out/$name.server.log" || { stop_server; continue; }
       log "$scenario round $round: $label (port $server_port, load $(cut -d' ' -f1-3 /proc/loadavg))"
-      if ! "$bench" "${args[@]}" --port "$server_port" --server-pid "$server_pid" --label "$label" --json \
+      jwt=(); [ "$label" = peerjs ] && jwt=(--jwt-secret-file "$jwt_key")
+      if ! "$bench" "${args[@]}" "${jwt[@]}" --port "$server_port" --server-pid "$server_pid" --label "$label" --json \
           >"$out/$name.json" 2>"$out/$name.err"; then
         log "  $name exited $? (see $out/$name.err)"
       fi

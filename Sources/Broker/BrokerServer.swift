@@ -83,19 +83,30 @@ public final class BrokerServer: Sendable {
     /// starts with a TLS handshake that must finish within the handshake timeout.
     public func adopt(descriptor: Int32, address: String, tls: Bool = false) {
         let state = self.state
-        ClientBootstrap(group: loop)
-            .channelOption(.recvAllocator, value: AdaptiveRecvByteBufferAllocator(minimum: 64, initial: 256, maximum: 65536))
-            .channelOption(.writeBufferWaterMark, value: .init(low: 32 * 1024, high: 256 * 1024))
-            .channelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture {
-                    try Self.configure(channel, state: state.value, address: address, tls: tls)
+        // One hop to the loop, where the bootstrap then runs without hopping again; options are
+        // set directly on the channel (the bootstrap's option list costs a future per option).
+        loop.execute { [loop] in
+            ClientBootstrap(group: loop)
+                .channelInitializer { channel in
+                    channel.eventLoop.makeCompletedFuture {
+                        if let options = channel.syncOptions {
+                            try options.setOption(.recvAllocator, value: Self.receiveBuffers)
+                            try options.setOption(.writeBufferWaterMark, value: Self.writeWaterMark)
+                        }
+                        try Self.configure(channel, state: state.value, address: address, tls: tls)
+                    }
                 }
-            }
-            .withConnectedSocket(descriptor)
-            .whenFailure { error in
-                state.value.logger.warning("could not adopt a connection", metadata: ["error": "\(error)"])
-            }
+                .withConnectedSocket(descriptor)
+                .whenFailure { error in
+                    state.value.logger.warning("could not adopt a connection", metadata: ["error": "\(error)"])
+                }
+        }
     }
+
+    /// Receive buffers start at 256 bytes and grow with the traffic: most peers are idle, and
+    /// NIO's 2 KiB default would be most of an idle peer's memory.
+    private static let receiveBuffers = AdaptiveRecvByteBufferAllocator(minimum: 64, initial: 256, maximum: 65536)
+    private static let writeWaterMark = ChannelOptions.Types.WriteBufferWaterMark(low: 32 * 1024, high: 256 * 1024)
 
     private static func configure(_ channel: any Channel, state: BrokerState, address: String, tls: Bool) throws {
         let configuration = state.configuration

@@ -172,12 +172,13 @@ final class WebSocketHandshakeHandler: ChannelInboundHandler, RemovableChannelHa
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         guard !passThrough else { return context.fireChannelRead(data) }
         var incoming = unwrapInboundIn(data)
+        let buffer: ByteBuffer
         if received == nil {
-            received = incoming
+            buffer = incoming
         } else {
             received!.writeBuffer(&incoming)
+            buffer = received!
         }
-        guard let buffer = received else { return }
         let end: Int? = buffer.withUnsafeReadableBytes { bytes in
             var i = max(0, scanned - 3)
             while i + 4 <= bytes.count {
@@ -187,13 +188,21 @@ final class WebSocketHandshakeHandler: ChannelInboundHandler, RemovableChannelHa
             return nil
         }
         guard let end else {
+            // Keep a copy, not NIO's receive buffer: a buffer still referenced here would make NIO
+            // allocate a second one for the next read and pool both for the life of the connection.
+            if received == nil {
+                var copy = context.channel.allocator.buffer(capacity: 2 * buffer.readableBytes)
+                var bytes = buffer
+                copy.writeBuffer(&bytes)
+                received = copy
+            }
             scanned = buffer.readableBytes
-            if buffer.readableBytes > Self.headLimit { handToHTTP(context: context) }
+            if buffer.readableBytes > Self.headLimit { handToHTTP(context: context, buffered: received!) }
             return
         }
         let request = buffer.withUnsafeReadableBytes { WebSocketUpgradeRequest.parse(UnsafeRawBufferPointer(rebasing: $0[..<end])) }
         guard let request, request.path == state.configuration.webSocketPath else {
-            return handToHTTP(context: context)
+            return handToHTTP(context: context, buffered: buffer)
         }
         var rest = buffer
         rest.moveReaderIndex(forwardBy: end + 4)
@@ -230,7 +239,7 @@ final class WebSocketHandshakeHandler: ChannelInboundHandler, RemovableChannelHa
     }
 
     /// Not a WebSocket handshake this handler takes: NIO's HTTP server pipeline gets the bytes.
-    private func handToHTTP(context: ChannelHandlerContext) {
+    private func handToHTTP(context: ChannelHandlerContext, buffered: ByteBuffer) {
         timer?.cancel()
         timer = nil
         passThrough = true
@@ -242,10 +251,8 @@ final class WebSocketHandshakeHandler: ChannelInboundHandler, RemovableChannelHa
             context.close(promise: nil)
             return
         }
-        if let buffer = received {
-            received = nil
-            context.fireChannelRead(wrapInboundOut(buffer))
-        }
+        received = nil
+        context.fireChannelRead(wrapInboundOut(buffered))
         context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
     }
 }

@@ -54,10 +54,16 @@ struct ClientOptions: ParsableArguments {
     @Flag(help: "Print one JSON object instead of text.")
     var json = false
 
+    @Option(help: "Sign each peer's token as an HS256 JWT (sub = its id, exp in an hour) with the secret in this file, for a server run with --auth-jwt-key (the auth helper checks every registration).")
+    var jwtSecretFile: String?
+
     /// A plain copy that can cross into the event loop.
     var settings: ClientSettings {
         ClientSettings(host: host, port: port, path: path, key: key, sourceAddresses: sourceAddresses,
-                       serverPID: serverPID, label: label, timeout: timeout, json: json, tag: tag)
+                       serverPID: serverPID, label: label, timeout: timeout, json: json, tag: tag,
+                       jwtSecret: jwtSecretFile.flatMap { try? String(contentsOfFile: $0, encoding: .utf8) }.map {
+                           Array($0.trimmingCharacters(in: .whitespacesAndNewlines).utf8)
+                       })
     }
 
     func validate() throws {
@@ -69,6 +75,9 @@ struct ClientOptions: ParsableArguments {
         guard timeout > 0 && timeout <= 3600 else { throw ValidationError("--timeout must be in (0, 3600] seconds") }
         if let serverPID, Proc.memory(serverPID) == nil {
             throw ValidationError("--server-pid \(serverPID): no such process")
+        }
+        if let jwtSecretFile, (try? String(contentsOfFile: jwtSecretFile, encoding: .utf8)) == nil {
+            throw ValidationError("cannot read --jwt-secret-file \(jwtSecretFile)")
         }
     }
 }
@@ -84,6 +93,7 @@ struct ClientSettings: Sendable {
     var timeout: Double
     var json: Bool
     var tag: String?
+    var jwtSecret: [UInt8]?
 }
 
 /// Runs a scenario on a fresh one-thread event loop group and prints its result.
@@ -129,7 +139,7 @@ struct Connect: ParsableCommand {
 
     @OptionGroup var options: ClientOptions
 
-    @Option(name: [.short, .customLong("count")], help: "Peers to connect.")
+    @Option(name: [.customShort("n"), .customLong("count")], help: "Peers to connect.")
     var count = 5000
 
     @Option(name: [.short, .customLong("concurrency")], help: "Handshakes in flight at once.")
@@ -179,8 +189,8 @@ struct Relay: ParsableCommand {
     func validate() throws {
         guard pairs > 0 && pairs <= 9_000 else { throw ValidationError("--pairs must be 1…9000") }
         guard inflight > 0 && inflight <= 1024 else { throw ValidationError("--inflight must be 1…1024") }
-        guard duration > 0 && duration <= 600, warmup >= 0 && warmup <= 60 else {
-            throw ValidationError("--duration must be in (0, 600] and --warmup in [0, 60]")
+        guard duration > 0 && duration <= 900, warmup >= 0 && warmup <= 60 else {
+            throw ValidationError("--duration must be in (0, 900] and --warmup in [0, 60]")
         }
         guard rate >= 0 else { throw ValidationError("--rate must not be negative") }
     }
@@ -213,24 +223,28 @@ struct Churn: ParsableCommand {
     @Option(help: "Seconds of churn before the first memory sample.")
     var warmup: Double = 2
 
+    @Option(help: "End the warm-up after this many sessions instead of --warmup seconds (the leak check: RSS after 100,000 sessions vs after --count more).")
+    var warmupSessions: Int?
+
     @Option(help: "Long-lived peers that answer the sessions' OFFERs.")
     var echoes = 16
 
     func validate() throws {
         guard concurrency > 0 && concurrency <= 4096 else { throw ValidationError("--concurrency must be 1…4096") }
         guard echoes > 0 && echoes <= 1024 else { throw ValidationError("--echoes must be 1…1024") }
-        guard duration > 0 && duration <= 600, warmup >= 0 && warmup <= 60 else {
-            throw ValidationError("--duration must be in (0, 600] and --warmup in [0, 60]")
+        guard duration > 0 && duration <= 900, warmup >= 0 && warmup <= 60 else {
+            throw ValidationError("--duration must be in (0, 900] and --warmup in [0, 60]")
         }
+        if let warmupSessions, warmupSessions <= 0 { throw ValidationError("--warmup-sessions must be positive") }
         if let count, count <= 0 { throw ValidationError("--count must be positive") }
     }
 
     func run() throws {
-        let (options, concurrency, duration, count, warmup, echoes) =
-            (self.options.settings, self.concurrency, self.duration, self.count, self.warmup, self.echoes)
+        let (options, concurrency, duration, count, warmup, echoes, warmupSessions) =
+            (self.options.settings, self.concurrency, self.duration, self.count, self.warmup, self.echoes, self.warmupSessions)
         try runScenario(options, connections: concurrency + echoes) { loop, options in
             try ChurnScenario(loop: loop, options: options, echoes: echoes, concurrency: concurrency,
-                              duration: duration, warmup: warmup, count: count).run()
+                              duration: duration, warmup: warmup, warmupSessions: warmupSessions, count: count).run()
         }
     }
 }
@@ -259,6 +273,9 @@ func describe(_ r: RunResult) -> String {
     }
     if let perPeer = r.rssPerPeerBytes {
         lines.append("  RSS per peer (\(r.serverHeld?.primary?.role ?? "?")): \(bytesText(perPeer)) (anonymous: \(bytesText(r.anonPerPeerBytes ?? 0))); dropped while held: \(r.droppedWhileHeld ?? 0)")
+        if let server = r.serverCPUMicrosPerConnection, let client = r.clientCPUMicrosPerConnection {
+            lines.append("  CPU per connection: server \(fmt(server, 0)) µs (all its processes), bench client \(fmt(client, 0)) µs")
+        }
     }
     if let mps = r.messagesPerSecond {
         lines.append("  forwarded \(r.messages ?? 0) messages: \(fmt(mps, 0)) messages/s")
@@ -276,7 +293,7 @@ func describe(_ r: RunResult) -> String {
     if let growth = r.rssGrowthBytes {
         lines.append("  server before: \(processesText(r.serverBefore))")
         lines.append("  server after:  \(processesText(r.serverAfter))")
-        lines.append("  RSS growth (\(r.serverAfter?.primary?.role ?? "?")): \(bytesText(Double(growth))) = \(fmt(r.rssGrowthPerSessionBytes ?? 0, 1)) B per session")
+        lines.append("  RSS growth (\(r.serverAfter?.primary?.role ?? "?")): \(bytesText(Double(growth))) = \(fmt(r.rssGrowthPerSessionBytes ?? 0, 1)) B per session = \(fmt(r.rssGrowthPercent ?? 0, 2)) % of the settled RSS")
     }
     lines.append("  failures: \(r.failures.isEmpty ? "none" : r.failures.description)")
     return lines.joined(separator: "\n")

@@ -13,6 +13,8 @@ final class ChurnScenario: ScenarioBase {
     private let duration: Double
     private let warmup: Double
     private let maxSessions: Int
+    private let warmupSessions: Int?
+    private var warmedUp = 0
     private let sessionTimeout: UInt64 = 10_000_000_000
     private let allocator = ByteBufferAllocator()
     private var phase = Phase.connectingEchoes
@@ -30,7 +32,8 @@ final class ChurnScenario: ScenarioBase {
     private var sweeper: RepeatedTask?
 
     init(loop: any EventLoop, options: ClientSettings, echoes: Int, concurrency: Int, duration: Double, warmup: Double,
-         count: Int?) throws {
+         warmupSessions: Int? = nil, count: Int?) throws {
+        self.warmupSessions = warmupSessions
         self.echoes = echoes
         self.concurrency = concurrency
         self.duration = duration
@@ -38,7 +41,7 @@ final class ChurnScenario: ScenarioBase {
         maxSessions = count ?? Int.max
         try super.init(name: "churn", loop: loop, options: options)
         result.parameters = ["echoes": "\(echoes)", "concurrency": "\(concurrency)", "duration": "\(duration)",
-                             "warmup": "\(warmup)", "count": count.map { "\($0)" } ?? "unbounded",
+                             "warmup": warmupSessions.map { "\($0) sessions" } ?? "\(warmup)", "count": count.map { "\($0)" } ?? "unbounded",
                              "sourceAddresses": "\(options.sourceAddresses)"]
     }
 
@@ -88,6 +91,9 @@ final class ChurnScenario: ScenarioBase {
         inFlight -= 1
         if let failure {
             fail(failure)
+        } else if phase == .warmup, let warmupSessions {
+            warmedUp += 1
+            if warmedUp == warmupSessions { pauseThenMeasure() }
         } else if peer.tag == 1 && phase == .measure {
             completed += 1
             histogram.record(nowNanos() - peer.startNanos)
@@ -146,7 +152,9 @@ final class ChurnScenario: ScenarioBase {
     private func beginWarmup() {
         phase = .warmup
         fill()
-        schedule(after: warmup) { ($0 as? ChurnScenario)?.pauseThenMeasure() }
+        if warmupSessions == nil {
+            schedule(after: warmup) { ($0 as? ChurnScenario)?.pauseThenMeasure() }
+        }
     }
 
     private func pauseThenMeasure() {
@@ -184,6 +192,7 @@ final class ChurnScenario: ScenarioBase {
                 }
                 if let before = scenario.result.serverBefore?.primary, let now = after.primary {
                     scenario.result.rssGrowthBytes = now.rssBytes - before.rssBytes
+                    scenario.result.rssGrowthPercent = 100 * Double(now.rssBytes - before.rssBytes) / Double(max(1, before.rssBytes))
                     if scenario.completed > 0 {
                         scenario.result.rssGrowthPerSessionBytes = Double(now.rssBytes - before.rssBytes) / Double(scenario.completed)
                     }

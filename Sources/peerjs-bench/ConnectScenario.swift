@@ -27,8 +27,11 @@ final class ConnectScenario: ScenarioBase {
         result.peers = count
     }
 
+    private var clientCPU0 = 0.0
+
     override func start() {
         result.serverBefore = server.sample()
+        clientCPU0 = selfCPUSeconds()
         firstStart = nowNanos()
         let bound = NIOLoopBound(self, eventLoop: loop)
         sweeper = loop.scheduleRepeatedTask(initialDelay: .milliseconds(500), delay: .milliseconds(500)) { _ in
@@ -89,6 +92,7 @@ final class ConnectScenario: ScenarioBase {
         result.connectionsPerSecond = elapsed > 0 ? Double(opened) / elapsed : 0
         result.openLatency = histogram.summary()
         result.parameters["connectSeconds"] = fmt(elapsed)
+        if opened > 0 { result.clientCPUMicrosPerConnection = (selfCPUSeconds() - clientCPU0) / Double(opened) * 1e6 }
     }
 
     private func connected() {
@@ -108,6 +112,8 @@ final class ConnectScenario: ScenarioBase {
         if opened > 0, let before = result.serverBefore?.primary, let after = held.primary {
             result.rssPerPeerBytes = Double(after.rssBytes - before.rssBytes) / Double(opened)
             result.anonPerPeerBytes = Double(after.anonBytes - before.anonBytes) / Double(opened)
+            // CPU of all server processes (broker + supervisor for ours) per connection made.
+            result.serverCPUMicrosPerConnection = (held.totalCPU - (result.serverBefore?.totalCPU ?? 0)) / Double(opened) * 1e6
         }
         teardown()
     }

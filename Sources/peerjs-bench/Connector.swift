@@ -1,3 +1,5 @@
+import Crypto
+import Foundation
 import NIOCore
 import NIOPosix
 
@@ -11,6 +13,7 @@ final class Connector {
     let path: String
     let key: String
     let hostHeader: String
+    let jwtSecret: SymmetricKey?
     private var nextSource = 0
     /// Ephemeral port chosen at connect(), not bind(): with a bound source address the kernel
     /// would otherwise pick a port unique across all destinations.
@@ -26,6 +29,20 @@ final class Connector {
         path = options.path.hasSuffix("/") ? options.path : options.path + "/"
         key = options.key
         hostHeader = "\(options.host):\(options.port)"
+        jwtSecret = options.jwtSecret.map { SymmetricKey(data: $0) }
+    }
+
+    /// `t<index>`, or with a JWT secret an HS256 JWT whose `sub` is the id (valid for an hour).
+    func token(id: String, index: Int) -> String {
+        guard let jwtSecret else { return "t\(index)" }
+        func base64URL(_ bytes: some Sequence<UInt8>) -> String {
+            Data(bytes).base64EncodedString().replacingOccurrences(of: "+", with: "-")
+                .replacingOccurrences(of: "/", with: "_").replacingOccurrences(of: "=", with: "")
+        }
+        let exp = Int(Date().timeIntervalSince1970) + 3600
+        let input = base64URL(Array(#"{"alg":"HS256","typ":"JWT"}"#.utf8)) + "."
+            + base64URL(Array(#"{"sub":"\#(id)","exp":\#(exp)}"#.utf8))
+        return input + "." + base64URL(HMAC<SHA256>.authenticationCode(for: Array(input.utf8), using: jwtSecret))
     }
 
     /// The HTTP upgrade request of a peer, built once.
@@ -36,7 +53,7 @@ final class Connector {
     }
 
     func makePeer(index: Int, id: String, events: any PeerEvents) -> PeerConnection {
-        PeerConnection(index: index, id: id, request: upgradeRequest(id: id, token: "t\(index)"), events: events)
+        PeerConnection(index: index, id: id, request: upgradeRequest(id: id, token: token(id: id, index: index)), events: events)
     }
 
     /// Opens the TCP connection of `peer`; the peer's handler does the rest.

@@ -108,6 +108,8 @@ struct Report: ParsableCommand {
         Metric(scenario: "connect", name: "time to OPEN p99 (ms)", decimals: 2) { $0.openLatency?.p99 },
         Metric(scenario: "connect", name: "failures", decimals: 0) { Double($0.failures.values.reduce(0, +)) },
         Metric(scenario: "connect", name: "server RSS per held peer (B)", decimals: 0) { $0.rssPerPeerBytes },
+        Metric(scenario: "connect", name: "server CPU per connection (µs)", decimals: 0) { $0.serverCPUMicrosPerConnection },
+        Metric(scenario: "connect", name: "bench client CPU per connection (µs)", decimals: 0) { $0.clientCPUMicrosPerConnection },
         Metric(scenario: "relay", name: "forwarded messages/s", decimals: 0) { $0.messagesPerSecond },
         Metric(scenario: "relay", name: "one-way p50 (ms)", decimals: 3) { $0.latency?.p50 },
         Metric(scenario: "relay", name: "one-way p99 (ms)", decimals: 3) { $0.latency?.p99 },
@@ -128,5 +130,9 @@ struct Report: ParsableCommand {
         Metric(scenario: "churn", name: "session p99 (ms)", decimals: 2) { $0.sessionLatency?.p99 },
         Metric(scenario: "churn", name: "failures", decimals: 0) { Double($0.failures.values.reduce(0, +)) },
         Metric(scenario: "churn", name: "server RSS growth per session (B)", decimals: 1) { $0.rssGrowthPerSessionBytes },
+        Metric(scenario: "churn", name: "server CPU per session (µs)", decimals: 0) {
+            guard let cpu = $0.serverCPUSeconds, let n = $0.sessions, n > 0 else { return nil }
+            return cpu / Double(n) * 1e6
+        },
     ]
 }

@@ -25,6 +25,9 @@ struct RunResult: Codable, Sendable {
     /// (RSS while holding − RSS before) ÷ peers, of the broker (or the single server process).
     var rssPerPeerBytes: Double?
     var anonPerPeerBytes: Double?
+    /// Server CPU (all its processes, user + system) per connection, and the bench client's own.
+    var serverCPUMicrosPerConnection: Double?
+    var clientCPUMicrosPerConnection: Double?
 
     // relay
     var pairs: Int?
@@ -45,6 +48,8 @@ struct RunResult: Codable, Sendable {
     var serverAfter: [ProcessSample]?
     var rssGrowthBytes: Int64?
     var rssGrowthPerSessionBytes: Double?
+    /// Growth as a share of the RSS sampled after the warm-up (the leak check's 5 % bound).
+    var rssGrowthPercent: Double?
 }
 
 /// The shared machinery of a scenario: the loop, the connector, the server's processes, the

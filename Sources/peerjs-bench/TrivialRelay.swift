@@ -8,7 +8,8 @@ import NIOWebSocket
 /// `trivial-relay`: the ceiling reference. The least a PeerJS relay can do on SwiftNIO with the
 /// same one event loop thread as our broker: WebSocket upgrade, `{"type":"OPEN"}`, an id →
 /// channel map, and each text frame forwarded to its `dst` with `"src"` spliced in — no JSON
-/// decode, no checks, no queues, no heartbeats.
+/// decode, no checks, no queues, no heartbeats. Like the broker it flushes once per destination
+/// at the end of each read burst.
 struct TrivialRelay: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "trivial-relay",
@@ -64,6 +65,14 @@ struct TrivialRelay: ParsableCommand {
 /// The id → channel map; lives on the relay's one loop.
 final class RelayHub {
     var peers: [ArraySlice<UInt8>: any Channel] = [:]
+    /// Channels written to during the current read burst: flushed once each at its end, as the
+    /// broker does (a writev per message would make this "ceiling" slower than the server).
+    var unflushed: [any Channel] = []
+
+    func flush() {
+        for channel in unflushed { channel.flush() }
+        unflushed.removeAll(keepingCapacity: true)
+    }
 
     /// The `id` query parameter (taken as is: the bench sends plain ids).
     static func id(in uri: String) -> String {
@@ -115,12 +124,16 @@ final class RelayPeerHandler: ChannelInboundHandler {
                 return hub.peers[ArraySlice(raw[start..<end])]
             }
             guard let target, message.readableBytes > 1 else { return }
-            var out = target.allocator.buffer(capacity: message.readableBytes + srcPrefix.count)
+            // Room in front for the frame header, which NIO's encoder then writes in place.
+            var out = target.allocator.buffer(capacity: 10 + message.readableBytes + srcPrefix.count)
+            out.moveWriterIndex(forwardBy: 10)
+            out.moveReaderIndex(forwardBy: 10)
             out.writeBytes(srcPrefix)
             var rest = message
             rest.moveReaderIndex(forwardBy: 1)
             out.writeBuffer(&rest)
-            target.writeAndFlush(WebSocketFrame(fin: true, opcode: .text, data: out), promise: nil)
+            target.write(WebSocketFrame(fin: true, opcode: .text, data: out), promise: nil)
+            if !hub.unflushed.contains(where: { $0 === target }) { hub.unflushed.append(target) }
         case .ping:
             context.writeAndFlush(wrapOutboundOut(WebSocketFrame(fin: true, opcode: .pong, data: frame.unmaskedData)), promise: nil)
         case .connectionClose:
@@ -131,6 +144,11 @@ final class RelayPeerHandler: ChannelInboundHandler {
         default:
             break
         }
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        hub.flush()
+        context.fireChannelReadComplete()
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
