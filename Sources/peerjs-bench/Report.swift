@@ -130,6 +130,7 @@ struct Report: ParsableCommand {
         Metric(scenario: "churn", name: "session p99 (ms)", decimals: 2) { $0.sessionLatency?.p99 },
         Metric(scenario: "churn", name: "failures", decimals: 0) { Double($0.failures.values.reduce(0, +)) },
         Metric(scenario: "churn", name: "server RSS growth per session (B)", decimals: 1) { $0.rssGrowthPerSessionBytes },
+        Metric(scenario: "churn", name: "server RSS growth (%)", decimals: 2) { $0.rssGrowthPercent },
         Metric(scenario: "churn", name: "server CPU per session (µs)", decimals: 0) {
             guard let cpu = $0.serverCPUSeconds, let n = $0.sessions, n > 0 else { return nil }
             return cpu / Double(n) * 1e6

@@ -109,11 +109,59 @@ extension SharedServer {
             #expect(second)
             await connection.close()
         }
+
+        @Test("H6 200 mutated handshakes (seeded): each is upgraded, refused with a 4xx or closed — never a hang — and the server still serves")
+        func mutatedHandshakes() async throws {
+            let s = try Endpoint.current()
+            var rng = HandshakeMutationRNG(seed: 0x5eed_1234)
+            let base = Self.request(s, id: "m", headers: Self.standard + ["X-Forwarded-For: 10.0.0.1"])
+            let alphabet = Array(" :,\r\n\t\u{0}\u{7f}GETHTP/1.0upgradewebsocket13?&=".utf8) + [0xff, 0xc3]
+            for round in 0..<200 {
+                var bytes = base
+                for _ in 0..<(1 + Int(rng.next() % 4)) {
+                    let at = Int(rng.next() % UInt64(bytes.count))
+                    switch rng.next() % 3 {
+                    case 0: bytes[at] = alphabet[Int(rng.next() % UInt64(alphabet.count))]
+                    case 1: bytes.remove(at: at)
+                    default: bytes.insert(alphabet[Int(rng.next() % UInt64(alphabet.count))], at: at)
+                    }
+                }
+                let connection = try await RawTCPConnection.connect(host: s.host, port: s.port)
+                // A blank line after the mutated bytes, so that every head ends.
+                await connection.send(bytes + Array("\r\n\r\n".utf8))
+                let answered = await connection.waitForData(timeout: .seconds(2)) { $0.count >= 12 }
+                let head = Self.text(Array(connection.received.prefix(12)))
+                if answered {
+                    #expect(
+                        head == "HTTP/1.1 101" || head.hasPrefix("HTTP/1.1 4") || head.hasPrefix("HTTP/1.0 4"),
+                        "round \(round): \(Self.text(connection.received)) for \(Self.text(bytes))")
+                }
+                await connection.close()
+            }
+            let a = try await s.register("after")
+            let b = try await s.register("after")
+            try await a.ws.sendJSON(["type": "OFFER", "dst": .string(b.id), "payload": ["sdp": "x"]])
+            #expect(try await b.ws.nextJSON()["type"] == "OFFER")
+            await a.ws.close()
+            await b.ws.close()
+        }
     }
 }
 
 extension Array where Element == UInt8 {
     fileprivate func ends(with suffix: [UInt8]) -> Bool {
         count >= suffix.count && self[(count - suffix.count)...].elementsEqual(suffix)
+    }
+}
+
+/// xorshift64*: the mutations of H6 are the same on every run.
+struct HandshakeMutationRNG {
+    var state: UInt64
+    init(seed: UInt64) { state = seed }
+    mutating func next() -> UInt64 {
+        state ^= state >> 12
+        state ^= state << 25
+        state ^= state >> 27
+        return state &* 0x2545_F491_4F6C_DD1D
     }
 }
