@@ -31,6 +31,11 @@ final class AuthClient {
     private let loop: any EventLoop
     private let logger: Logger
     var timeoutMs: Int64
+    /// Whether `forward` sends events at all (BrokerSettings.authEvents): each costs a message
+    /// on both sides, per registration and per departure.
+    var forwardsEvents = true {
+        didSet { if !forwardsEvents { addresses.removeAll() } }
+    }
     var decide: Decide = { _, _, _ in }
     private var link: HandoffChannel?
     private var generation = 0
@@ -99,6 +104,7 @@ final class AuthClient {
     /// Forwards a registration or departure to the helper (best effort: an event that does not
     /// fit in the channel is dropped and logged).
     func forward(_ event: PeerEvent) {
+        guard forwardsEvents else { return }
         let message: PeerEventMessage
         switch event {
         case .connected(let id, let key, let connection):
@@ -128,7 +134,7 @@ final class AuthClient {
                 return
             }
             entry.timeout.cancel()
-            if verdict.allow { addresses[entry.connection] = entry.ip }
+            if verdict.allow && forwardsEvents { addresses[entry.connection] = entry.ip }
             let reason = verdict.reason.isEmpty ? Self.failureReason : verdict.reason
             decide(entry.connection, entry.request, verdict.allow ? nil : reason)
         case .closed(let why):

@@ -18,11 +18,13 @@ public struct BrokerConfiguration: Sendable, Equatable {
     public var threads: Int
     /// How long to wait for the auth helper's verdict; 0: no helper, everyone is allowed.
     public var authTimeoutMs: Int64
+    /// Whether the auth helper is told of every registration and departure (see `BrokerSettings`).
+    public var authEvents: Bool
 
     public init(
         protocolSettings: ProtocolSettings = ProtocolSettings(), path: String = "/", corsOrigins: [String] = [],
         proxied: Bool = false, maxMessageBytes: Int = 65536, handshakeTimeoutMs: Int64 = 10000, threads: Int = 1,
-        authTimeoutMs: Int64 = 0
+        authTimeoutMs: Int64 = 0, authEvents: Bool = true
     ) {
         self.protocolSettings = protocolSettings
         self.basePath = Self.normalise(path)
@@ -32,6 +34,7 @@ public struct BrokerConfiguration: Sendable, Equatable {
         self.handshakeTimeoutMs = handshakeTimeoutMs
         self.threads = threads
         self.authTimeoutMs = authTimeoutMs
+        self.authEvents = authEvents
     }
 
     /// `myapp` → `/myapp/`, `/` → `/`.

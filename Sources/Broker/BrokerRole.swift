@@ -20,7 +20,8 @@ extension BrokerConfiguration {
             maxMessageBytes: Int(settings.maxMessageBytes),
             handshakeTimeoutMs: Int64(settings.handshakeTimeoutMs),
             threads: Int(settings.threads),
-            authTimeoutMs: Int64(settings.authTimeoutMs))
+            authTimeoutMs: Int64(settings.authTimeoutMs),
+            authEvents: settings.authEvents)
     }
 }
 

@@ -34,6 +34,7 @@ final class BrokerState {
             auth.decide = { [unowned self] connection, request, denial in
                 self.finishRegistration(connection, request: request, denial: denial)
             }
+            auth.forwardsEvents = configuration.authEvents
             connections.eventSink = { [unowned auth] event in auth.forward(event) }
         }
     }
@@ -42,6 +43,7 @@ final class BrokerState {
         self.configuration = configuration
         engine.update(configuration.protocolSettings)
         if configuration.authTimeoutMs > 0 { auth?.timeoutMs = configuration.authTimeoutMs }
+        auth?.forwardsEvents = configuration.authEvents
     }
 
     /// A WebSocket client asks to register. Without an auth helper the engine decides at once

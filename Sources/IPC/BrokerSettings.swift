@@ -37,6 +37,9 @@ public struct BrokerSettings: IPCMessage {
     public var threads: UInt32
     public var extraKeys: [String]
     public var authTimeoutMs: UInt32
+    /// Whether the auth helper wants connection and disconnect events: only a policy program
+    /// or a helper logging at info or below uses them, so otherwise the broker sends none.
+    public var authEvents: Bool
     public static let maxExtraKeys = 16
     public static let maxExtraKeyLength = 64
 
@@ -44,7 +47,7 @@ public struct BrokerSettings: IPCMessage {
         key: String, path: String, expireTimeoutMs: UInt32, aliveTimeoutMs: UInt32,
         cleanupIntervalMs: UInt32, concurrentLimit: UInt32, allowDiscovery: Bool, proxied: Bool,
         corsOrigins: [String], maxMessageBytes: UInt32, handshakeTimeoutMs: UInt32, threads: UInt32,
-        extraKeys: [String] = [], authTimeoutMs: UInt32 = 0
+        extraKeys: [String] = [], authTimeoutMs: UInt32 = 0, authEvents: Bool = true
     ) {
         self.key = key
         self.path = path
@@ -60,6 +63,7 @@ public struct BrokerSettings: IPCMessage {
         self.threads = threads
         self.extraKeys = extraKeys
         self.authTimeoutMs = authTimeoutMs
+        self.authEvents = authEvents
     }
 
     public init(decoding payload: [UInt8]) throws(IPCError) {
@@ -78,6 +82,7 @@ public struct BrokerSettings: IPCMessage {
         threads = try r.readUInt32()
         extraKeys = try r.readStringList(maxCount: Self.maxExtraKeys, maxLength: Self.maxExtraKeyLength)
         authTimeoutMs = try r.readUInt32()
+        authEvents = try r.readBool()
         try r.finish()
     }
 
@@ -97,6 +102,7 @@ public struct BrokerSettings: IPCMessage {
         w.writeUInt32(threads)
         w.writeStringList(extraKeys)
         w.writeUInt32(authTimeoutMs)
+        w.writeBool(authEvents)
         return w.bytes
     }
 }

@@ -228,7 +228,8 @@ struct PeerJSCommand: ParsableCommand {
             cleanupIntervalMs: UInt32(cleanupOutMsgs), concurrentLimit: UInt32(concurrentLimit),
             allowDiscovery: allowDiscovery, proxied: proxied, corsOrigins: cors,
             maxMessageBytes: UInt32(maxMessageSize), handshakeTimeoutMs: UInt32(handshakeTimeout), threads: 1,
-            extraKeys: Array(rooms.dropFirst()), authTimeoutMs: authEnabled ? UInt32(authTimeout) : 0)
+            extraKeys: Array(rooms.dropFirst()), authTimeoutMs: authEnabled ? UInt32(authTimeout) : 0,
+            authEvents: authProgram != nil || (Logger.Level(rawValue: logLevel) ?? .info) <= .info)
     }
 
     /// Parses the command line, with the configuration file's settings (if `--config` names

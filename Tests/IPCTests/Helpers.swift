@@ -69,7 +69,7 @@ let sampleSettings = BrokerSettings(
     key: "peerjs", path: "/myapp/ü", expireTimeoutMs: 5000, aliveTimeoutMs: 60000,
     cleanupIntervalMs: 1000, concurrentLimit: 5000, allowDiscovery: true, proxied: false,
     corsOrigins: ["https://example.org", "http://localhost:8080", "https://東京.example"],
-    maxMessageBytes: 65536, handshakeTimeoutMs: 10000, threads: 2)
+    maxMessageBytes: 65536, handshakeTimeoutMs: 10000, threads: 2, authTimeoutMs: 750, authEvents: false)
 
 let sampleV4 = try! PeerAddress(family: .ipv4, bytes: [127, 0, 0, 1], port: 5000)
 let sampleV6 = try! PeerAddress(family: .ipv6, bytes: [UInt8](repeating: 0, count: 15) + [1], port: 5000)

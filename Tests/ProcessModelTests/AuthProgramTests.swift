@@ -37,6 +37,23 @@ struct AuthProgramTests {
         }
     }
 
+    @Test("61b at --log-level notice (no helper log lines for events) the program still gets connection and disconnect events")
+    func programEventsAtNotice() async throws {
+        try await ServerProcess.withServer(["--auth-program", Self.example, "--log-level", "notice"]) { server in
+            let s = try T.endpoint(server)
+            let mark = server.logLines.count
+            let ws = try await s.connect(id: "bob", token: "bob-token")
+            #expect(try await ws.nextJSON() == ["type": "OPEN"])
+            _ = try await server.waitForLog(from: mark, "the program's connection event") {
+                $0.contains("policy: connection id=bob")
+            }
+            await ws.close()
+            _ = try await server.waitForLog(from: mark, "the program's disconnect event") {
+                $0.contains("policy: disconnect id=bob")
+            }
+        }
+    }
+
     @Test("62 a program that never answers → 'Auth Timeout' within the deadline; one that fails → 'Error on Auth'; the program comes back")
     func timeoutAndFailure() async throws {
         try await ServerProcess.withServer(["--auth-program", Self.example, "--auth-timeout", "700"]) { server in
