@@ -179,10 +179,19 @@ final class WebSocketHandshakeHandler: ChannelInboundHandler, RemovableChannelHa
             received!.writeBuffer(&incoming)
             buffer = received!
         }
+        // The end of the head: CRLF CRLF, or two bare LFs (which HTTP parsers may accept; this
+        // reader does not, so such a request goes to NIO whole).
+        var bareLF = false
         let end: Int? = buffer.withUnsafeReadableBytes { bytes in
             var i = max(0, scanned - 3)
-            while i + 4 <= bytes.count {
-                if bytes[i] == 0x0D, bytes[i + 1] == 0x0A, bytes[i + 2] == 0x0D, bytes[i + 3] == 0x0A { return i }
+            while i + 1 < bytes.count {
+                if bytes[i] == 0x0A, bytes[i + 1] == 0x0A {
+                    bareLF = true
+                    return i
+                }
+                if i + 4 <= bytes.count, bytes[i] == 0x0D, bytes[i + 1] == 0x0A, bytes[i + 2] == 0x0D, bytes[i + 3] == 0x0A {
+                    return i
+                }
                 i += 1
             }
             return nil
@@ -200,7 +209,7 @@ final class WebSocketHandshakeHandler: ChannelInboundHandler, RemovableChannelHa
             if buffer.readableBytes > Self.headLimit { handToHTTP(context: context, buffered: received!) }
             return
         }
-        let request = buffer.withUnsafeReadableBytes { WebSocketUpgradeRequest.parse(UnsafeRawBufferPointer(rebasing: $0[..<end])) }
+        let request = bareLF ? nil : buffer.withUnsafeReadableBytes { WebSocketUpgradeRequest.parse(UnsafeRawBufferPointer(rebasing: $0[..<end])) }
         guard let request, request.path == state.configuration.webSocketPath else {
             return handToHTTP(context: context, buffered: buffer)
         }

@@ -91,6 +91,8 @@ extension SharedServer {
             cases.append(("no key", Self.request(s, id: Unique.id("h"), headers: Self.standard.filter { !$0.hasPrefix("Sec-WebSocket-Key") })))
             cases.append(("Upgrade: h2c", Self.request(s, id: Unique.id("h"), headers: Self.standard.map { $0 == "Upgrade: websocket" ? "Upgrade: h2c" : $0 })))
             cases.append(("POST", Self.request(s, id: Unique.id("h"), method: "POST", headers: Self.standard)))
+        let lf = Self.request(s, id: Unique.id("h"), headers: Self.standard).split(separator: 0x0D, omittingEmptySubsequences: false).joined()
+        cases.append(("bare LF line ends", Array(lf)))
             for (name, bytes) in cases {
                 try await Self.expectRefusal(s, bytes, comment: "\(name)")
             }
