@@ -35,14 +35,23 @@ final class Connector {
     /// `t<index>`, or with a JWT secret an HS256 JWT whose `sub` is the id (valid for an hour).
     func token(id: String, index: Int) -> String {
         guard let jwtSecret else { return "t\(index)" }
-        func base64URL(_ bytes: some Sequence<UInt8>) -> String {
-            Data(bytes).base64EncodedString().replacingOccurrences(of: "+", with: "-")
-                .replacingOccurrences(of: "/", with: "_").replacingOccurrences(of: "=", with: "")
-        }
-        let exp = Int(Date().timeIntervalSince1970) + 3600
-        let input = base64URL(Array(#"{"alg":"HS256","typ":"JWT"}"#.utf8)) + "."
-            + base64URL(Array(#"{"sub":"\#(id)","exp":\#(exp)}"#.utf8))
-        return input + "." + base64URL(HMAC<SHA256>.authenticationCode(for: Array(input.utf8), using: jwtSecret))
+        let input = Self.jwtHeader + "." + Self.base64URL(Array(#"{"sub":"\#(id)","exp":\#(jwtExpiry)}"#.utf8))
+        return input + "." + Self.base64URL(Array(HMAC<SHA256>.authenticationCode(for: Array(input.utf8), using: jwtSecret)))
+    }
+
+    private let jwtExpiry = Int(Date().timeIntervalSince1970) + 3600
+    private static let jwtHeader = base64URL(Array(#"{"alg":"HS256","typ":"JWT"}"#.utf8))
+
+    /// Base64 with the URL alphabet and no padding (RFC 7515 §2), in one pass over Foundation's.
+    private static func base64URL(_ bytes: [UInt8]) -> String {
+        String(decoding: Data(bytes).base64EncodedString().utf8.compactMap { byte -> UInt8? in
+            switch byte {
+            case UInt8(ascii: "+"): UInt8(ascii: "-")
+            case UInt8(ascii: "/"): UInt8(ascii: "_")
+            case UInt8(ascii: "="): nil
+            default: byte
+            }
+        }, as: UTF8.self)
     }
 
     /// The HTTP upgrade request of a peer, built once.
