@@ -1,5 +1,6 @@
 public import AuthHelper
 import Crypto
+import FoundationEssentials
 import JWTKit
 import _CryptoExtras
 
@@ -104,19 +105,9 @@ public struct JWTVerifier: TokenVerifier {
         }
     }
 
+    /// Base64url without padding (RFC 7515 §2), from Foundation's base64 (only `prime` encodes).
     static func base64URLEncode(_ bytes: [UInt8]) -> String {
-        let alphabet = Array("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_".utf8)
-        var out: [UInt8] = []
-        var index = 0
-        while index < bytes.count {
-            let chunk = bytes[index..<min(index + 3, bytes.count)]
-            var bits: UInt32 = 0
-            for byte in chunk { bits = bits << 8 | UInt32(byte) }
-            bits <<= UInt32(8 * (3 - chunk.count))
-            for position in 0...chunk.count { out.append(alphabet[Int((bits >> UInt32(18 - 6 * position)) & 0x3f)]) }
-            index += 3
-        }
-        return String(decoding: out, as: UTF8.self)
+        Data(bytes).base64EncodedString().replacing("+", with: "-").replacing("/", with: "_").replacing("=", with: "")
     }
 
     private func verifies(signature: [UInt8], over data: [UInt8]) -> Bool {
@@ -132,31 +123,20 @@ public struct JWTVerifier: TokenVerifier {
         }
     }
 
+    /// Base64url without padding (RFC 7515 §2): nil for anything else, padding and the `+` `/`
+    /// alphabet included.
     static func base64URLDecode(_ text: Substring) -> [UInt8]? {
-        var values: [UInt8] = []
-        values.reserveCapacity(text.utf8.count)
+        var standard: [UInt8] = []
+        standard.reserveCapacity(text.utf8.count + 3)
         for byte in text.utf8 {
             switch byte {
-            case UInt8(ascii: "A")...UInt8(ascii: "Z"): values.append(byte - UInt8(ascii: "A"))
-            case UInt8(ascii: "a")...UInt8(ascii: "z"): values.append(byte - UInt8(ascii: "a") + 26)
-            case UInt8(ascii: "0")...UInt8(ascii: "9"): values.append(byte - UInt8(ascii: "0") + 52)
-            case UInt8(ascii: "-"): values.append(62)
-            case UInt8(ascii: "_"): values.append(63)
-            default: return nil
+            case UInt8(ascii: "+"), UInt8(ascii: "/"), UInt8(ascii: "="): return nil
+            case UInt8(ascii: "-"): standard.append(UInt8(ascii: "+"))
+            case UInt8(ascii: "_"): standard.append(UInt8(ascii: "/"))
+            default: standard.append(byte)
             }
         }
-        guard values.count % 4 != 1 else { return nil }
-        var out: [UInt8] = []
-        var index = 0
-        while index < values.count {
-            let chunk = values[index..<min(index + 4, values.count)]
-            var bits: UInt32 = 0
-            for value in chunk { bits = bits << 6 | UInt32(value) }
-            bits <<= UInt32(6 * (4 - chunk.count))
-            let bytes = [UInt8(truncatingIfNeeded: bits >> 16), UInt8(truncatingIfNeeded: bits >> 8), UInt8(truncatingIfNeeded: bits)]
-            out += bytes.prefix(chunk.count - 1)
-            index += 4
-        }
-        return out
+        standard += Array(repeating: UInt8(ascii: "="), count: (4 - standard.count % 4) % 4)
+        return Data(base64Encoded: Data(standard)).map { Array($0) }
     }
 }
