@@ -36,26 +36,24 @@ final class PeerSocketHandler: ChannelInboundHandler {
         guard let key = frame.maskKey, !frame.rsv1, !frame.rsv2, !frame.rsv3 else {
             return fail(context, code: .protocolError)
         }
+        var payload = frame.data
+        payload.unmaskWebSocketPayload(key)
         switch frame.opcode {
         case .text, .binary:
             // E3: a binary frame holding a JSON message is handled like text.
             guard fragments == nil else { return fail(context, code: .protocolError) }
-            var message = frame.data
-            message.unmaskWebSocketPayload(key)
             guard frame.fin else {
-                fragments = (message, 1)
+                fragments = (payload, 1)
                 return
             }
-            deliver(message)
+            deliver(payload)
         case .continuation:
             guard var joined = fragments else { return fail(context, code: .protocolError) }
             fragments = nil
-            var part = frame.data
-            part.unmaskWebSocketPayload(key)
-            guard joined.count < Self.maxFragments, joined.data.readableBytes + part.readableBytes <= maxMessageBytes else {
+            guard joined.count < Self.maxFragments, joined.data.readableBytes + payload.readableBytes <= maxMessageBytes else {
                 return fail(context, code: .messageTooLarge)
             }
-            joined.data.writeBuffer(&part)
+            joined.data.writeBuffer(&payload)
             joined.count += 1
             guard frame.fin else {
                 fragments = joined
@@ -64,8 +62,6 @@ final class PeerSocketHandler: ChannelInboundHandler {
             deliver(joined.data)
         case .ping:
             state.engine.touch(connection)
-            var payload = frame.data
-            payload.unmaskWebSocketPayload(key)
             context.writeAndFlush(
                 wrapOutboundOut(ServerFrame.make(.pong, payload: payload, allocator: context.channel.allocator)), promise: nil)
         case .pong:
@@ -73,8 +69,6 @@ final class PeerSocketHandler: ChannelInboundHandler {
         case .connectionClose:
             closing = true
             // Echo the client's close code, then close the TCP connection.
-            var payload = frame.data
-            payload.unmaskWebSocketPayload(key)
             let code = payload.readSlice(length: 2) ?? context.channel.allocator.buffer(capacity: 0)
             let reply = ServerFrame.make(.connectionClose, payload: code, allocator: context.channel.allocator)
             let bound = NIOLoopBound(context, eventLoop: context.eventLoop)
