@@ -105,6 +105,7 @@ public struct SeccompPolicy: Sendable {
         ("getrandom", .allow, why: "Swift hashing seeds, random ids and tokens"),
         ("rt_sigprocmask", .allow, why: "glibc blocks signals around thread creation and in abort paths"),
         ("rt_sigreturn", .allow, why: "return from signal handlers, incl. glibc's setxid signal racing the filter load"),
+        ("restart_syscall", .allow, why: "the kernel resumes a poll/futex/nanosleep with a timeout this way after SIGSTOP/SIGCONT, a cgroup freeze or ptrace"),
         ("sched_yield", .allow, why: "spin locks in the runtime and NIO"),
         ("gettid", .allow, why: "Swift's Mutex on Linux names its owner by thread id (PI futex); NIO scheduled tasks take it"),
         ("set_robust_list", .allow, why: "every new glibc thread registers its robust futex list"),

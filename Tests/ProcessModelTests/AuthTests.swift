@@ -285,4 +285,39 @@ struct AuthHelperProcessTests {
             await second.ws.close()
         }
     }
+
+    @Test("SIGSTOP then SIGCONT of broker and helper (a debugger, `systemctl freeze`): both live on and still decide (the filters allow restart_syscall)")
+    func stopAndContinue() async throws {
+        let file = try TempFile(Self.users)
+        try await ServerProcess.withServer(["--auth-users", file.path]) { server in
+            let s = try Self.endpoint(server)
+            #expect(try await Self.attempt(s, id: "u1", token: "t1") == ["type": "OPEN"])
+            let broker = try #require(server.brokerPID())
+            let helper = try await Self.waitForHelper(server)
+            for pid in [broker, helper] { kill(pid, SIGSTOP) }
+            try await Self.waitForState(of: [broker, helper], stopped: true)
+            for pid in [broker, helper] { kill(pid, SIGCONT) }
+            try await Self.waitForState(of: [broker, helper], stopped: false)
+            #expect(try await Self.attempt(s, id: "u1", token: "t1") == ["type": "OPEN"])
+            #expect(try await Self.attempt(s, id: "u1", token: "bad") == errorFrame("Invalid ID"))
+            #expect(ServerProcess.isAlive(broker) && server.brokerPID() == broker, "the broker died after SIGCONT")
+            #expect(ServerProcess.isAlive(helper) && Self.helperPID(server) == helper, "the helper died after SIGCONT")
+        }
+    }
+
+    /// Waits (bounded) until every pid is in state T (stopped) or, with `stopped: false`, none is.
+    static func waitForState(of pids: [Int32], stopped: Bool) async throws {
+        let deadline = ContinuousClock.now + .seconds(5)
+        while ContinuousClock.now < deadline {
+            let states = pids.map { pid -> Bool in
+                guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+                    let close = stat.lastIndex(of: ")")
+                else { return false }
+                return stat[stat.index(after: close)...].trimmingCharacters(in: .whitespaces).hasPrefix("T")
+            }
+            if states.allSatisfy({ $0 == stopped }) { return }
+            try await Task.sleep(for: .milliseconds(10))
+        }
+        throw HarnessError("processes \(pids) did not become \(stopped ? "stopped" : "running") within 5 s")
+    }
 }
