@@ -48,15 +48,17 @@ final class BrokerState {
 
     /// A WebSocket client asks to register. Without an auth helper the engine decides at once
     /// (the fast path); with one, the parameter check runs first and the helper is asked before
-    /// the key and id checks (PROTOCOL.md §9, "Suggested mapping").
-    func startRegistration(_ connection: ConnectionID, request: RegistrationRequest, address: String) {
+    /// the key and id checks (PROTOCOL.md §9, "Suggested mapping"). Returns true when the
+    /// verdict is pending: the flush after it sends whatever was written before it too.
+    func startRegistration(_ connection: ConnectionID, request: RegistrationRequest, address: String) -> Bool {
         guard let auth, let id = request.id, !id.isEmpty, let token = request.token, !token.isEmpty,
             let key = request.key, !key.isEmpty
         else {
             engine.register(connection, request: request)
-            return
+            return false
         }
         auth.ask(connection, request: request, ip: Self.host(of: address))
+        return true
     }
 
     private func finishRegistration(_ connection: ConnectionID, request: RegistrationRequest, denial: String?) {
