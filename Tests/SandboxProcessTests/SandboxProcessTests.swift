@@ -196,7 +196,21 @@ struct SandboxedServerTests {
                                                   "--chroot", root.path])
         let end = child.wait(seconds: 20)
         #expect(end != nil && end != .exited(0))
-        #expect(child.output.contents.contains("\"peerjs-no-such-user\" does not exist"), "\(child.output.contents)")
+        #expect(child.output.contents.contains("the broker's user \"peerjs-no-such-user\" does not exist"), "\(child.output.contents)")
+        #expect(child.output.contents.contains("with --user"), "\(child.output.contents)")
+    }
+
+    @Test("a missing --auth-user is refused by the supervisor naming the auth helper and --auth-user")
+    func missingAuthUser() throws {
+        guard geteuid() == 0 else { return }
+        let root = try ChrootDirectory()
+        defer { root.remove() }
+        let child = try Child(try peerjsBinary(), ["--host", "127.0.0.1", "--port", "0", "--user", "nobody", "--chroot", root.path,
+                                                  "--auth-users", "/dev/null", "--auth-user", "peerjs-no-such-user"])
+        let end = child.wait(seconds: 20)
+        #expect(end != nil && end != .exited(0))
+        #expect(child.output.contents.contains("the auth helper's user \"peerjs-no-such-user\" does not exist"), "\(child.output.contents)")
+        #expect(child.output.contents.contains("with --auth-user"), "\(child.output.contents)")
     }
 
     @Test("a chroot directory that is not empty is refused by the supervisor, saying how to fix it")
