@@ -19,7 +19,6 @@ final class AuthClient {
         let connection: ConnectionID
         let request: RegistrationRequest
         let ip: String
-        let timeout: Scheduled<Void>
     }
 
     /// What the reader thread reports.
@@ -41,6 +40,11 @@ final class AuthClient {
     private var generation = 0
     private var nextRequestID: UInt32 = 0
     private var pending: [UInt32: Pending] = [:]
+    /// Deadlines of the questions in the order they were asked (answered ones are skipped when
+    /// they reach the front), and one timer for the oldest: a timer per question cost a
+    /// schedule and a cancel per registration.
+    private var deadlines = CircularBuffer<(requestID: UInt32, at: NIODeadline)>()
+    private var timer: Scheduled<Void>?
     /// Client addresses of allowed peers, for their events (a closed connection has left the
     /// connection table by the time its `disconnect` event fires).
     private var addresses: [ConnectionID: String] = [:]
@@ -89,16 +93,18 @@ final class AuthClient {
         if nextRequestID == 0 { nextRequestID = 1 }
         let requestID = nextRequestID
         do {
-            try link.send(type: .authQuery, message: query, requestID: requestID)
+            // fitsCaps was checked above, so the payload decodes at the helper: encode() without
+            // encodeChecked's decode-and-compare round trip.
+            try link.send(type: .authQuery, requestID: requestID, payload: query.encode())
         } catch {
             logger.error("cannot ask the auth helper (\(error)); denying \(query.id)")
             if error.code != .wouldBlock { linkFailed("send failed: \(error)") }
             decide(connection, request, Self.failureReason)
             return
         }
-        let bound = NIOLoopBound(self, eventLoop: loop)
-        let timeout = loop.scheduleTask(in: .milliseconds(timeoutMs)) { bound.value.expire(requestID) }
-        pending[requestID] = Pending(connection: connection, request: request, ip: ip, timeout: timeout)
+        pending[requestID] = Pending(connection: connection, request: request, ip: ip)
+        deadlines.append((requestID, .now() + .milliseconds(timeoutMs)))
+        if timer == nil { armTimer() }
     }
 
     /// Forwards a registration or departure to the helper (best effort: an event that does not
@@ -133,7 +139,6 @@ final class AuthClient {
                 logger.debug("late or unknown auth verdict #\(requestID) ignored")
                 return
             }
-            entry.timeout.cancel()
             if verdict.allow && forwardsEvents { addresses[entry.connection] = entry.ip }
             let reason = verdict.reason.isEmpty ? Self.failureReason : verdict.reason
             decide(entry.connection, entry.request, verdict.allow ? nil : reason)
@@ -142,10 +147,26 @@ final class AuthClient {
         }
     }
 
-    private func expire(_ requestID: UInt32) {
-        guard let entry = pending.removeValue(forKey: requestID) else { return }
-        logger.warning("the auth helper did not answer within \(timeoutMs) ms; denying \(entry.request.id ?? "")")
-        decide(entry.connection, entry.request, Self.timeoutReason)
+    /// Schedules the timer for the oldest question still open, if any. Deadlines are in asking
+    /// order (a reload that shortens the timeout makes later ones wait for earlier ones: late by
+    /// at most the old timeout).
+    private func armTimer() {
+        while let first = deadlines.first, pending[first.requestID] == nil { deadlines.removeFirst() }
+        guard let first = deadlines.first else { return }
+        let bound = NIOLoopBound(self, eventLoop: loop)
+        timer = loop.scheduleTask(deadline: first.at) { bound.value.expireOverdue() }
+    }
+
+    private func expireOverdue() {
+        timer = nil
+        let now = NIODeadline.now()
+        while let first = deadlines.first, first.at <= now {
+            deadlines.removeFirst()
+            guard let entry = pending.removeValue(forKey: first.requestID) else { continue }
+            logger.warning("the auth helper did not answer within \(timeoutMs) ms; denying \(entry.request.id ?? "")")
+            decide(entry.connection, entry.request, Self.timeoutReason)
+        }
+        armTimer()
     }
 
     private func linkFailed(_ why: String) {
@@ -158,8 +179,10 @@ final class AuthClient {
     private func failAll(_ why: String) {
         let open = pending
         pending = [:]
+        deadlines.removeAll()
+        timer?.cancel()
+        timer = nil
         for (_, entry) in open.sorted(by: { $0.key < $1.key }) {
-            entry.timeout.cancel()
             decide(entry.connection, entry.request, Self.failureReason)
         }
     }

@@ -144,6 +144,10 @@ struct RegistrationTests {
         #expect(RegistrationRequest.formDecode("100%") == "100%")
         #expect(RegistrationRequest.formDecode("%zz%4") == "%zz%4")
         #expect(RegistrationRequest.formDecode("%E2%9C%93") == "✓")
+        #expect(RegistrationRequest.formDecode("a%2") == "a%2")
+        #expect(RegistrationRequest.formDecode("%41%") == "A%")
+        #expect(RegistrationRequest(query: "&&id=é=x&token&key=%6B&") == RegistrationRequest(id: "é=x", token: "", key: "k"))
+        #expect(RegistrationRequest(query: "id=%FF") == RegistrationRequest(id: "\u{FFFD}", token: nil, key: nil))
     }
 }
 

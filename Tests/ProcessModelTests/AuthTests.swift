@@ -286,18 +286,37 @@ struct AuthHelperProcessTests {
         }
     }
 
-    @Test("SIGSTOP then SIGCONT of broker and helper (a debugger, `systemctl freeze`): both live on and still decide (the filters allow restart_syscall)")
+    @Test("SIGSTOP then SIGCONT of broker and helper (a debugger, `systemctl freeze`): both live on (the filters allow restart_syscall); questions asked meanwhile each time out at their own deadline")
     func stopAndContinue() async throws {
         let file = try TempFile(Self.users)
-        try await ServerProcess.withServer(["--auth-users", file.path]) { server in
+        try await ServerProcess.withServer(["--auth-users", file.path, "--auth-timeout", "600"]) { server in
             let s = try Self.endpoint(server)
             #expect(try await Self.attempt(s, id: "u1", token: "t1") == ["type": "OPEN"])
             let broker = try #require(server.brokerPID())
             let helper = try await Self.waitForHelper(server)
             for pid in [broker, helper] { kill(pid, SIGSTOP) }
             try await Self.waitForState(of: [broker, helper], stopped: true)
-            for pid in [broker, helper] { kill(pid, SIGCONT) }
-            try await Self.waitForState(of: [broker, helper], stopped: false)
+            kill(broker, SIGCONT)
+            try await Self.waitForState(of: [broker], stopped: false)
+            // Three questions 200 ms apart while the helper is stopped: one deadline each.
+            let timings = try await withThrowingTaskGroup(of: (JSONValue, Double).self) { group in
+                for index in 0..<3 {
+                    group.addTask {
+                        try await Task.sleep(for: .milliseconds(200 * index))
+                        let start = Stopwatch.now
+                        let first = try await Self.attempt(s, id: "u1", token: "t1")
+                        return (first, Stopwatch.milliseconds(since: start))
+                    }
+                }
+                return try await group.reduce(into: []) { $0.append($1) }
+            }
+            for (first, elapsed) in timings {
+                #expect(first == errorFrame("Auth Timeout"))
+                #expect(elapsed >= 500 && elapsed < 2000, "Auth Timeout after \(elapsed) ms (deadline 600)")
+            }
+            kill(helper, SIGCONT)
+            try await Self.waitForState(of: [helper], stopped: false)
+            // The helper now answers the stale questions too; the broker ignores those answers.
             #expect(try await Self.attempt(s, id: "u1", token: "t1") == ["type": "OPEN"])
             #expect(try await Self.attempt(s, id: "u1", token: "bad") == errorFrame("Invalid ID"))
             #expect(ServerProcess.isAlive(broker) && server.brokerPID() == broker, "the broker died after SIGCONT")
