@@ -70,11 +70,11 @@ final class Connector {
         loop.preconditionInEventLoop()
         peer.state = .connecting
         peer.startNanos = nowNanos()
-        var bootstrap = ClientBootstrap(group: loop)
-            .connectTimeout(.seconds(10))
-            .channelOption(.socketOption(.so_reuseaddr), value: 1)
+        var bootstrap = ClientBootstrap(group: loop).connectTimeout(.seconds(10))
         if !sources.isEmpty {
-            bootstrap = bootstrap.channelOption(Self.bindAddressNoPort, value: 1).bind(to: sources[nextSource])
+            // Only a bound socket needs SO_REUSEADDR; each option is a syscall and a future.
+            bootstrap = bootstrap.channelOption(.socketOption(.so_reuseaddr), value: 1)
+                .channelOption(Self.bindAddressNoPort, value: 1).bind(to: sources[nextSource])
             nextSource = (nextSource + 1) % sources.count
         }
         let bound = NIOLoopBound(peer, eventLoop: loop)
