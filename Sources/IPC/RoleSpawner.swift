@@ -23,11 +23,12 @@ public enum RoleSpawner {
     ///   - environment: `NAME=value` entries; nil passes this process's environment on.
     ///   - newProcessGroup: start the child in a process group of its own (pgid = its pid), so
     ///     that it and anything it starts can be signalled together.
+    ///   - stderr: the child's stderr instead of this process's (e.g. a pipe to relay).
     /// The child also starts with an empty signal mask and SIGPIPE, SIGCHLD, SIGHUP, SIGTERM and
     /// SIGINT at their default actions.
     public static func spawn(
         executable: String, arguments: [String], fdMap: [(parent: Int32, child: Int32)], environment: [String]? = nil,
-        newProcessGroup: Bool = false
+        newProcessGroup: Bool = false, stderr: Int32? = nil
     ) throws(IPCError) -> pid_t {
         guard !arguments.isEmpty else {
             throw IPCError(.invalidArgument, "arguments must include argv[0]")
@@ -63,6 +64,13 @@ public enum RoleSpawner {
         for (high, entry) in zip(scratch, fdMap) {
             rc = posix_spawn_file_actions_adddup2(&actions, high, entry.child)  // dup2 clears FD_CLOEXEC
             guard rc == 0 else { throw IPCError.system("posix_spawn_file_actions_adddup2", errno: rc) }
+        }
+        if let stderr {
+            let high = fcntl(stderr, F_DUPFD_CLOEXEC, scratchFDBase)
+            guard high >= 0 else { throw IPCError.system("fcntl(\(stderr), F_DUPFD_CLOEXEC)") }
+            scratch.append(high)
+            rc = posix_spawn_file_actions_adddup2(&actions, high, 2)
+            guard rc == 0 else { throw IPCError.system("posix_spawn_file_actions_adddup2(stderr)", errno: rc) }
         }
         rc = cshim_spawn_addclosefrom(&actions, (fdMap.map(\.child).max() ?? 2) + 1)
         guard rc == 0 else { throw IPCError.system("posix_spawn_file_actions_addclosefrom_np", errno: rc) }

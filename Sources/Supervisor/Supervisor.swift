@@ -107,6 +107,8 @@ public final class Supervisor {
     /// The checked TLS material in force (kept so that a restarted broker gets it too).
     private var tlsMaterial: TLSMaterial?
     private var tlsGeneration: UInt32 = 1
+    /// Set when stderr is a regular file (see ``LogRelay``).
+    private let logRelay = LogRelay.ifStderrIsAFile()
     static let setupSendDeadlineMs: Int64 = 2000
     static let startupDeadlineMs: Int64 = 10_000
     static let crashWindowMs: Int64 = 60_000
@@ -155,6 +157,9 @@ public final class Supervisor {
             if let channel = auth?.channel {
                 fds.append(pollfd(fd: channel.rawFD, events: Int16(POLLIN), revents: 0))
             }
+            if let logRelay {
+                fds.append(pollfd(fd: logRelay.readEnd, events: Int16(POLLIN), revents: 0))
+            }
             let now = monotonicMilliseconds()
             let accepting = broker?.ready == true && pending == nil && drainingSince == nil && now >= acceptPausedUntil
             if accepting {
@@ -166,6 +171,9 @@ public final class Supervisor {
                 logger.error("poll failed: \(SupervisorError.errnoText())")
             }
 
+            if let logRelay, fds.contains(where: { $0.fd == logRelay.readEnd && $0.revents != 0 }) {
+                logRelay.drain()
+            }
             if fds[0].revents != 0 {
                 for signal in signals.pending() {
                     if let code = try handle(signal: signal) { return code }
@@ -243,7 +251,7 @@ public final class Supervisor {
         do {
             pid = try RoleSpawner.spawn(
                 executable: configuration.executable, arguments: configuration.brokerArguments,
-                fdMap: [(parent: theirs.rawFD, child: 3)])
+                fdMap: [(parent: theirs.rawFD, child: 3)], stderr: logRelay?.writeEnd)
         } catch {
             throw SupervisorError(.spawn, "cannot start the broker (\(configuration.executable)): \(error)")
         }
@@ -280,7 +288,8 @@ public final class Supervisor {
             let (mine, theirs) = try HandoffChannel.pair(roles: (.supervisor, .auth))
             let pid = try RoleSpawner.spawn(
                 executable: configuration.executable, arguments: arguments,
-                fdMap: [(parent: helperEnd.rawFD, child: 3), (parent: theirs.rawFD, child: 4)], newProcessGroup: true)
+                fdMap: [(parent: helperEnd.rawFD, child: 3), (parent: theirs.rawFD, child: 4)], newProcessGroup: true,
+                stderr: logRelay?.writeEnd)
             auth = AuthProcess(pid: pid, channel: mine)
             try mine.setNonBlocking(true)
             try brokerChannel.send(type: .authChannel, fd: brokerEnd.rawFD)
@@ -604,6 +613,7 @@ public final class Supervisor {
             var status: Int32 = 0
             waitpid(current.pid, &status, 0)
         }
+        logRelay?.drain()  // the children's last lines before ours
         logger.notice("stopped")
         return 0
     }

@@ -89,7 +89,9 @@ final class Child: @unchecked Sendable {
     let output: OutputLog
     private var ended: Termination?
 
-    init(_ executable: String, _ arguments: [String]) throws {
+    /// - Parameters:
+    ///   - stderrFile: append stderr to this regular file instead of capturing it with stdout.
+    init(_ executable: String, _ arguments: [String], stderrFile: String? = nil) throws {
         var fds: [Int32] = [-1, -1]
         guard pipe(&fds) == 0 else { throw TestFailure("pipe failed") }
         _ = fcntl(fds[0], F_SETFD, FD_CLOEXEC)
@@ -99,7 +101,11 @@ final class Child: @unchecked Sendable {
         defer { posix_spawn_file_actions_destroy(&actions) }
         posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
         posix_spawn_file_actions_adddup2(&actions, fds[1], 1)
-        posix_spawn_file_actions_adddup2(&actions, fds[1], 2)
+        if let stderrFile {
+            posix_spawn_file_actions_addopen(&actions, 2, stderrFile, O_WRONLY | O_CREAT | O_APPEND, 0o644)
+        } else {
+            posix_spawn_file_actions_adddup2(&actions, fds[1], 2)
+        }
         // Tests run in parallel: no other test's descriptors (pipes waiting for EOF) may leak in.
         cshim_spawn_addclosefrom(&actions, 3)
         var attributes = posix_spawnattr_t()

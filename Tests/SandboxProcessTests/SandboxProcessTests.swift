@@ -187,6 +187,40 @@ struct SandboxedServerTests {
         #expect(log.contains("broker pid=\(server.brokerPID) exited with status 0"), "\(log)")
     }
 
+    @Test("stderr appended to a regular file: the broker's and the auth helper's lines reach it (through the supervisor; with RLIMIT_FSIZE 0 their own writes would fail)")
+    func stderrToFile() async throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("peerjs-stderr-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        chmod(directory.path, 0o755)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let users = directory.appendingPathComponent("users").path
+        try "u1 t1\n".write(toFile: users, atomically: false, encoding: .utf8)
+        chmod(users, 0o644)
+        let log = directory.appendingPathComponent("peerjs.log").path
+        var arguments = ["--host", "127.0.0.1", "--port", "0", "--log-level", "info", "--auth-users", users]
+        var root: ChrootDirectory?
+        if geteuid() == 0 {
+            root = try ChrootDirectory()
+            arguments += ["--user", "nobody", "--auth-user", "nobody", "--chroot", root!.path]
+        }
+        defer { root?.remove() }
+        let child = try Child(try peerjsBinary(), arguments, stderrFile: log)
+        var text = ""
+        let deadline = ContinuousClock.now + .seconds(20)
+        while ContinuousClock.now < deadline {
+            text = (try? String(contentsOfFile: log, encoding: .utf8)) ?? ""
+            if text.contains("peerjs[broker] info: auth helper connected") && text.contains("peerjs[auth] info: auth helper ready") { break }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        child.signal(SIGTERM)
+        #expect(child.wait(seconds: 20) == .exited(0))
+        text = (try? String(contentsOfFile: log, encoding: .utf8)) ?? ""
+        #expect(text.contains("peerjs[broker] info: sandbox:"), "\(text)")
+        #expect(text.contains("peerjs[broker] info: auth helper connected"), "\(text)")
+        #expect(text.contains("peerjs[auth] info: auth helper ready"), "\(text)")
+        #expect(text.hasSuffix("peerjs[supervisor] notice: stopped\n"), "\(text)")
+    }
+
     @Test("a missing --user is refused by the supervisor with a message naming it (when it could drop)")
     func missingUser() throws {
         guard geteuid() == 0 else { return }
