@@ -69,7 +69,8 @@ public struct JWTVerifier: TokenVerifier {
     }
 
     public func denial(token: String, id: String, key room: String) -> String? {
-        let parts = token.split(separator: ".", omittingEmptySubsequences: false)
+        // Split on the bytes: "." is ASCII, and a split by Character cost a tenth of a check.
+        let parts = token.utf8.split(separator: UInt8(ascii: "."), omittingEmptySubsequences: false).map(Substring.init)
         guard parts.count == 3, let headerBytes = Self.base64URLDecode(parts[0]),
             let header = JSONLine.parseObject(String(decoding: headerBytes, as: UTF8.self)),
             case .string(let algorithm)? = header["alg"], algorithm == key.algorithm,

@@ -53,6 +53,14 @@ struct AuthJWTTests {
             let none = Self.token(alg: "none", claims: Self.claims(sub: "alice")) { _ in [] }
             #expect(try await T.attempt(s, id: "alice", token: none) == errorFrame("Invalid ID"))
             #expect(try await T.attempt(s, id: "alice", token: "not-a-jwt") == errorFrame("Invalid ID"))
+            // Malformed shapes: a fourth part, an empty payload, a signed token with its payload swapped
+            // for another's, non-ASCII (percent-encoded) in the signature.
+            #expect(try await T.attempt(s, id: "alice", token: valid + ".x") == errorFrame("Invalid ID"))
+            let validParts = valid.split(separator: ".", omittingEmptySubsequences: false)
+            #expect(try await T.attempt(s, id: "alice", token: "\(validParts[0])..\(validParts[2])") == errorFrame("Invalid ID"))
+            let bobParts = hs(Self.claims(sub: "bob", exp: Self.now + 600), key).split(separator: ".")
+            #expect(try await T.attempt(s, id: "bob", token: "\(validParts[0]).\(bobParts[1]).\(validParts[2])") == errorFrame("Invalid ID"))
+            #expect(try await T.attempt(s, id: "alice", token: valid + "%C3%A9") == errorFrame("Invalid ID"))
         }
     }
 
