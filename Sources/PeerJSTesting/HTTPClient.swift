@@ -105,15 +105,23 @@ public enum HTTPClient {
     ) async throws -> HTTPResponse {
         let loop = MultiThreadedEventLoopGroup.singleton.next()
         let promise = loop.makePromise(of: HTTPResponse.self)
-        let channel = try await ClientBootstrap(group: loop)
-            .connectTimeout(.seconds(5))
-            .channelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHTTPClientHandlers()
-                    try channel.pipeline.syncOperations.addHandler(ResponseCollector(promise: promise))
+        let channel: any Channel
+        do {
+            channel = try await ClientBootstrap(group: loop)
+                .connectTimeout(.seconds(5))
+                .channelInitializer { channel in
+                    channel.eventLoop.makeCompletedFuture {
+                        try channel.pipeline.syncOperations.addHTTPClientHandlers()
+                        try channel.pipeline.syncOperations.addHandler(ResponseCollector(promise: promise))
+                    }
                 }
-            }
-            .connect(host: host, port: port).get()
+                .connect(host: host, port: port).get()
+        } catch {
+            // A refused connect never makes the channel active: complete the promise here, or the
+            // collector would drop it unfulfilled (NIO traps on that in debug builds).
+            promise.fail(error)
+            throw error
+        }
         var requestHeaders = HTTPHeaders()
         requestHeaders.add(name: "Host", value: "\(host):\(port)")
         for (name, value) in headers { requestHeaders.add(name: name, value: value) }

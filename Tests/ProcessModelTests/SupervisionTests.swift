@@ -146,6 +146,38 @@ struct Supervision {
         #expect(stopping.contains { $0.contains("STOPPING=1") })
     }
 
+    @Test("S5b a socket-activated listener named longer than the hand-off allows is refused at start, saying how to fix it")
+    func socketActivationLongName() async throws {
+        guard FileManager.default.isExecutableFile(atPath: "/usr/bin/systemd-socket-activate") else {
+            Issue.record("systemd-socket-activate is missing: scripts/setup.sh installs the systemd package")
+            return
+        }
+        let port = try freePort()
+        let name = String(repeating: "n", count: 65)
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/systemd-socket-activate")
+        process.arguments = ["-l", "127.0.0.1:\(port)", "--fdname=\(name)", try ServerProcess.locateBinary(), "--log-level", "notice"]
+            + ServerProcess.sandboxUserArguments([])
+        let output = Pipe()
+        process.standardError = output
+        process.standardOutput = output
+        try process.run()
+        defer { Self.end(process) }
+        // The service starts at the first connection (which it never serves).
+        let deadline = ContinuousClock.now + .seconds(10)
+        while process.isRunning, ContinuousClock.now < deadline {
+            _ = try? await HTTPClient.get(port: port, "/")
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        let exited = !process.isRunning
+        #expect(exited, "the server kept running with a 65-byte listener name")
+        Self.end(process)
+        process.waitUntilExit()  // bounded: end() killed it if it was still running
+        let text = String(decoding: output.fileHandleForReading.availableData, as: UTF8.self)
+        #expect(process.terminationReason == .exit && process.terminationStatus != 0)
+        #expect(text.contains("FileDescriptorName= of at most 64 bytes"), "\(text)")
+    }
+
     /// Stops a helper process, by SIGKILL if SIGTERM is not enough (systemd-socket-activate ignores
     /// SIGTERM until it has started the service), and reaps it; bounded.
     static func end(_ process: Process) {
