@@ -18,18 +18,20 @@ public struct PayloadReader: Sendable {
 
     public var remaining: Int { bytes.endIndex - index }
 
-    private mutating func take(_ count: Int, _ what: String) throws(IPCError) -> ArraySlice<UInt8> {
+    /// `what` names the field in the error; an autoclosure, so that a read that succeeds (every
+    /// read, on a healthy channel) builds no string.
+    private mutating func take(_ count: Int, _ what: @autoclosure () -> String) throws(IPCError) -> ArraySlice<UInt8> {
         guard count <= remaining else {
-            throw IPCError(.truncated, "payload ends \(count - remaining) bytes short of \(what); the peer is broken, close the channel")
+            throw IPCError(.truncated, "payload ends \(count - remaining) bytes short of \(what()); the peer is broken, close the channel")
         }
         let slice = bytes[index..<(index + count)]
         index += count
         return slice
     }
 
-    private mutating func readBigEndian<T: FixedWidthInteger>(_: T.Type, _ what: String) throws(IPCError) -> T {
+    private mutating func readBigEndian<T: FixedWidthInteger>(_: T.Type, _ what: StaticString) throws(IPCError) -> T {
         var value: T = 0
-        for byte in try take(MemoryLayout<T>.size, what) {
+        for byte in try take(MemoryLayout<T>.size, "\(what)") {
             value = (value << 8) | T(byte)
         }
         return value
