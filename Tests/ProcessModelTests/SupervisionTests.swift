@@ -105,25 +105,10 @@ struct Supervision {
 
     @Test("S5 socket activation: systemd-socket-activate passes the listener, READY=1 reaches NOTIFY_SOCKET")
     func socketActivation() async throws {
-        guard FileManager.default.isExecutableFile(atPath: "/usr/bin/systemd-socket-activate") else {
-            Issue.record("systemd-socket-activate is missing: scripts/setup.sh installs the systemd package")
-            return
-        }
         let notify = try NotifySocket()
         defer { notify.close() }
         let port = try freePort()
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/systemd-socket-activate")
-        process.arguments = ["-l", "127.0.0.1:\(port)", "--fdname=http", "-E", "NOTIFY_SOCKET",
-                             try ServerProcess.locateBinary(), "--log-level", "notice"]
-            + ServerProcess.sandboxUserArguments([])
-        var environment = ProcessInfo.processInfo.environment
-        environment["NOTIFY_SOCKET"] = notify.path
-        process.environment = environment
-        let output = Pipe()
-        process.standardError = output
-        process.standardOutput = output
-        try process.run()
+        guard let (process, _) = try Self.socketActivate(port: port, name: "http", notifySocket: notify.path) else { return }
         defer { Self.end(process) }
         // The first connection starts the service; it waits in the listen queue meanwhile. Until
         // systemd-socket-activate has bound the port, connecting is refused: retry, bounded.
@@ -148,20 +133,8 @@ struct Supervision {
 
     @Test("S5b a socket-activated listener named longer than the hand-off allows is refused at start, saying how to fix it")
     func socketActivationLongName() async throws {
-        guard FileManager.default.isExecutableFile(atPath: "/usr/bin/systemd-socket-activate") else {
-            Issue.record("systemd-socket-activate is missing: scripts/setup.sh installs the systemd package")
-            return
-        }
         let port = try freePort()
-        let name = String(repeating: "n", count: 65)
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/systemd-socket-activate")
-        process.arguments = ["-l", "127.0.0.1:\(port)", "--fdname=\(name)", try ServerProcess.locateBinary(), "--log-level", "notice"]
-            + ServerProcess.sandboxUserArguments([])
-        let output = Pipe()
-        process.standardError = output
-        process.standardOutput = output
-        try process.run()
+        guard let (process, output) = try Self.socketActivate(port: port, name: String(repeating: "n", count: 65)) else { return }
         defer { Self.end(process) }
         // The service starts at the first connection (which it never serves).
         let deadline = ContinuousClock.now + .seconds(10)
@@ -176,6 +149,30 @@ struct Supervision {
         let text = String(decoding: output.fileHandleForReading.availableData, as: UTF8.self)
         #expect(process.terminationReason == .exit && process.terminationStatus != 0)
         #expect(text.contains("FileDescriptorName= of at most 64 bytes"), "\(text)")
+    }
+
+    /// Starts our binary under `systemd-socket-activate` listening on 127.0.0.1:`port` with one
+    /// socket named `name` (and NOTIFY_SOCKET passed through when given); stdout and stderr go
+    /// to the returned pipe. Nil, with an issue recorded, when the tool is missing.
+    static func socketActivate(port: Int, name: String, notifySocket: String? = nil) throws -> (Process, Pipe)? {
+        guard FileManager.default.isExecutableFile(atPath: "/usr/bin/systemd-socket-activate") else {
+            Issue.record("systemd-socket-activate is missing: scripts/setup.sh installs the systemd package")
+            return nil
+        }
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/systemd-socket-activate")
+        process.arguments = ["-l", "127.0.0.1:\(port)", "--fdname=\(name)"] + (notifySocket == nil ? [] : ["-E", "NOTIFY_SOCKET"])
+            + [try ServerProcess.locateBinary(), "--log-level", "notice"] + ServerProcess.sandboxUserArguments([])
+        if let notifySocket {
+            var environment = ProcessInfo.processInfo.environment
+            environment["NOTIFY_SOCKET"] = notifySocket
+            process.environment = environment
+        }
+        let output = Pipe()
+        process.standardError = output
+        process.standardOutput = output
+        try process.run()
+        return (process, output)
     }
 
     /// Stops a helper process, by SIGKILL if SIGTERM is not enough (systemd-socket-activate ignores

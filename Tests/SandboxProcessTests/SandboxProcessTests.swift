@@ -221,30 +221,21 @@ struct SandboxedServerTests {
         #expect(text.hasSuffix("peerjs[supervisor] notice: stopped\n"), "\(text)")
     }
 
-    @Test("a missing --user is refused by the supervisor with a message naming it (when it could drop)")
-    func missingUser() throws {
+    @Test("a missing --user or --auth-user is refused by the supervisor naming whose user and the flag (when it could drop)",
+          arguments: [
+              (["--user", "peerjs-no-such-user"], "the broker's user", "--user"),
+              (["--user", "nobody", "--auth-users", "/dev/null", "--auth-user", "peerjs-no-such-user"], "the auth helper's user", "--auth-user"),
+          ])
+    func missingUser(flags: [String], whose: String, option: String) throws {
         guard geteuid() == 0 else { return }
         let root = try ChrootDirectory()
         defer { root.remove() }
-        let child = try Child(try peerjsBinary(), ["--host", "127.0.0.1", "--port", "0", "--user", "peerjs-no-such-user",
-                                                  "--chroot", root.path])
+        let child = try Child(try peerjsBinary(), ["--host", "127.0.0.1", "--port", "0", "--chroot", root.path] + flags)
         let end = child.wait(seconds: 20)
         #expect(end != nil && end != .exited(0))
-        #expect(child.output.contents.contains("the broker's user \"peerjs-no-such-user\" does not exist"), "\(child.output.contents)")
-        #expect(child.output.contents.contains("with --user"), "\(child.output.contents)")
-    }
-
-    @Test("a missing --auth-user is refused by the supervisor naming the auth helper and --auth-user")
-    func missingAuthUser() throws {
-        guard geteuid() == 0 else { return }
-        let root = try ChrootDirectory()
-        defer { root.remove() }
-        let child = try Child(try peerjsBinary(), ["--host", "127.0.0.1", "--port", "0", "--user", "nobody", "--chroot", root.path,
-                                                  "--auth-users", "/dev/null", "--auth-user", "peerjs-no-such-user"])
-        let end = child.wait(seconds: 20)
-        #expect(end != nil && end != .exited(0))
-        #expect(child.output.contents.contains("the auth helper's user \"peerjs-no-such-user\" does not exist"), "\(child.output.contents)")
-        #expect(child.output.contents.contains("with --auth-user"), "\(child.output.contents)")
+        let output = child.output.contents
+        #expect(output.contains("\(whose) \"peerjs-no-such-user\" does not exist"), "\(output)")
+        #expect(output.contains("another unprivileged user with \(option)"), "\(output)")
     }
 
     @Test("a chroot directory that is not empty is refused by the supervisor, saying how to fix it")
