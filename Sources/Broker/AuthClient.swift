@@ -139,6 +139,7 @@ final class AuthClient {
                 logger.debug("late or unknown auth verdict #\(requestID) ignored")
                 return
             }
+            dropAnswered()
             if verdict.allow && forwardsEvents { addresses[entry.connection] = entry.ip }
             let reason = verdict.reason.isEmpty ? Self.failureReason : verdict.reason
             decide(entry.connection, entry.request, verdict.allow ? nil : reason)
@@ -151,10 +152,16 @@ final class AuthClient {
     /// order (a reload that shortens the timeout makes later ones wait for earlier ones: late by
     /// at most the old timeout).
     private func armTimer() {
-        while let first = deadlines.first, pending[first.requestID] == nil { deadlines.removeFirst() }
+        dropAnswered()
         guard let first = deadlines.first else { return }
         let bound = NIOLoopBound(self, eventLoop: loop)
         timer = loop.scheduleTask(deadline: first.at) { bound.value.expireOverdue() }
+    }
+
+    /// Forgets the deadlines of answered questions at the front, so the queue holds about the
+    /// questions in flight rather than a timeout's worth of answered ones.
+    private func dropAnswered() {
+        while let first = deadlines.first, pending[first.requestID] == nil { deadlines.removeFirst() }
     }
 
     private func expireOverdue() {
