@@ -120,7 +120,7 @@ let package = Package(
         // Runs the real binary in its sandbox: /proc status, refused calls, a PeerJS session.
         .testTarget(
             name: "SandboxProcessTests",
-            dependencies: ["Sandbox", "CShim", "peerjs"],
+            dependencies: ["Sandbox", "PeerJSTesting", "peerjs"],
             swiftSettings: strict
         ),
         .testTarget(
@@ -136,7 +136,7 @@ let package = Package(
         .testTarget(
             name: "TLSTests",
             dependencies: [
-                "peerjs", "CShim",
+                "peerjs", "PeerJSTesting",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOTLS", package: "swift-nio"),

@@ -174,53 +174,11 @@ public final class ServerProcess: @unchecked Sendable {
         )
     }
 
-    /// Spawns `binary arguments` in a new process group with stdin = /dev/null and stdout+stderr into one pipe.
+    /// Spawns `binary arguments` (see ``ChildSpawner``) with its output read into a ``LineLog``.
     static func spawn(binary: String, arguments: [String], echoPrefix: String?) throws -> (Int32, LineLog) {
-        var fds: [Int32] = [-1, -1]
-        guard pipe(&fds) == 0 else { throw HarnessError("pipe failed: errno \(errno)") }
-        let (readEnd, writeEnd) = (fds[0], fds[1])
-        _ = fcntl(readEnd, F_SETFD, FD_CLOEXEC)
-        _ = fcntl(writeEnd, F_SETFD, FD_CLOEXEC)
-
-        var actions = posix_spawn_file_actions_t()
-        posix_spawn_file_actions_init(&actions)
-        defer { posix_spawn_file_actions_destroy(&actions) }
-        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
-        posix_spawn_file_actions_adddup2(&actions, writeEnd, 1)
-        posix_spawn_file_actions_adddup2(&actions, writeEnd, 2)
-        // Tests run in parallel and NIO's client sockets are not close-on-exec: without this a
-        // server started by one test would hold another test's client sockets open (no FIN).
-        cshim_spawn_addclosefrom(&actions, 3)
-
-        var attributes = posix_spawnattr_t()
-        posix_spawnattr_init(&attributes)
-        defer { posix_spawnattr_destroy(&attributes) }
-        posix_spawnattr_setflags(
-            &attributes,
-            Int16(POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF)
-        )
-        posix_spawnattr_setpgroup(&attributes, 0)
-        var emptyMask = sigset_t()
-        sigemptyset(&emptyMask)
-        posix_spawnattr_setsigmask(&attributes, &emptyMask)
-        var defaults = sigset_t()
-        sigemptyset(&defaults)
-        for signal in [SIGTERM, SIGINT, SIGHUP, SIGPIPE, SIGCHLD, SIGUSR1, SIGUSR2] { sigaddset(&defaults, signal) }
-        posix_spawnattr_setsigdefault(&attributes, &defaults)
-
-        let argv: [UnsafeMutablePointer<CChar>?] = ([binary] + arguments).map { strdup($0) } + [nil]
-        defer { for pointer in argv { free(pointer) } }
-        var pid: Int32 = 0
-        let result = argv.withUnsafeBufferPointer { argvPointer in
-            posix_spawn(&pid, binary, &actions, &attributes, argvPointer.baseAddress!, environ)
-        }
-        close(writeEnd)
-        guard result == 0 else {
-            close(readEnd)
-            throw HarnessError("posix_spawn \(binary) failed: \(String(cString: strerror(result)))")
-        }
+        let (pid, output) = try ChildSpawner.spawn(binary, arguments)
         let log = LineLog(echoPrefix: echoPrefix)
-        log.startReading(fd: readEnd)
+        log.startReading(fd: output)
         return (pid, log)
     }
 

@@ -1,9 +1,9 @@
-import CShim
 import Foundation
 import Glibc
+import PeerJSTesting
 
-// Helpers private to this target (the shared harness lives on another branch): run the real
-// binary with its output captured, bounded waits, a throwaway chroot directory.
+// Helpers of this target on top of PeerJSTesting's spawner: run the real binary (or a sandbox
+// probe) with its output captured, bounded waits, a throwaway chroot directory.
 
 /// How a child ended.
 enum Termination: Equatable, CustomStringConvertible {
@@ -27,22 +27,8 @@ struct TestFailure: Error, CustomStringConvertible {
     init(_ description: String) { self.description = description }
 }
 
-/// The `peerjs` binary: env PEERJS_BINARY, else next to the test bundle (or in its parent).
-func peerjsBinary() throws -> String {
-    if let path = ProcessInfo.processInfo.environment["PEERJS_BINARY"] { return path }
-    var directory = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().deletingLastPathComponent()
-    for _ in 0..<3 {
-        let candidate = directory.appendingPathComponent("peerjs").path
-        if access(candidate, X_OK) == 0 { return candidate }
-        directory = directory.deletingLastPathComponent()
-    }
-    // The runner may be `swift-testing`/`xctest` from the toolchain: fall back to the arguments.
-    for argument in CommandLine.arguments where argument.hasSuffix(".xctest") {
-        let candidate = URL(fileURLWithPath: argument).deletingLastPathComponent().appendingPathComponent("peerjs").path
-        if access(candidate, X_OK) == 0 { return candidate }
-    }
-    throw TestFailure("cannot find the peerjs binary next to the tests; build it or set PEERJS_BINARY")
-}
+/// The `peerjs` binary (PeerJSTesting's lookup: env PEERJS_BINARY, else next to the tests).
+func peerjsBinary() throws -> String { try ServerProcess.locateBinary() }
 
 /// Output lines of a child, read continuously by a thread.
 final class OutputLog: @unchecked Sendable {
@@ -92,45 +78,9 @@ final class Child: @unchecked Sendable {
     /// - Parameters:
     ///   - stderrFile: append stderr to this regular file instead of capturing it with stdout.
     init(_ executable: String, _ arguments: [String], stderrFile: String? = nil) throws {
-        var fds: [Int32] = [-1, -1]
-        guard pipe(&fds) == 0 else { throw TestFailure("pipe failed") }
-        _ = fcntl(fds[0], F_SETFD, FD_CLOEXEC)
-        _ = fcntl(fds[1], F_SETFD, FD_CLOEXEC)
-        var actions = posix_spawn_file_actions_t()
-        posix_spawn_file_actions_init(&actions)
-        defer { posix_spawn_file_actions_destroy(&actions) }
-        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
-        posix_spawn_file_actions_adddup2(&actions, fds[1], 1)
-        if let stderrFile {
-            posix_spawn_file_actions_addopen(&actions, 2, stderrFile, O_WRONLY | O_CREAT | O_APPEND, 0o644)
-        } else {
-            posix_spawn_file_actions_adddup2(&actions, fds[1], 2)
-        }
-        // Tests run in parallel: no other test's descriptors (pipes waiting for EOF) may leak in.
-        cshim_spawn_addclosefrom(&actions, 3)
-        var attributes = posix_spawnattr_t()
-        posix_spawnattr_init(&attributes)
-        defer { posix_spawnattr_destroy(&attributes) }
-        var empty = sigset_t()
-        sigemptyset(&empty)
-        posix_spawnattr_setsigmask(&attributes, &empty)
-        var defaults = sigset_t()
-        sigemptyset(&defaults)
-        for signal in [SIGPIPE, SIGCHLD, SIGTERM, SIGINT, SIGHUP] { sigaddset(&defaults, signal) }
-        posix_spawnattr_setsigdefault(&attributes, &defaults)
-        posix_spawnattr_setpgroup(&attributes, 0)
-        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETPGROUP))
-        let argv = ([executable] + arguments).map { strdup($0) } + [nil]
-        defer { for p in argv { free(p) } }
-        var pid: pid_t = 0
-        let rc = posix_spawn(&pid, executable, &actions, &attributes, argv, environ)
-        close(fds[1])
-        guard rc == 0 else {
-            close(fds[0])
-            throw TestFailure("posix_spawn(\(executable)) failed: \(rc)")
-        }
+        let (pid, output) = try ChildSpawner.spawn(executable, arguments, stderrFile: stderrFile)
         self.pid = pid
-        output = OutputLog(reading: fds[0])
+        self.output = OutputLog(reading: output)
     }
 
     /// Waits at most `seconds` for the child to end; kills its group and returns nil if it did not.

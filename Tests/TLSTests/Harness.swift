@@ -1,9 +1,9 @@
-import CShim
 import Foundation
 import NIOCore
 import NIOPosix
 import NIOSSL
 import NIOTLS
+import PeerJSTesting
 
 #if canImport(Glibc)
     import Glibc
@@ -104,71 +104,20 @@ final class PeerJSProcess: @unchecked Sendable {
         if reaped == nil { _ = stop() }
     }
 
-    /// `PEERJS_BINARY`, or `peerjs` next to the test bundle (walking up from /proc/self/exe).
-    static func binary() throws -> String {
-        if let path = ProcessInfo.processInfo.environment["PEERJS_BINARY"], !path.isEmpty { return path }
-        let exe = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
-        var directory = URL(fileURLWithPath: exe).deletingLastPathComponent()
-        for _ in 0..<6 {
-            let candidate = directory.appendingPathComponent("peerjs").path
-            var isDirectory: ObjCBool = false
-            if FileManager.default.fileExists(atPath: candidate, isDirectory: &isDirectory), !isDirectory.boolValue,
-               FileManager.default.isExecutableFile(atPath: candidate) {
-                return candidate
-            }
-            directory = directory.deletingLastPathComponent()
-        }
-        throw TestFailure("peerjs binary not found next to \(exe); run swift build or set PEERJS_BINARY")
-    }
-
     /// Spawns `peerjs arguments`, or `launcher... peerjs arguments` (systemd-socket-activate).
     static func spawn(_ arguments: [String], launcher: [String] = []) throws -> PeerJSProcess {
-        let peerjs = try binary()
+        let peerjs = try ServerProcess.locateBinary()
         let binary = launcher.first ?? peerjs
         // Run as root, the broker drops to --user; `_peerjs` exists only where the package is installed.
         let asUser = geteuid() == 0 && !arguments.contains("--user") ? ["--user", "nobody"] : []
         let arguments = launcher.isEmpty ? arguments + asUser : Array(launcher.dropFirst()) + [peerjs] + arguments + asUser
-        var fds: [Int32] = [-1, -1]
-        guard pipe(&fds) == 0 else { throw TestFailure("pipe failed") }
-        _ = fcntl(fds[0], F_SETFD, FD_CLOEXEC)
-        _ = fcntl(fds[1], F_SETFD, FD_CLOEXEC)
-        var actions = posix_spawn_file_actions_t()
-        posix_spawn_file_actions_init(&actions)
-        defer { posix_spawn_file_actions_destroy(&actions) }
-        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
-        posix_spawn_file_actions_adddup2(&actions, fds[1], 1)
-        posix_spawn_file_actions_adddup2(&actions, fds[1], 2)
-        // Tests run in parallel and NIO's client sockets are not close-on-exec: without this a
-        // server started by one test would hold another test's client sockets open (no FIN).
-        cshim_spawn_addclosefrom(&actions, 3)
-        var attributes = posix_spawnattr_t()
-        posix_spawnattr_init(&attributes)
-        defer { posix_spawnattr_destroy(&attributes) }
-        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
-        posix_spawnattr_setpgroup(&attributes, 0)
-        var mask = sigset_t()
-        sigemptyset(&mask)
-        posix_spawnattr_setsigmask(&attributes, &mask)
-        var defaults = sigset_t()
-        sigemptyset(&defaults)
-        for signal in [SIGTERM, SIGINT, SIGHUP, SIGPIPE, SIGCHLD] { sigaddset(&defaults, signal) }
-        posix_spawnattr_setsigdefault(&attributes, &defaults)
         // A predictable log format and no inherited socket activation.
         let environment = ProcessInfo.processInfo.environment
             .filter { !["JOURNAL_STREAM", "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES", "NOTIFY_SOCKET"].contains($0.key) }
             .map { "\($0.key)=\($0.value)" }
-        let argv: [UnsafeMutablePointer<CChar>?] = ([binary] + arguments).map { strdup($0) } + [nil]
-        let envp: [UnsafeMutablePointer<CChar>?] = environment.map { strdup($0) } + [nil]
-        defer { (argv + envp).forEach { free($0) } }
-        var pid: pid_t = 0
-        let result = posix_spawn(&pid, binary, &actions, &attributes, argv, envp)
-        close(fds[1])
-        guard result == 0 else {
-            close(fds[0])
-            throw TestFailure("posix_spawn \(binary): \(String(cString: strerror(result)))")
-        }
+        let (pid, output) = try ChildSpawner.spawn(binary, arguments, environment: environment)
         let log = OutputLog()
-        log.start(reading: fds[0])
+        log.start(reading: output)
         return PeerJSProcess(pid: pid, log: log)
     }
 
