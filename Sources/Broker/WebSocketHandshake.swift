@@ -143,7 +143,6 @@ final class WebSocketHandshakeHandler: ChannelInboundHandler, RemovableChannelHa
     /// NIO's HTTP parser allows 80 KiB of head; past this much without a blank line, the
     /// request is NIO's to refuse.
     static let headLimit = 80 * 1024
-    private static let blankLine: [UInt8] = [0x0D, 0x0A, 0x0D, 0x0A]
 
     private let state: BrokerState
     private let address: String

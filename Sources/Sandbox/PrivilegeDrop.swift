@@ -55,19 +55,21 @@ public enum PrivilegeDrop {
         capabilities & capSetuid != 0 && capabilities & capSysChroot != 0
     }
 
-    /// The uid and gid of `user`, looked up through NSS (so before chroot). `role` and `option`
-    /// name, in the error, whose user it is and the flag that sets it.
-    public static func lookUp(user: String, role: String = "broker", option: String = "--user") throws(SandboxError) -> (uid: uid_t, gid: gid_t) {
+    /// The uid and gid of `user`, looked up through NSS (so before chroot). `role` is the
+    /// sandboxed role (`broker` or `auth`, as in ``SeccompPolicy/role``); errors name whose user
+    /// it is and the flag that sets it.
+    public static func lookUp(user: String, role: String = "broker") throws(SandboxError) -> (uid: uid_t, gid: gid_t) {
+        let (whose, option) = role == "auth" ? ("auth helper", "--auth-user") : ("broker", "--user")
         errno = 0
         guard let entry = getpwnam(user) else {
             let reason = errno == 0 ? "no such user" : SandboxError.errnoText()
             throw SandboxError(
                 .unknownUser,
-                "the \(role)'s user \"\(user)\" does not exist (\(reason)): create it (e.g. `useradd --system --no-create-home --shell /usr/sbin/nologin \(user)`) or pass another unprivileged user with \(option)")
+                "the \(whose)'s user \"\(user)\" does not exist (\(reason)): create it (e.g. `useradd --system --no-create-home --shell /usr/sbin/nologin \(user)`) or pass another unprivileged user with \(option)")
         }
         let ids = (uid: entry.pointee.pw_uid, gid: entry.pointee.pw_gid)
         guard ids.uid != 0, ids.gid != 0 else {
-            throw SandboxError(.unknownUser, "\(option) \(user) is root (uid \(ids.uid), gid \(ids.gid)); name an unprivileged user for the \(role)")
+            throw SandboxError(.unknownUser, "\(option) \(user) is root (uid \(ids.uid), gid \(ids.gid)); name an unprivileged user for the \(whose)")
         }
         return ids
     }

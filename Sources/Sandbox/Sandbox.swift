@@ -28,11 +28,6 @@ public struct SandboxPolicy: Sendable {
         self.seccomp = seccomp
         self.debug = debug
     }
-
-    /// Whose user this is, for error messages: "auth helper" or "broker".
-    var roleName: String { seccomp.role == "auth" ? "auth helper" : "broker" }
-    /// The flag that sets this role's user.
-    var userOption: String { seccomp.role == "auth" ? "--auth-user" : "--user" }
 }
 
 /// What ``Sandbox/apply(_:)`` did, for the role's log (written after the fact: the sandbox
@@ -71,11 +66,11 @@ public enum Sandbox {
             report.skipped = "not privileged (no CAP_SETUID and CAP_SYS_CHROOT): chroot and the change to user \(policy.user) skipped; no_new_privs and seccomp still apply"
         } else if policy.chrootDirectory == nil {
             // No chroot (the auth helper reads its policy files): only the change of user.
-            let ids = try PrivilegeDrop.lookUp(user: policy.user, role: policy.roleName, option: policy.userOption)
+            let ids = try PrivilegeDrop.lookUp(user: policy.user, role: policy.seccomp.role)
             try PrivilegeDrop.become(uid: ids.uid, gid: ids.gid)
             report.identity = (ids.uid, ids.gid)
         } else if let directory = policy.chrootDirectory, try PrivilegeDrop.checkEmptyRoot(directory) {
-            let ids = try PrivilegeDrop.lookUp(user: policy.user, role: policy.roleName, option: policy.userOption)  // NSS needs /etc: before chroot
+            let ids = try PrivilegeDrop.lookUp(user: policy.user, role: policy.seccomp.role)  // NSS needs /etc: before chroot
             try PrivilegeDrop.enterRoot(directory)
             try PrivilegeDrop.become(uid: ids.uid, gid: ids.gid)
             report.identity = (ids.uid, ids.gid)

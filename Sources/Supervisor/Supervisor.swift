@@ -236,9 +236,7 @@ public final class Supervisor {
         do {
             guard try PrivilegeDrop.checkEmptyRoot(directory) else { return }
             if let user = configuration.brokerUser { _ = try PrivilegeDrop.lookUp(user: user) }
-            if configuration.authArguments != nil, let user = configuration.authUser {
-                _ = try PrivilegeDrop.lookUp(user: user, role: "auth helper", option: "--auth-user")
-            }
+            if configuration.authArguments != nil, let user = configuration.authUser { _ = try PrivilegeDrop.lookUp(user: user, role: "auth") }
         } catch {
             throw SupervisorError(.sandbox, error.message)
         }
