@@ -1,7 +1,6 @@
 import ArgumentParser
 import Foundation
-import NIOCore
-import NIOPosix
+import Glibc
 
 @main
 struct PeerJSBench: ParsableCommand {
@@ -9,7 +8,7 @@ struct PeerJSBench: ParsableCommand {
         commandName: "peerjs-bench",
         abstract: "Load generator for PeerJS signalling servers, and a trivial reference relay.",
         discussion: """
-            One process, one SwiftNIO event loop thread, 127.0.0.x only. Every run is bounded by \
+            One process, one thread (the clients on raw epoll; the trivial relay on SwiftNIO), 127.0.0.x only. Every run is bounded by \
             --duration/--count and an overall --timeout. scripts/bench.sh runs the whole comparison.
             """,
         subcommands: [Connect.self, Relay.self, Churn.self, TrivialRelay.self, Report.self]
@@ -67,7 +66,8 @@ struct ClientOptions: ParsableArguments {
     }
 
     func validate() throws {
-        guard host.hasPrefix("127."), (try? SocketAddress(ipAddress: host, port: 0)) != nil else {
+        var address = in_addr()
+        guard host.hasPrefix("127."), inet_pton(AF_INET, host, &address) == 1 else {
             throw ValidationError("--host must be a 127.0.0.x address")
         }
         guard (1...65535).contains(port) else { throw ValidationError("--port must be 1…65535") }
@@ -96,10 +96,10 @@ struct ClientSettings: Sendable {
     var jwtSecret: [UInt8]?
 }
 
-/// Runs a scenario on a fresh one-thread event loop group and prints its result.
+/// Runs a scenario on a fresh client loop on this thread and prints its result.
 func runScenario(
     _ settings: ClientSettings, connections: Int,
-    _ make: @escaping @Sendable (any EventLoop, ClientSettings) throws -> EventLoopFuture<RunResult>
+    _ make: (ClientLoop, ClientSettings) throws -> ScenarioBase
 ) throws {
     var options = settings
     if options.sourceAddresses == 0 { options.sourceAddresses = max(1, (connections + 9_999) / 10_000) }
@@ -111,17 +111,15 @@ func runScenario(
         throw ValidationError(
             "\(connections) connections need \(connections + 64) descriptors; this process may have \(limit) (ulimit -Hn). Run several processes.")
     }
-    let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
-    defer { try? group.syncShutdownGracefully() }
-    let loop = group.next()
-    let resolved = options
-    var result = try loop.flatSubmit { () -> EventLoopFuture<RunResult> in
-        do {
-            return try make(loop, resolved)
-        } catch {
-            return loop.makeFailedFuture(error)
-        }
-    }.wait()
+    let loop = try ClientLoop(descriptorLimit: limit)
+    let scenario = try make(loop, options)
+    var outcome: RunResult?
+    scenario.run { result in
+        outcome = result
+        loop.stop()
+    }
+    loop.run()
+    guard var result = outcome else { throw ExitCode(2) }
     if let tag = options.tag { result.scenario += "@" + tag }
     if options.json {
         let encoder = JSONEncoder()
@@ -157,7 +155,7 @@ struct Connect: ParsableCommand {
     func run() throws {
         let (options, count, concurrency, hold) = (self.options.settings, self.count, self.concurrency, self.hold)
         try runScenario(options, connections: count) { loop, options in
-            try ConnectScenario(loop: loop, options: options, count: count, concurrency: concurrency, hold: hold).run()
+            try ConnectScenario(loop: loop, options: options, count: count, concurrency: concurrency, hold: hold)
         }
     }
 }
@@ -200,7 +198,7 @@ struct Relay: ParsableCommand {
             (self.options.settings, self.pairs, self.inflight, self.duration, self.warmup, self.rate, self.concurrency)
         try runScenario(options, connections: 2 * pairs) { loop, options in
             try RelayScenario(loop: loop, options: options, pairs: pairs, inflight: inflight, duration: duration,
-                              warmup: warmup, rate: rate, concurrency: concurrency).run()
+                              warmup: warmup, rate: rate, concurrency: concurrency)
         }
     }
 }
@@ -244,7 +242,7 @@ struct Churn: ParsableCommand {
             (self.options.settings, self.concurrency, self.duration, self.count, self.warmup, self.echoes, self.warmupSessions)
         try runScenario(options, connections: concurrency + echoes) { loop, options in
             try ChurnScenario(loop: loop, options: options, echoes: echoes, concurrency: concurrency,
-                              duration: duration, warmup: warmup, warmupSessions: warmupSessions, count: count).run()
+                              duration: duration, warmup: warmup, warmupSessions: warmupSessions, count: count)
         }
     }
 }

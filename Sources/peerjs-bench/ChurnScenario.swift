@@ -1,5 +1,3 @@
-import NIOCore
-
 /// `churn`: sessions back to back, C at a time. A session is one new peer that connects, waits
 /// for OPEN, sends a ~1 KiB OFFER to one of E long-lived echo peers, receives the echo's ANSWER
 /// (two relayed messages), and closes (WebSocket close handshake; the server closes TCP).
@@ -16,7 +14,6 @@ final class ChurnScenario: ScenarioBase {
     private let warmupSessions: Int?
     private var warmedUp = 0
     private let sessionTimeout: UInt64 = 10_000_000_000
-    private let allocator = ByteBufferAllocator()
     private var phase = Phase.connectingEchoes
     private var echoPeers: [PeerConnection] = []
     private var offers: [FrameTemplate] = []
@@ -29,9 +26,9 @@ final class ChurnScenario: ScenarioBase {
     private var t0: UInt64 = 0
     private var t1: UInt64 = 0
     private var serverCPU0 = 0.0
-    private var sweeper: RepeatedTask?
+    private var sweeper: ClientLoop.Timer?
 
-    init(loop: any EventLoop, options: ClientSettings, echoes: Int, concurrency: Int, duration: Double, warmup: Double,
+    init(loop: ClientLoop, options: ClientSettings, echoes: Int, concurrency: Int, duration: Double, warmup: Double,
          warmupSessions: Int? = nil, count: Int?) throws {
         self.warmupSessions = warmupSessions
         self.echoes = echoes
@@ -54,10 +51,7 @@ final class ChurnScenario: ScenarioBase {
             connector.connect(peer)
         }
         nextIndex = echoes
-        let bound = NIOLoopBound(self, eventLoop: loop)
-        sweeper = loop.scheduleRepeatedTask(initialDelay: .milliseconds(500), delay: .milliseconds(500)) { _ in
-            bound.value.sweep()
-        }
+        sweeper = loop.every(0.5) { [unowned self] in sweep() }
     }
 
     private func isEcho(_ peer: PeerConnection) -> Bool { peer.index < echoes }
@@ -111,7 +105,7 @@ final class ChurnScenario: ScenarioBase {
         }
         guard peer.state == .connecting else { return }
         peer.state = .open
-        peer.writeAndFlush(offers[peer.index % echoes].stamped(stamp, allocator: allocator))
+        peer.writeAndFlush(offers[peer.index % echoes], stamp: stamp)
     }
 
     override func received(_ peer: PeerConnection, _ message: UnsafeRawBufferPointer) {
@@ -120,10 +114,7 @@ final class ChurnScenario: ScenarioBase {
                 fail("echo: message without src")
                 return
             }
-            let frame = Payloads.answer(dst: source)
-            var buffer = allocator.buffer(capacity: frame.count)
-            buffer.writeBytes(frame)
-            peer.write(buffer)
+            peer.write(Payloads.answer(dst: source))
             return
         }
         guard peer.state == .open else { return }
@@ -136,7 +127,7 @@ final class ChurnScenario: ScenarioBase {
             if phase == .connectingEchoes { teardown() }
             return
         }
-        if peer.context == nil { live[peer.index] = nil }
+        if !peer.isConnected { live[peer.index] = nil }
         end(peer, failure: category(reason))
     }
 

@@ -1,4 +1,3 @@
-import NIOCore
 
 /// `connect`: N peers register with at most C handshakes in flight; then they are held open
 /// for a while and the server's resident memory is compared with the one before.
@@ -15,9 +14,11 @@ final class ConnectScenario: ScenarioBase {
     private var histogram = Histogram()
     private var firstStart: UInt64 = 0
     private var lastDone: UInt64 = 0
-    private var sweeper: RepeatedTask?
+    private var sweeper: ClientLoop.Timer?
+    /// Every peer with its request (and JWT) built before the clock starts.
+    private var prepared: [PeerConnection] = []
 
-    init(loop: any EventLoop, options: ClientSettings, count: Int, concurrency: Int, hold: Double) throws {
+    init(loop: ClientLoop, options: ClientSettings, count: Int, concurrency: Int, hold: Double) throws {
         self.count = count
         self.concurrency = concurrency
         self.hold = hold
@@ -30,19 +31,17 @@ final class ConnectScenario: ScenarioBase {
     private var clientCPU0 = 0.0
 
     override func start() {
+        prepared = (0..<count).map { connector.makePeer(index: $0, id: "\(prefix)c\($0)", events: self) }
         result.serverBefore = server.sample()
         clientCPU0 = selfCPUSeconds()
         firstStart = nowNanos()
-        let bound = NIOLoopBound(self, eventLoop: loop)
-        sweeper = loop.scheduleRepeatedTask(initialDelay: .milliseconds(500), delay: .milliseconds(500)) { _ in
-            bound.value.sweep()
-        }
+        sweeper = loop.every(0.5) { [unowned self] in sweep() }
         fill()
     }
 
     private func fill() {
         while inFlight < concurrency && started < count {
-            let peer = connector.makePeer(index: started, id: "\(prefix)c\(started)", events: self)
+            let peer = prepared[started]
             started += 1
             inFlight += 1
             live[peer.index] = peer

@@ -1,5 +1,4 @@
-import NIOCore
-import NIOPosix
+import Glibc
 
 /// What a scenario hears from its connections. Every call happens on the bench's one event loop.
 protocol PeerEvents: AnyObject {
@@ -18,13 +17,10 @@ enum PeerState {
     case idle, connecting, open, closing, done
 }
 
-/// One PeerJS client: a hand-rolled WebSocket client pipeline of a single handler on raw bytes.
-/// It sends a pre-built upgrade request, skips the response headers after checking the status,
-/// and parses server frames in place (unmasked, no copies unless a frame straddles two reads).
-final class PeerConnection: ChannelInboundHandler {
-    typealias InboundIn = ByteBuffer
-    typealias OutboundOut = ByteBuffer
-
+/// One PeerJS client over a non-blocking socket of the `ClientLoop`: it sends a pre-built upgrade
+/// request, skips the response headers after checking the status, and parses server frames in
+/// place (unmasked, copied only when a frame straddles two reads).
+final class PeerConnection {
     let index: Int
     let id: String
     unowned let events: any PeerEvents
@@ -33,57 +29,135 @@ final class PeerConnection: ChannelInboundHandler {
     /// Free for the scenario (e.g. a session number, or a partner index).
     var tag = 0
 
-    private(set) var context: ChannelHandlerContext?
+    private unowned let loop: ClientLoop
     private let request: [UInt8]
+    /// The socket, or -1 before connect and after close.
+    private(set) var fd: Int32 = -1
+    /// The TCP handshake completed (the request could be written).
+    private var established = false
     private var upgraded = false
     private var registered = false
     private var closeSent = false
     private var failedOnce = false
-    private var pending: ByteBuffer?
-    private var needsFlush = false
+    /// The tail of an incomplete frame (or response head) from earlier reads.
+    private var pending: [UInt8] = []
+    /// Frames queued and not yet taken by the kernel.
+    private var outbox: [UInt8] = []
+    private var outboxSent = 0
+    private var dirty = false
+    private var waitingWritable = false
 
-    init(index: Int, id: String, request: [UInt8], events: any PeerEvents) {
+    init(index: Int, id: String, request: [UInt8], loop: ClientLoop, events: any PeerEvents) {
         self.index = index
         self.id = id
         self.request = request
+        self.loop = loop
         self.events = events
     }
 
     var isRegistered: Bool { registered }
+    /// The socket is open (false before connect, and once it is closed).
+    var isConnected: Bool { fd >= 0 }
+
+    // MARK: Connecting
+
+    /// Takes a socket whose non-blocking connect(2) was started; writes the upgrade request at
+    /// once when the handshake already completed (the usual case on loopback).
+    func attach(_ socket: Int32) {
+        fd = socket
+        let sent = Glibc.send(socket, request, request.count, Int32(MSG_NOSIGNAL))
+        if sent == request.count {
+            established = true
+        } else if sent >= 0 {
+            established = true
+            outbox = Array(request[sent...])
+        } else if errno != EAGAIN && errno != EWOULDBLOCK && errno != ENOTCONN {
+            shut(errno)
+            return
+        }
+        let error = loop.add(self, fd: socket, writable: !established || !outbox.isEmpty)
+        if error != 0 {
+            established = false
+            shut(error)
+            return
+        }
+        waitingWritable = !established || !outbox.isEmpty
+    }
 
     // MARK: Sending
 
-    /// Queues `bytes` (a complete masked frame); flushed at the end of the current read burst.
-    @inline(__always)
-    func write(_ buffer: ByteBuffer) {
-        guard let context else { return }
-        context.write(wrapOutboundIn(buffer), promise: nil)
-        needsFlush = true
+    /// Queues a complete masked frame; written at the end of the loop's current round.
+    func write(_ bytes: [UInt8]) {
+        guard fd >= 0 else { return }
+        outbox += bytes
+        markDirty()
     }
 
-    func writeAndFlush(_ buffer: ByteBuffer) {
-        guard let context else { return }
-        context.writeAndFlush(wrapOutboundIn(buffer), promise: nil)
-        needsFlush = false
+    /// Queues the template stamped with `nanos`.
+    func write(_ template: FrameTemplate, stamp nanos: UInt64) {
+        guard fd >= 0 else { return }
+        template.append(stamped: nanos, to: &outbox)
+        markDirty()
     }
 
-    @inline(__always)
-    private func wrapOutboundIn(_ buffer: ByteBuffer) -> NIOAny { NIOAny(buffer) }
+    func writeAndFlush(_ bytes: [UInt8]) {
+        write(bytes)
+        flush()
+    }
 
-    func allocator() -> ByteBufferAllocator? { context?.channel.allocator }
+    func writeAndFlush(_ template: FrameTemplate, stamp nanos: UInt64) {
+        write(template, stamp: nanos)
+        flush()
+    }
+
+    private func markDirty() {
+        if !dirty {
+            dirty = true
+            loop.markDirty(self)
+        }
+    }
+
+    /// Writes what the kernel takes; the rest waits for the socket to be writable.
+    func flush() {
+        dirty = false
+        guard fd >= 0, established, outboxSent < outbox.count else { return }
+        let sent = outbox.withUnsafeBytes { raw in
+            Glibc.send(fd, raw.baseAddress! + outboxSent, raw.count - outboxSent, Int32(MSG_NOSIGNAL))
+        }
+        if sent < 0 {
+            guard errno == EAGAIN || errno == EWOULDBLOCK else {
+                let reason = String(cString: strerror(errno))
+                if !registered { fail("error before OPEN: \(reason)") }
+                shut()
+                return
+            }
+        } else {
+            outboxSent += sent
+        }
+        if outboxSent == outbox.count {
+            outbox.removeAll(keepingCapacity: outbox.capacity <= 16384)
+            outboxSent = 0
+            if waitingWritable {
+                waitingWritable = false
+                loop.watchWritable(self, fd: fd, false)
+            }
+        } else if !waitingWritable {
+            waitingWritable = true
+            loop.watchWritable(self, fd: fd, true)
+        }
+    }
 
     /// Starts the closing handshake (status 1000); the server answers and closes TCP first.
     func sendClose() {
-        guard let context, !closeSent else { return }
+        guard fd >= 0, !closeSent else { return }
         closeSent = true
         state = .closing
-        var buffer = context.channel.allocator.buffer(capacity: 8)
-        buffer.writeBytes(WSFrame.masked(opcode: 0x8, payload: [0x03, 0xE8]))
-        context.writeAndFlush(NIOAny(buffer), promise: nil)
+        writeAndFlush(WSFrame.closeFrame)
     }
 
+    /// Closes the socket now.
     func abort() {
-        context?.close(promise: nil)
+        shut()
     }
 
     func fail(_ reason: String) {
@@ -92,139 +166,150 @@ final class PeerConnection: ChannelInboundHandler {
         events.failed(self, reason)
     }
 
-    // MARK: ChannelHandler
-
-    func handlerAdded(context: ChannelHandlerContext) {
-        self.context = context
-    }
-
-    func handlerRemoved(context: ChannelHandlerContext) {
-        self.context = nil
-    }
-
-    func channelActive(context: ChannelHandlerContext) {
-        var buffer = context.channel.allocator.buffer(capacity: request.count)
-        buffer.writeBytes(request)
-        context.writeAndFlush(NIOAny(buffer), promise: nil)
-        context.fireChannelActive()
-    }
-
-    func channelInactive(context: ChannelHandlerContext) {
-        if !registered { fail("closed before OPEN") }
-        self.context = nil
+    /// Closes the socket; a peer whose handshake never completed reports a connect failure
+    /// (and no `closed`), any other `closed` (after "closed before OPEN" if it never got OPEN).
+    private func shut(_ error: Int32 = 0) {
+        guard fd >= 0 else { return }
+        loop.remove(fd: fd)
+        close(fd)
+        fd = -1
+        outbox = []
+        pending = []
+        guard established else {
+            fail("connect: \(String(cString: strerror(error == 0 ? ECONNRESET : error)))")
+            return
+        }
+        if !registered { fail(error == 0 ? "closed before OPEN" : "error before OPEN: \(String(cString: strerror(error)))") }
         events.closed(self)
     }
 
-    func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        if !registered { fail("error before OPEN: \(error)") }
-        context.close(promise: nil)
-    }
+    // MARK: Readiness
 
-    func channelReadComplete(context: ChannelHandlerContext) {
-        if needsFlush {
-            needsFlush = false
-            context.flush()
-        }
-    }
 
-    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        var incoming = unwrapInboundIn(data)
-        if var buffer = pending {
-            pending = nil
-            buffer.writeBuffer(&incoming)
-            process(&buffer, context: context)
-            if buffer.readableBytes > 0 {
-                buffer.discardReadBytes()
-                pending = buffer
+    /// What epoll reported for the socket.
+    func ready(_ flags: UInt32) {
+        if !established {
+            var error: Int32 = 0
+            var length = socklen_t(MemoryLayout<Int32>.size)
+            getsockopt(fd, SOL_SOCKET, SO_ERROR, &error, &length)
+            if error != 0 || flags & (ClientLoop.Event.error | ClientLoop.Event.hangUp) != 0 && flags & ClientLoop.Event.writable == 0 {
+                shut(error == 0 ? ECONNREFUSED : error)
+                return
             }
-        } else {
-            process(&incoming, context: context)
-            if incoming.readableBytes > 0 { pending = incoming }
+            guard flags & ClientLoop.Event.writable != 0 else { return }
+            established = true
+            outbox = request + outbox
+            flush()
+        } else if flags & ClientLoop.Event.writable != 0 {
+            flush()
+        }
+        if fd >= 0, flags & (ClientLoop.Event.readable | ClientLoop.Event.hangUp | ClientLoop.Event.error | ClientLoop.Event.peerHangUp) != 0 {
+            readAvailable()
         }
     }
 
-    private func process(_ buffer: inout ByteBuffer, context: ChannelHandlerContext) {
+    private func readAvailable() {
+        let scratch = loop.scratch
+        // Bounded: a peer that keeps the socket full gives way to the others after four reads.
+        for _ in 0..<4 {
+            guard fd >= 0 else { return }
+            let n = read(fd, scratch.baseAddress!, scratch.count)
+            if n == 0 {
+                shut()
+                return
+            }
+            if n < 0 {
+                if errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR { return }
+                let error = errno
+                shut(error)
+                return
+            }
+            let fresh = UnsafeRawBufferPointer(rebasing: scratch[0..<n])
+            if pending.isEmpty {
+                let used = process(fresh)
+                if used < n, fd >= 0 { pending = Array(fresh[used...]) }
+            } else {
+                // Out of `pending` while frames are handled (a handler may close this peer).
+                var buffer = pending
+                pending = []
+                buffer.append(contentsOf: fresh)
+                let used = buffer.withUnsafeBytes { process($0) }
+                if fd >= 0 && used < buffer.count { pending = Array(buffer[used...]) }
+            }
+            if n < scratch.count { return }
+        }
+    }
+
+    /// Parses the response head and then whole frames; returns the bytes consumed.
+    private func process(_ bytes: UnsafeRawBufferPointer) -> Int {
+        var at = 0
         if !upgraded {
-            guard let end = buffer.withUnsafeReadableBytes({ Bytes.find(Bytes.crlfcrlf, in: $0) }) else {
-                if buffer.readableBytes > 16384 {
+            guard let end = Bytes.find(Bytes.crlfcrlf, in: bytes) else {
+                if bytes.count > 16384 {
                     fail("upgrade response too long")
-                    context.close(promise: nil)
+                    shut()
                 }
-                return
+                return 0
             }
-            let ok = buffer.withUnsafeReadableBytes { Bytes.hasPrefix(Bytes.status101, $0) }
-            guard ok else {
-                let line = buffer.getString(at: buffer.readerIndex, length: Swift.min(end, 40)) ?? "?"
+            guard Bytes.hasPrefix(Bytes.status101, bytes) else {
+                let line = String(decoding: bytes.prefix(min(end, 40)), as: UTF8.self)
                 fail("upgrade refused: \(line.split(separator: "\r").first ?? "")")
-                buffer.moveReaderIndex(to: buffer.writerIndex)
-                context.close(promise: nil)
-                return
+                shut()
+                return bytes.count
             }
-            buffer.moveReaderIndex(forwardBy: end + 4)
+            at = end + 4
             upgraded = true
         }
-        while self.context != nil {
-            let readable = buffer.readableBytes
-            guard readable >= 2 else { return }
-            let start = buffer.readerIndex
-            let b0 = buffer.getInteger(at: start, as: UInt8.self)!
-            let b1 = buffer.getInteger(at: start + 1, as: UInt8.self)!
+        while fd >= 0 {
+            let readable = bytes.count - at
+            guard readable >= 2 else { break }
+            let b0 = bytes[at]
+            let b1 = bytes[at + 1]
             var length = Int(b1 & 0x7F)
             var header = 2
             if length == 126 {
-                guard readable >= 4 else { return }
-                length = Int(buffer.getInteger(at: start + 2, as: UInt16.self)!)
+                guard readable >= 4 else { break }
+                length = Int(bytes[at + 2]) << 8 | Int(bytes[at + 3])
                 header = 4
             } else if length == 127 {
-                guard readable >= 10 else { return }
-                length = Int(truncatingIfNeeded: buffer.getInteger(at: start + 2, as: UInt64.self)!)
+                guard readable >= 10 else { break }
+                length = (0..<8).reduce(0) { $0 << 8 | Int(bytes[at + 2 + $1]) }
                 header = 10
             }
             if b1 & 0x80 != 0 || length < 0 || length > 1 << 24 {
                 fail("bad frame from server")
-                buffer.moveReaderIndex(to: buffer.writerIndex)
-                context.close(promise: nil)
-                return
+                shut()
+                return bytes.count
             }
-            guard readable >= header + length else { return }
-            buffer.moveReaderIndex(forwardBy: header)
-            handleFrame(opcode: b0 & 0x0F, buffer: buffer, length: length, context: context)
-            buffer.moveReaderIndex(forwardBy: length)
+            guard readable >= header + length else { break }
+            handleFrame(opcode: b0 & 0x0F, UnsafeRawBufferPointer(rebasing: bytes[(at + header)..<(at + header + length)]))
+            at += header + length
         }
+        return at
     }
 
-    private func handleFrame(opcode: UInt8, buffer: ByteBuffer, length: Int, context: ChannelHandlerContext) {
+    private func handleFrame(opcode: UInt8, _ message: UnsafeRawBufferPointer) {
         switch opcode {
         case 0x0, 0x1, 0x2:
-            buffer.withUnsafeReadableBytes { raw in
-                let message = UnsafeRawBufferPointer(rebasing: raw[0..<length])
-                if registered {
-                    events.received(self, message)
-                } else if Bytes.find(Bytes.openType, in: message) != nil {
-                    registered = true
-                    events.opened(self)
-                } else if Bytes.find(Bytes.errorType, in: message) != nil || Bytes.find(Bytes.idTakenType, in: message) != nil {
-                    fail("rejected: \(String(decoding: message.prefix(120), as: UTF8.self))")
-                    context.close(promise: nil)
-                } else {
-                    events.received(self, message)
-                }
+            if registered {
+                events.received(self, message)
+            } else if Bytes.find(Bytes.openType, in: message) != nil {
+                registered = true
+                events.opened(self)
+            } else if Bytes.find(Bytes.errorType, in: message) != nil || Bytes.find(Bytes.idTakenType, in: message) != nil {
+                fail("rejected: \(String(decoding: message.prefix(120), as: UTF8.self))")
+                shut()
+            } else {
+                events.received(self, message)
             }
         case 0x8:
             if !closeSent {
                 closeSent = true
-                let code = buffer.getBytes(at: buffer.readerIndex, length: Swift.min(length, 2)) ?? []
-                var reply = context.channel.allocator.buffer(capacity: 8)
-                reply.writeBytes(WSFrame.masked(opcode: 0x8, payload: code))
-                context.writeAndFlush(NIOAny(reply), promise: nil)
+                writeAndFlush(WSFrame.masked(opcode: 0x8, payload: Array(message.prefix(2))))
             }
-            context.close(promise: nil)
+            shut()
         case 0x9:
-            let payload = buffer.getBytes(at: buffer.readerIndex, length: length) ?? []
-            var pong = context.channel.allocator.buffer(capacity: length + 8)
-            pong.writeBytes(WSFrame.masked(opcode: 0xA, payload: payload))
-            context.write(NIOAny(pong), promise: nil)
-            needsFlush = true
+            write(WSFrame.masked(opcode: 0xA, payload: Array(message)))
         default:
             break
         }
@@ -301,6 +386,9 @@ enum Bytes {
 enum WSFrame {
     static let mask: [UInt8] = [0x3D, 0xA7, 0x19, 0xC4]
 
+    /// Close, status 1000.
+    static let closeFrame = masked(opcode: 0x8, payload: [0x03, 0xE8])
+
     static func header(opcode: UInt8, length: Int) -> [UInt8] {
         var out: [UInt8] = [0x80 | opcode]
         if length < 126 {
@@ -342,23 +430,21 @@ struct FrameTemplate {
         timestampMask = (0..<Self.digits).map { WSFrame.mask[(at + $0) & 3] }
     }
 
-    /// A buffer holding the frame stamped with `nanos`.
+    /// Appends the frame stamped with `nanos` to `out`.
     @inline(__always)
-    func stamped(_ nanos: UInt64, allocator: ByteBufferAllocator) -> ByteBuffer {
-        var buffer = allocator.buffer(capacity: bytes.count)
-        buffer.writeBytes(bytes)
-        let offset = timestampOffset
+    func append(stamped nanos: UInt64, to out: inout [UInt8]) {
+        let start = out.count + timestampOffset
+        out.append(contentsOf: bytes)
         timestampMask.withUnsafeBufferPointer { mask in
-            buffer.withUnsafeMutableReadableBytes { raw in
+            out.withUnsafeMutableBufferPointer { raw in
                 var value = nanos
                 var k = Self.digits - 1
                 while k >= 0 {
-                    raw[offset + k] = (0x30 + UInt8(value % 10)) ^ mask[k]
+                    raw[start + k] = (0x30 + UInt8(value % 10)) ^ mask[k]
                     value /= 10
                     k -= 1
                 }
             }
         }
-        return buffer
     }
 }

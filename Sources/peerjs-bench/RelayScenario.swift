@@ -1,5 +1,3 @@
-import NIOCore
-
 /// `relay`: P pairs ping-pong OFFER/ANSWER messages of ~1 KiB through the server, W messages
 /// in flight per pair; each arrival is answered at once (or, with `--rate`, when a token
 /// bucket allows). One-way latency = arrival − the `"ts"` the sender stamped.
@@ -12,7 +10,6 @@ final class RelayScenario: ScenarioBase {
     private let warmup: Double
     private let rate: Double
     private let concurrency: Int
-    private let allocator = ByteBufferAllocator()
     private var phase = Phase.connecting
     private var peers: [PeerConnection] = []
     private var templates: [FrameTemplate] = []
@@ -29,9 +26,9 @@ final class RelayScenario: ScenarioBase {
     private var readyHead = 0
     private var budget = 0.0
     private var lastTick: UInt64 = 0
-    private var ticker: RepeatedTask?
+    private var ticker: ClientLoop.Timer?
 
-    init(loop: any EventLoop, options: ClientSettings, pairs: Int, inflight: Int, duration: Double, warmup: Double,
+    init(loop: ClientLoop, options: ClientSettings, pairs: Int, inflight: Int, duration: Double, warmup: Double,
          rate: Double, concurrency: Int) throws {
         self.pairs = pairs
         self.inflight = inflight
@@ -94,10 +91,7 @@ final class RelayScenario: ScenarioBase {
         phase = .warmup
         if rate > 0 {
             lastTick = nowNanos()
-            let bound = NIOLoopBound(self, eventLoop: loop)
-            ticker = loop.scheduleRepeatedTask(initialDelay: .milliseconds(1), delay: .milliseconds(1)) { _ in
-                bound.value.tick()
-            }
+            ticker = loop.every(0.001) { [unowned self] in tick() }
         }
         var active = 0
         for pair in 0..<pairs where peers[2 * pair].state == .open && peers[2 * pair + 1].state == .open {
@@ -146,8 +140,11 @@ final class RelayScenario: ScenarioBase {
             ready.append(peer.index)
             return
         }
-        let frame = templates[peer.index].stamped(stamp, allocator: allocator)
-        if flush { peer.writeAndFlush(frame) } else { peer.write(frame) }
+        if flush {
+            peer.writeAndFlush(templates[peer.index], stamp: stamp)
+        } else {
+            peer.write(templates[peer.index], stamp: stamp)
+        }
     }
 
     private func tick() {
@@ -158,7 +155,7 @@ final class RelayScenario: ScenarioBase {
             let peer = peers[ready[readyHead]]
             readyHead += 1
             budget -= 1
-            peer.writeAndFlush(templates[peer.index].stamped(stamp, allocator: allocator))
+            peer.writeAndFlush(templates[peer.index], stamp: stamp)
         }
         if readyHead > 4096 && readyHead * 2 > ready.count {
             ready.removeFirst(readyHead)

@@ -1,5 +1,4 @@
 import Glibc
-import NIOCore
 
 /// What one run produced; written as JSON with `--json` (absent fields are omitted).
 struct RunResult: Codable, Sendable {
@@ -55,41 +54,40 @@ struct RunResult: Codable, Sendable {
 /// The shared machinery of a scenario: the loop, the connector, the server's processes, the
 /// overall deadline and the orderly teardown of whatever connections are left.
 class ScenarioBase: PeerEvents {
-    let loop: any EventLoop
+    let loop: ClientLoop
     let connector: Connector
     let server: ServerProcesses
     let epoch = nowNanos()
     let prefix: String
     var result: RunResult
-    private let promise: EventLoopPromise<RunResult>
+    private var completion: ((RunResult) -> Void)?
     private var finished = false
-    private var deadline: Scheduled<Void>?
+    private var deadline: ClientLoop.Timer?
+    private let timeout: Double
     private var startCPU = selfCPUSeconds()
     private var startNanos = nowNanos()
     var live: [Int: PeerConnection] = [:]
 
-    init(name: String, loop: any EventLoop, options: ClientSettings) throws {
+    init(name: String, loop: ClientLoop, options: ClientSettings) throws {
         self.loop = loop
         connector = try Connector(loop: loop, options: options)
         server = ServerProcesses(root: options.serverPID)
         // Ids unique per run, so a server still cleaning up an earlier run never answers ID-TAKEN.
         prefix = String(UInt32.random(in: 0...UInt32.max), radix: 36)
         result = RunResult(scenario: name, label: options.label, startedAt: utcNow(), loadAverageBefore: Proc.loadAverage())
-        promise = loop.makePromise()
-        let timeout = options.timeout
-        let bound = NIOLoopBound(self, eventLoop: loop)
-        deadline = loop.scheduleTask(in: .milliseconds(Int64(timeout * 1000))) {
-            bound.value.result.timedOut = true
-            bound.value.timedOut()
-        }
+        timeout = options.timeout
     }
 
-    /// Starts the run; the future completes with the result.
-    func run() -> EventLoopFuture<RunResult> {
+    /// Starts the run; `completion` gets the result, on the loop.
+    func run(_ completion: @escaping (RunResult) -> Void) {
+        self.completion = completion
         startCPU = selfCPUSeconds()
         startNanos = nowNanos()
+        deadline = loop.schedule(after: timeout) { [unowned self] in
+            result.timedOut = true
+            timedOut()
+        }
         start()
-        return promise.futureResult
     }
 
     func start() {}
@@ -112,16 +110,16 @@ class ScenarioBase: PeerEvents {
             if reason.contains("refused") { return "connect: refused" }
             if reason.contains("imeout") || reason.contains("imed out") { return "connect: timeout" }
             if reason.contains("not available") || reason.contains("EADDRNOTAVAIL") { return "connect: no local port" }
-            if reason.contains("descriptors") || reason.contains("EMFILE") { return "connect: out of descriptors" }
+            if reason.contains("descriptors") || reason.contains("EMFILE") || reason.contains("Too many open files") {
+                return "connect: out of descriptors"
+            }
             return String(reason.prefix(60))
         }
         return String(reason.prefix(80))
     }
 
     func schedule(after seconds: Double, _ body: @escaping (ScenarioBase) -> Void) {
-        let bound = NIOLoopBound(self, eventLoop: loop)
-        let action = NIOLoopBound(body, eventLoop: loop)
-        loop.scheduleTask(in: .nanoseconds(Int64(seconds * 1e9))) { action.value(bound.value) }
+        loop.schedule(after: seconds) { [unowned self] in body(self) }
     }
 
     /// Sends a close frame on every live connection, waits up to 3 s for the server to close
@@ -151,7 +149,8 @@ class ScenarioBase: PeerEvents {
         result.elapsedSeconds = Double(nowNanos() - startNanos) / 1e9
         result.clientCPUSeconds = selfCPUSeconds() - startCPU
         result.loadAverageAfter = Proc.loadAverage()
-        promise.succeed(result)
+        completion?(result)
+        completion = nil
     }
 
     // MARK: PeerEvents (subclasses override)
@@ -160,7 +159,7 @@ class ScenarioBase: PeerEvents {
     func received(_ peer: PeerConnection, _ message: UnsafeRawBufferPointer) {}
     func failed(_ peer: PeerConnection, _ reason: String) {
         fail(category(reason))
-        if peer.context == nil { live[peer.index] = nil }
+        if !peer.isConnected { live[peer.index] = nil }
     }
     func closed(_ peer: PeerConnection) {
         live[peer.index] = nil

@@ -1,0 +1,31 @@
+#ifndef CSHIM_EPOLL_H
+#define CSHIM_EPOLL_H
+
+/*
+ * epoll(7) for peerjs-bench's client loop, which Swift's Glibc module does not
+ * reach. Plain C types only (including <sys/epoll.h> here would make this
+ * module re-export <sys/types.h> and clash with Glibc's). Each registration's
+ * data is its descriptor.
+ */
+
+enum {
+    CSHIM_EPOLLIN = 0x001,
+    CSHIM_EPOLLOUT = 0x004,
+    CSHIM_EPOLLERR = 0x008,
+    CSHIM_EPOLLHUP = 0x010,
+    CSHIM_EPOLLRDHUP = 0x2000,
+};
+
+/* epoll_create1(EPOLL_CLOEXEC). */
+int cshim_epoll_create(void);
+
+/* epoll_ctl(epfd, EPOLL_CTL_ADD or EPOLL_CTL_MOD, fd, {events, .data.fd = fd}).
+ * Returns 0 or -1 with errno set. */
+int cshim_epoll_add(int epfd, int fd, unsigned int events);
+int cshim_epoll_modify(int epfd, int fd, unsigned int events);
+
+/* epoll_wait for at most max (≤ 1024) events: fds[i] and events[i] for each.
+ * Returns the count, or -1 with errno set. */
+int cshim_epoll_wait(int epfd, int *fds, unsigned int *events, int max, int timeout_ms);
+
+#endif
