@@ -127,7 +127,7 @@ let package = Package(
         .testTarget(
             name: "ProcessModelTests",
             dependencies: [
-                "PeerJSTesting", "peerjs",
+                "PeerJSTesting", "peerjs", "peerjs-bench",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "CryptoExtras", package: "swift-crypto"),
             ],

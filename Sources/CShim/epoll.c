@@ -1,6 +1,8 @@
 #include "cshim_epoll.h"
 
+#include <errno.h>
 #include <sys/epoll.h>
+#include <time.h>
 
 int cshim_epoll_create(void) {
     return epoll_create1(EPOLL_CLOEXEC);
@@ -19,10 +21,16 @@ int cshim_epoll_modify(int epfd, int fd, unsigned int events) {
     return control(epfd, EPOLL_CTL_MOD, fd, events);
 }
 
-int cshim_epoll_wait(int epfd, int *fds, unsigned int *events, int max, int timeout_ms) {
+int cshim_epoll_wait(int epfd, int *fds, unsigned int *events, int max, long long timeout_ns) {
     struct epoll_event ready[1024];
     if (max > 1024) max = 1024;
-    int count = epoll_wait(epfd, ready, max, timeout_ms);
+    struct timespec timeout = { .tv_sec = timeout_ns / 1000000000LL, .tv_nsec = timeout_ns % 1000000000LL };
+    int count = epoll_pwait2(epfd, ready, max, timeout_ns < 0 ? NULL : &timeout, NULL);
+    if (count < 0 && errno == ENOSYS) {
+        /* Before Linux 5.11: millisecond timeouts, rounded up. */
+        int ms = timeout_ns < 0 ? -1 : (int)((timeout_ns + 999999) / 1000000);
+        count = epoll_wait(epfd, ready, max, ms);
+    }
     for (int i = 0; i < count; i++) {
         fds[i] = ready[i].data.fd;
         events[i] = ready[i].events;

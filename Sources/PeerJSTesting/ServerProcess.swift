@@ -149,10 +149,10 @@ public final class ServerProcess: @unchecked Sendable {
 
     // MARK: Locating and spawning
 
-    /// The path of the `peerjs` binary: env `PEERJS_BINARY`, else a sibling of the running test bundle found by
-    /// walking up from `/proc/self/exe`.
-    public static func locateBinary() throws -> String {
-        if let override = ProcessInfo.processInfo.environment["PEERJS_BINARY"], !override.isEmpty {
+    /// The path of the `peerjs` binary (or of another executable of the package, by `name`): for `peerjs` env
+    /// `PEERJS_BINARY` if set, else a sibling of the running test bundle found by walking up from `/proc/self/exe`.
+    public static func locateBinary(_ name: String = "peerjs") throws -> String {
+        if name == "peerjs", let override = ProcessInfo.processInfo.environment["PEERJS_BINARY"], !override.isEmpty {
             return override
         }
         let exe =
@@ -160,7 +160,7 @@ public final class ServerProcess: @unchecked Sendable {
             ?? CommandLine.arguments[0]
         var directory = URL(fileURLWithPath: exe).deletingLastPathComponent()
         for _ in 0..<6 {
-            let candidate = directory.appendingPathComponent("peerjs").path
+            let candidate = directory.appendingPathComponent(name).path
             var isDirectory: ObjCBool = false
             if FileManager.default.fileExists(atPath: candidate, isDirectory: &isDirectory), !isDirectory.boolValue,
                 FileManager.default.isExecutableFile(atPath: candidate)
@@ -170,7 +170,7 @@ public final class ServerProcess: @unchecked Sendable {
             directory = directory.deletingLastPathComponent()
         }
         throw HarnessError(
-            "peerjs binary not found next to \(exe); build it (swift build --build-tests) or set PEERJS_BINARY"
+            "\(name) binary not found next to \(exe); build it (swift build --build-tests)\(name == "peerjs" ? " or set PEERJS_BINARY" : "")"
         )
     }
 
@@ -264,13 +264,15 @@ public final class ServerProcess: @unchecked Sendable {
     /// - Parameters:
     ///   - arguments: command-line flags.
     ///   - timeout: bound after which the process is killed and an error thrown.
+    ///   - binary: the executable next to the tests to run instead of `peerjs` (e.g. `peerjs-bench`).
     public static func run(
         _ arguments: [String],
+        binary: String = "peerjs",
         timeout: Duration = .seconds(10)
     ) async throws -> (
         status: ExitStatus, output: [String]
     ) {
-        let (pid, log) = try spawn(binary: try locateBinary(), arguments: arguments, echoPrefix: nil)
+        let (pid, log) = try spawn(binary: try locateBinary(binary), arguments: arguments, echoPrefix: nil)
         let deadline = ContinuousClock.now + timeout
         while ContinuousClock.now < deadline {
             var status: Int32 = 0
@@ -288,7 +290,7 @@ public final class ServerProcess: @unchecked Sendable {
         var status: Int32 = 0
         _ = waitpid(pid, &status, 0)
         throw HarnessError(
-            "peerjs \(arguments.joined(separator: " ")) did not exit within \(timeout); output:\n"
+            "\(binary) \(arguments.joined(separator: " ")) did not exit within \(timeout); output:\n"
                 + log.snapshot.joined(separator: "\n")
         )
     }

@@ -78,7 +78,8 @@ final class ClientLoop {
         return timer
     }
 
-    private func runTimers() -> Int32 {
+    /// Runs the due timers; returns how long epoll may wait for the next one (ns, ≤ 100 ms).
+    private func runTimers() -> Int64 {
         let now = nowNanos()
         var next = UInt64.max
         var due: [Timer] = []
@@ -98,9 +99,8 @@ final class ClientLoop {
         if !due.isEmpty { timers.removeAll { $0.cancelled } }
         // A timer body may have added timers.
         for timer in timers where !timer.cancelled { next = min(next, timer.deadline) }
-        guard next != .max else { return 100 }
         let now2 = nowNanos()
-        return next <= now2 ? 0 : Int32(min(100, (next - now2 + 999_999) / 1_000_000))
+        return next <= now2 ? 0 : Int64(min(100_000_000, next - now2))
     }
 
     // MARK: Running

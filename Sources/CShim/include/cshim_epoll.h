@@ -24,8 +24,10 @@ int cshim_epoll_create(void);
 int cshim_epoll_add(int epfd, int fd, unsigned int events);
 int cshim_epoll_modify(int epfd, int fd, unsigned int events);
 
-/* epoll_wait for at most max (≤ 1024) events: fds[i] and events[i] for each.
- * Returns the count, or -1 with errno set. */
-int cshim_epoll_wait(int epfd, int *fds, unsigned int *events, int max, int timeout_ms);
+/* epoll_pwait2 for at most max (≤ 1024) events, waiting at most timeout_ns
+ * nanoseconds (< 0: no limit): fds[i] and events[i] for each. Nanoseconds
+ * because the bench's 1 ms pacing timer would otherwise be rounded up to
+ * whole milliseconds by epoll_wait. Returns the count, or -1 with errno set. */
+int cshim_epoll_wait(int epfd, int *fds, unsigned int *events, int max, long long timeout_ns);
 
 #endif
