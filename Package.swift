@@ -27,6 +27,8 @@ let package = Package(
     targets: [
         // Tiny C shims (named CShim: swift-system owns the name CSystem) for what Swift's Glibc module cannot reach (_GNU_SOURCE calls, CMSG macros).
         .target(name: "CShim"),
+        // epoll for peerjs-bench's client loop (Swift's Glibc module lacks <sys/epoll.h>).
+        .target(name: "CEpoll"),
         // libsystemd: socket activation (sd_listen_fds_with_names) and sd_notify, for the supervisor only.
         .systemLibrary(name: "CSystemd", pkgConfig: "libsystemd", providers: [.apt(["libsystemd-dev"])]),
         // libseccomp through pkg-config; only Sandbox imports it.
@@ -98,7 +100,7 @@ let package = Package(
                 .product(name: "NIOWebSocket", package: "swift-nio"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Crypto", package: "swift-crypto"),
-                "CShim",
+                "CEpoll",
             ],
             swiftSettings: strict
         ),

@@ -1,4 +1,4 @@
-import CShim
+import CEpoll
 import Glibc
 
 /// The load generator's event loop: one epoll descriptor, a handful of timers and the peers'
@@ -25,11 +25,11 @@ final class ClientLoop {
 
     /// epoll's event bits.
     enum Event {
-        static let readable = UInt32(CSHIM_EPOLLIN)
-        static let writable = UInt32(CSHIM_EPOLLOUT)
-        static let error = UInt32(CSHIM_EPOLLERR)
-        static let hangUp = UInt32(CSHIM_EPOLLHUP)
-        static let peerHangUp = UInt32(CSHIM_EPOLLRDHUP)
+        static let readable = UInt32(CEPOLL_IN)
+        static let writable = UInt32(CEPOLL_OUT)
+        static let error = UInt32(CEPOLL_ERR)
+        static let hangUp = UInt32(CEPOLL_HUP)
+        static let peerHangUp = UInt32(CEPOLL_RDHUP)
     }
 
     private let epoll: Int32
@@ -46,7 +46,7 @@ final class ClientLoop {
     let scratch: UnsafeMutableRawBufferPointer
 
     init(descriptorLimit: Int) throws {
-        epoll = cshim_epoll_create()
+        epoll = cepoll_create()
         guard epoll >= 0 else { throw ClientError.system("epoll_create1", errno) }
         peers = Array(repeating: nil, count: descriptorLimit + 1)
         readyFDs = Array(repeating: -1, count: eventCapacity)
@@ -111,7 +111,7 @@ final class ClientLoop {
             let timeout = runTimers()
             if stopped { break }
             flushDirty()
-            let count = cshim_epoll_wait(epoll, &readyFDs, &readyEvents, Int32(eventCapacity), timeout)
+            let count = cepoll_wait(epoll, &readyFDs, &readyEvents, Int32(eventCapacity), timeout)
             if count < 0 {
                 if errno == EINTR { continue }
                 fatalError("epoll_wait: \(String(cString: strerror(errno)))")
@@ -132,11 +132,11 @@ final class ClientLoop {
     func add(_ peer: PeerConnection, fd: Int32, writable: Bool) -> Int32 {
         guard Int(fd) < peers.count else { return EMFILE }
         peers[Int(fd)] = peer
-        return cshim_epoll_add(epoll, fd, Self.interest(writable: writable)) == 0 ? 0 : errno
+        return cepoll_add(epoll, fd, Self.interest(writable: writable)) == 0 ? 0 : errno
     }
 
     func watchWritable(_ peer: PeerConnection, fd: Int32, _ on: Bool) {
-        _ = cshim_epoll_modify(epoll, fd, Self.interest(writable: on))
+        _ = cepoll_modify(epoll, fd, Self.interest(writable: on))
     }
 
     private static func interest(writable: Bool) -> UInt32 {

@@ -1,10 +1,10 @@
-#include "cshim_epoll.h"
+#include "cepoll.h"
 
 #include <errno.h>
 #include <sys/epoll.h>
 #include <time.h>
 
-int cshim_epoll_create(void) {
+int cepoll_create(void) {
     return epoll_create1(EPOLL_CLOEXEC);
 }
 
@@ -13,15 +13,15 @@ static int control(int epfd, int op, int fd, unsigned int events) {
     return epoll_ctl(epfd, op, fd, &event);
 }
 
-int cshim_epoll_add(int epfd, int fd, unsigned int events) {
+int cepoll_add(int epfd, int fd, unsigned int events) {
     return control(epfd, EPOLL_CTL_ADD, fd, events);
 }
 
-int cshim_epoll_modify(int epfd, int fd, unsigned int events) {
+int cepoll_modify(int epfd, int fd, unsigned int events) {
     return control(epfd, EPOLL_CTL_MOD, fd, events);
 }
 
-int cshim_epoll_wait(int epfd, int *fds, unsigned int *events, int max, long long timeout_ns) {
+int cepoll_wait(int epfd, int *fds, unsigned int *events, int max, long long timeout_ns) {
     struct epoll_event ready[1024];
     if (max > 1024) max = 1024;
     struct timespec timeout = { .tv_sec = timeout_ns / 1000000000LL, .tv_nsec = timeout_ns % 1000000000LL };

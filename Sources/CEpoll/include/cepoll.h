@@ -1,5 +1,5 @@
-#ifndef CSHIM_EPOLL_H
-#define CSHIM_EPOLL_H
+#ifndef CEPOLL_H
+#define CEPOLL_H
 
 /*
  * epoll(7) for peerjs-bench's client loop, which Swift's Glibc module does not
@@ -9,25 +9,25 @@
  */
 
 enum {
-    CSHIM_EPOLLIN = 0x001,
-    CSHIM_EPOLLOUT = 0x004,
-    CSHIM_EPOLLERR = 0x008,
-    CSHIM_EPOLLHUP = 0x010,
-    CSHIM_EPOLLRDHUP = 0x2000,
+    CEPOLL_IN = 0x001,
+    CEPOLL_OUT = 0x004,
+    CEPOLL_ERR = 0x008,
+    CEPOLL_HUP = 0x010,
+    CEPOLL_RDHUP = 0x2000,
 };
 
 /* epoll_create1(EPOLL_CLOEXEC). */
-int cshim_epoll_create(void);
+int cepoll_create(void);
 
 /* epoll_ctl(epfd, EPOLL_CTL_ADD or EPOLL_CTL_MOD, fd, {events, .data.fd = fd}).
  * Returns 0 or -1 with errno set. */
-int cshim_epoll_add(int epfd, int fd, unsigned int events);
-int cshim_epoll_modify(int epfd, int fd, unsigned int events);
+int cepoll_add(int epfd, int fd, unsigned int events);
+int cepoll_modify(int epfd, int fd, unsigned int events);
 
 /* epoll_pwait2 for at most max (≤ 1024) events, waiting at most timeout_ns
  * nanoseconds (< 0: no limit): fds[i] and events[i] for each. Nanoseconds
  * because the bench's 1 ms pacing timer would otherwise be rounded up to
  * whole milliseconds by epoll_wait. Returns the count, or -1 with errno set. */
-int cshim_epoll_wait(int epfd, int *fds, unsigned int *events, int max, long long timeout_ns);
+int cepoll_wait(int epfd, int *fds, unsigned int *events, int max, long long timeout_ns);
 
 #endif
