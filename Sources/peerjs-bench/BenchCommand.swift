@@ -272,7 +272,7 @@ func describe(_ r: RunResult) -> String {
     if let perPeer = r.rssPerPeerBytes {
         lines.append("  RSS per peer (\(r.serverHeld?.primary?.role ?? "?")): \(bytesText(perPeer)) (anonymous: \(bytesText(r.anonPerPeerBytes ?? 0))); dropped while held: \(r.droppedWhileHeld ?? 0)")
         if let server = r.serverCPUMicrosPerConnection, let client = r.clientCPUMicrosPerConnection {
-            lines.append("  CPU per connection: server \(fmt(server, 0)) µs (all its processes), bench client \(fmt(client, 0)) µs")
+            lines.append("  CPU per connection: server \(fmt(server, 0)) µs (all its processes; \(fmt(r.serverSystemMicrosPerConnection ?? 0, 0)) system), bench client \(fmt(client, 0)) µs (\(fmt(r.clientSystemMicrosPerConnection ?? 0, 0)) system)")
         }
     }
     if let mps = r.messagesPerSecond {
@@ -286,6 +286,9 @@ func describe(_ r: RunResult) -> String {
     if let share = r.clientCPUShare { lines.append("  client CPU: \(fmt(share * 100, 0)) % of a core") }
     if let sps = r.sessionsPerSecond {
         lines.append("  sessions: \(r.sessions ?? 0), \(fmt(sps, 0)) sessions/s")
+        if let n = r.sessions, n > 0, let server = r.serverCPUSeconds, let client = r.clientCPUMicrosPerSession {
+            lines.append("  CPU per session: server \(fmt(server / Double(n) * 1e6, 0)) µs (\(fmt((r.serverSystemCPUSeconds ?? 0) / Double(n) * 1e6, 0)) system), bench client \(fmt(client, 0)) µs (\(fmt(r.clientSystemMicrosPerSession ?? 0, 0)) system)")
+        }
     }
     if let latency = r.sessionLatency { lines.append("  session time: \(latency.text)") }
     if let growth = r.rssGrowthBytes {

@@ -26,6 +26,8 @@ final class ChurnScenario: ScenarioBase {
     private var t0: UInt64 = 0
     private var t1: UInt64 = 0
     private var serverCPU0 = 0.0
+    private var serverSystem0 = 0.0
+    private var clientCPU0 = (user: 0.0, system: 0.0)
     private var sweeper: ClientLoop.Timer?
 
     init(loop: ClientLoop, options: ClientSettings, echoes: Int, concurrency: Int, duration: Double, warmup: Double,
@@ -155,6 +157,8 @@ final class ChurnScenario: ScenarioBase {
                 guard let scenario = base as? ChurnScenario else { return }
                 scenario.result.serverBefore = scenario.server.sample()
                 scenario.serverCPU0 = scenario.result.serverBefore?.totalCPU ?? 0
+                scenario.serverSystem0 = scenario.result.serverBefore?.totalSystemCPU ?? 0
+                scenario.clientCPU0 = selfCPUTimes()
                 scenario.result.failures = [:]
                 scenario.phase = .measure
                 scenario.t0 = nowNanos()
@@ -171,6 +175,11 @@ final class ChurnScenario: ScenarioBase {
         let seconds = Double(t1 - t0) / 1e9
         result.sessions = completed
         result.sessionsPerSecond = Double(completed) / seconds
+        if completed > 0 {
+            let now = selfCPUTimes()
+            result.clientCPUMicrosPerSession = (now.user + now.system - clientCPU0.user - clientCPU0.system) / Double(completed) * 1e6
+            result.clientSystemMicrosPerSession = (now.system - clientCPU0.system) / Double(completed) * 1e6
+        }
         result.sessionLatency = histogram.summary()
         waitIdle { scenario in
             // Let the server finish its own cleanup of the last sessions before sampling.
@@ -180,6 +189,7 @@ final class ChurnScenario: ScenarioBase {
                 scenario.result.serverAfter = after
                 if scenario.server.root != nil {
                     scenario.result.serverCPUSeconds = after.totalCPU - scenario.serverCPU0
+                    scenario.result.serverSystemCPUSeconds = after.totalSystemCPU - scenario.serverSystem0
                 }
                 if let before = scenario.result.serverBefore?.primary, let now = after.primary {
                     scenario.result.rssGrowthBytes = now.rssBytes - before.rssBytes

@@ -28,12 +28,12 @@ final class ConnectScenario: ScenarioBase {
         result.peers = count
     }
 
-    private var clientCPU0 = 0.0
+    private var clientCPU0 = (user: 0.0, system: 0.0)
 
     override func start() {
         prepared = (0..<count).map { connector.makePeer(index: $0, id: "\(prefix)c\($0)", events: self) }
         result.serverBefore = server.sample()
-        clientCPU0 = selfCPUSeconds()
+        clientCPU0 = selfCPUTimes()
         firstStart = nowNanos()
         sweeper = loop.every(0.5) { [unowned self] in sweep() }
         fill()
@@ -91,7 +91,11 @@ final class ConnectScenario: ScenarioBase {
         result.connectionsPerSecond = elapsed > 0 ? Double(opened) / elapsed : 0
         result.openLatency = histogram.summary()
         result.parameters["connectSeconds"] = fmt(elapsed)
-        if opened > 0 { result.clientCPUMicrosPerConnection = (selfCPUSeconds() - clientCPU0) / Double(opened) * 1e6 }
+        if opened > 0 {
+            let now = selfCPUTimes()
+            result.clientCPUMicrosPerConnection = (now.user + now.system - clientCPU0.user - clientCPU0.system) / Double(opened) * 1e6
+            result.clientSystemMicrosPerConnection = (now.system - clientCPU0.system) / Double(opened) * 1e6
+        }
     }
 
     private func connected() {
@@ -113,6 +117,8 @@ final class ConnectScenario: ScenarioBase {
             result.anonPerPeerBytes = Double(after.anonBytes - before.anonBytes) / Double(opened)
             // CPU of all server processes (broker + supervisor for ours) per connection made.
             result.serverCPUMicrosPerConnection = (held.totalCPU - (result.serverBefore?.totalCPU ?? 0)) / Double(opened) * 1e6
+            result.serverSystemMicrosPerConnection =
+                (held.totalSystemCPU - (result.serverBefore?.totalSystemCPU ?? 0)) / Double(opened) * 1e6
         }
         teardown()
     }

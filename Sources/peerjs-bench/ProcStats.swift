@@ -67,13 +67,13 @@ enum Proc {
 
     private static let ticksPerSecond = Double(sysconf(Int32(_SC_CLK_TCK)))
 
-    /// utime + stime in seconds.
-    static func cpuSeconds(_ pid: Int32) -> Double? {
+    /// utime and stime in seconds.
+    static func cpuTimes(_ pid: Int32) -> (user: Double, system: Double)? {
         guard let stat = read("/proc/\(pid)/stat"), let close = stat.lastIndex(of: ")") else { return nil }
         let fields = stat[stat.index(after: close)...].split(separator: " ")
         // After the comm field: state is field 3, utime 14, stime 15 → indexes 11 and 12 here.
         guard fields.count > 12, let user = Double(fields[11]), let system = Double(fields[12]) else { return nil }
-        return (user + system) / ticksPerSecond
+        return (user / ticksPerSecond, system / ticksPerSecond)
     }
 
     static func loadAverage() -> String {
@@ -97,6 +97,8 @@ struct ProcessSample: Codable, Sendable {
     var rssBytes: Int64
     var anonBytes: Int64
     var cpuSeconds: Double
+    /// The kernel's part of `cpuSeconds` (stime); absent in results written before session 4.
+    var systemSeconds: Double?
 }
 
 /// The processes of the server under test: the given pid and its descendants, each named by
@@ -107,7 +109,7 @@ struct ServerProcesses: Sendable {
     func sample() -> [ProcessSample] {
         guard let root else { return [] }
         return Proc.tree(root).compactMap { pid in
-            guard let memory = Proc.memory(pid), let cpu = Proc.cpuSeconds(pid) else { return nil }
+            guard let memory = Proc.memory(pid), let cpu = Proc.cpuTimes(pid) else { return nil }
             let arguments = Proc.commandLine(pid)
             let role: String
             if pid == root {
@@ -117,13 +119,15 @@ struct ServerProcesses: Sendable {
             } else {
                 role = String((arguments.first ?? "child").split(separator: "/").last ?? "child")
             }
-            return ProcessSample(pid: pid, role: role, rssBytes: memory.rss, anonBytes: memory.anon, cpuSeconds: cpu)
+            return ProcessSample(pid: pid, role: role, rssBytes: memory.rss, anonBytes: memory.anon,
+                                 cpuSeconds: cpu.user + cpu.system, systemSeconds: cpu.system)
         }
     }
 }
 
 extension [ProcessSample] {
     var totalCPU: Double { reduce(0) { $0 + $1.cpuSeconds } }
+    var totalSystemCPU: Double { reduce(0) { $0 + ($1.systemSeconds ?? 0) } }
     var totalRSS: Int64 { reduce(0) { $0 + $1.rssBytes } }
 
     /// The process that holds the peers: the broker if there is one, else the main process.
@@ -132,10 +136,16 @@ extension [ProcessSample] {
 
 /// Our own CPU time (the load generator must not be the bottleneck).
 func selfCPUSeconds() -> Double {
+    let times = selfCPUTimes()
+    return times.user + times.system
+}
+
+/// Our own user and system time.
+func selfCPUTimes() -> (user: Double, system: Double) {
     var usage = rusage()
     getrusage(Int32(RUSAGE_SELF.rawValue), &usage)
-    return Double(usage.ru_utime.tv_sec) + Double(usage.ru_utime.tv_usec) / 1e6
-        + Double(usage.ru_stime.tv_sec) + Double(usage.ru_stime.tv_usec) / 1e6
+    return (Double(usage.ru_utime.tv_sec) + Double(usage.ru_utime.tv_usec) / 1e6,
+            Double(usage.ru_stime.tv_sec) + Double(usage.ru_stime.tv_usec) / 1e6)
 }
 
 /// Raises the soft descriptor limit to the hard one; returns the new soft limit.

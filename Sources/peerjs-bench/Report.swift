@@ -110,6 +110,10 @@ struct Report: ParsableCommand {
         Metric(scenario: "connect", name: "server RSS per held peer (B)", decimals: 0) { $0.rssPerPeerBytes },
         Metric(scenario: "connect", name: "server CPU per connection (µs)", decimals: 0) { $0.serverCPUMicrosPerConnection },
         Metric(scenario: "connect", name: "bench client CPU per connection (µs)", decimals: 0) { $0.clientCPUMicrosPerConnection },
+        Metric(scenario: "connect", name: "of which system, server + client (µs)", decimals: 0) {
+            guard let server = $0.serverSystemMicrosPerConnection, let client = $0.clientSystemMicrosPerConnection else { return nil }
+            return server + client
+        },
         Metric(scenario: "relay", name: "forwarded messages/s", decimals: 0) { $0.messagesPerSecond },
         Metric(scenario: "relay", name: "one-way p50 (ms)", decimals: 3) { $0.latency?.p50 },
         Metric(scenario: "relay", name: "one-way p99 (ms)", decimals: 3) { $0.latency?.p99 },
@@ -134,6 +138,12 @@ struct Report: ParsableCommand {
         Metric(scenario: "churn", name: "server CPU per session (µs)", decimals: 0) {
             guard let cpu = $0.serverCPUSeconds, let n = $0.sessions, n > 0 else { return nil }
             return cpu / Double(n) * 1e6
+        },
+        Metric(scenario: "churn", name: "bench client CPU per session (µs)", decimals: 0) { $0.clientCPUMicrosPerSession },
+        Metric(scenario: "churn", name: "of which system, server + client (µs)", decimals: 0) {
+            guard let server = $0.serverSystemCPUSeconds, let client = $0.clientSystemMicrosPerSession,
+                  let n = $0.sessions, n > 0 else { return nil }
+            return server / Double(n) * 1e6 + client
         },
     ]
 }

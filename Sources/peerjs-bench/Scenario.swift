@@ -27,6 +27,9 @@ struct RunResult: Codable, Sendable {
     /// Server CPU (all its processes, user + system) per connection, and the bench client's own.
     var serverCPUMicrosPerConnection: Double?
     var clientCPUMicrosPerConnection: Double?
+    /// The kernel's part of each (system time): what no user-space change on either side saves.
+    var serverSystemMicrosPerConnection: Double?
+    var clientSystemMicrosPerConnection: Double?
 
     // relay
     var pairs: Int?
@@ -43,6 +46,10 @@ struct RunResult: Codable, Sendable {
     // churn
     var sessions: Int?
     var sessionsPerSecond: Double?
+    /// Over the measured window: the server's system time, and the client's CPU and system time.
+    var serverSystemCPUSeconds: Double?
+    var clientCPUMicrosPerSession: Double?
+    var clientSystemMicrosPerSession: Double?
     var sessionLatency: LatencySummary?
     var serverAfter: [ProcessSample]?
     var rssGrowthBytes: Int64?
