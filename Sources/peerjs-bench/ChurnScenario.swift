@@ -27,7 +27,7 @@ final class ChurnScenario: ScenarioBase {
     private var t1: UInt64 = 0
     private var serverCPU0 = 0.0
     private var serverSystem0 = 0.0
-    private var clientCPU0 = (user: 0.0, system: 0.0)
+    private var clientCPU0 = CPUTimes()
     private var sweeper: ClientLoop.Timer?
 
     init(loop: ClientLoop, options: ClientSettings, echoes: Int, concurrency: Int, duration: Double, warmup: Double,
@@ -176,9 +176,9 @@ final class ChurnScenario: ScenarioBase {
         result.sessions = completed
         result.sessionsPerSecond = Double(completed) / seconds
         if completed > 0 {
-            let now = selfCPUTimes()
-            result.clientCPUMicrosPerSession = (now.user + now.system - clientCPU0.user - clientCPU0.system) / Double(completed) * 1e6
-            result.clientSystemMicrosPerSession = (now.system - clientCPU0.system) / Double(completed) * 1e6
+            let used = selfCPUTimes() - clientCPU0
+            result.clientCPUMicrosPerSession = used.total / Double(completed) * 1e6
+            result.clientSystemMicrosPerSession = used.system / Double(completed) * 1e6
         }
         result.sessionLatency = histogram.summary()
         waitIdle { scenario in

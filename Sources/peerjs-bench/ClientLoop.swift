@@ -81,26 +81,19 @@ final class ClientLoop {
     /// Runs the due timers; returns how long epoll may wait for the next one (ns, ≤ 100 ms).
     private func runTimers() -> Int64 {
         let now = nowNanos()
-        var next = UInt64.max
-        var due: [Timer] = []
-        timers.removeAll { $0.cancelled }
-        for timer in timers {
-            if timer.deadline <= now { due.append(timer) } else { next = min(next, timer.deadline) }
-        }
-        for timer in due where !timer.cancelled {
+        for timer in timers.filter({ !$0.cancelled && $0.deadline <= now }) where !timer.cancelled {
             if let interval = timer.interval {
                 timer.deadline = now &+ interval
-                next = min(next, timer.deadline)
             } else {
                 timer.cancelled = true
             }
             timer.body()
         }
-        if !due.isEmpty { timers.removeAll { $0.cancelled } }
-        // A timer body may have added timers.
-        for timer in timers where !timer.cancelled { next = min(next, timer.deadline) }
-        let now2 = nowNanos()
-        return next <= now2 ? 0 : Int64(min(100_000_000, next - now2))
+        // After the bodies: they may have added or cancelled timers.
+        timers.removeAll { $0.cancelled }
+        let next = timers.lazy.map(\.deadline).min() ?? .max
+        let after = nowNanos()
+        return next <= after ? 0 : Int64(min(100_000_000, next - after))
     }
 
     // MARK: Running
@@ -135,7 +128,7 @@ final class ClientLoop {
         return cepoll_add(epoll, fd, Self.interest(writable: writable)) == 0 ? 0 : errno
     }
 
-    func watchWritable(_ peer: PeerConnection, fd: Int32, _ on: Bool) {
+    func watchWritable(fd: Int32, _ on: Bool) {
         _ = cepoll_modify(epoll, fd, Self.interest(writable: on))
     }
 

@@ -1,4 +1,3 @@
-
 /// `connect`: N peers register with at most C handshakes in flight; then they are held open
 /// for a while and the server's resident memory is compared with the one before.
 final class ConnectScenario: ScenarioBase {
@@ -28,7 +27,7 @@ final class ConnectScenario: ScenarioBase {
         result.peers = count
     }
 
-    private var clientCPU0 = (user: 0.0, system: 0.0)
+    private var clientCPU0 = CPUTimes()
 
     override func start() {
         prepared = (0..<count).map { connector.makePeer(index: $0, id: "\(prefix)c\($0)", events: self) }
@@ -92,9 +91,9 @@ final class ConnectScenario: ScenarioBase {
         result.openLatency = histogram.summary()
         result.parameters["connectSeconds"] = fmt(elapsed)
         if opened > 0 {
-            let now = selfCPUTimes()
-            result.clientCPUMicrosPerConnection = (now.user + now.system - clientCPU0.user - clientCPU0.system) / Double(opened) * 1e6
-            result.clientSystemMicrosPerConnection = (now.system - clientCPU0.system) / Double(opened) * 1e6
+            let used = selfCPUTimes() - clientCPU0
+            result.clientCPUMicrosPerConnection = used.total / Double(opened) * 1e6
+            result.clientSystemMicrosPerConnection = used.system / Double(opened) * 1e6
         }
     }
 

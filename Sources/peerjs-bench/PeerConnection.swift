@@ -55,7 +55,6 @@ final class PeerConnection {
         self.events = events
     }
 
-    var isRegistered: Bool { registered }
     /// The socket is open (false before connect, and once it is closed).
     var isConnected: Bool { fd >= 0 }
 
@@ -75,13 +74,12 @@ final class PeerConnection {
             shut(errno)
             return
         }
-        let error = loop.add(self, fd: socket, writable: !established || !outbox.isEmpty)
+        waitingWritable = !established || !outbox.isEmpty
+        let error = loop.add(self, fd: socket, writable: waitingWritable)
         if error != 0 {
             established = false
             shut(error)
-            return
         }
-        waitingWritable = !established || !outbox.isEmpty
     }
 
     // MARK: Sending
@@ -126,9 +124,7 @@ final class PeerConnection {
         }
         if sent < 0 {
             guard errno == EAGAIN || errno == EWOULDBLOCK else {
-                let reason = String(cString: strerror(errno))
-                if !registered { fail("error before OPEN: \(reason)") }
-                shut()
+                shut(errno)
                 return
             }
         } else {
@@ -139,11 +135,11 @@ final class PeerConnection {
             outboxSent = 0
             if waitingWritable {
                 waitingWritable = false
-                loop.watchWritable(self, fd: fd, false)
+                loop.watchWritable(fd: fd, false)
             }
         } else if !waitingWritable {
             waitingWritable = true
-            loop.watchWritable(self, fd: fd, true)
+            loop.watchWritable(fd: fd, true)
         }
     }
 
@@ -184,7 +180,6 @@ final class PeerConnection {
     }
 
     // MARK: Readiness
-
 
     /// What epoll reported for the socket.
     func ready(_ flags: UInt32) {

@@ -68,12 +68,12 @@ enum Proc {
     private static let ticksPerSecond = Double(sysconf(Int32(_SC_CLK_TCK)))
 
     /// utime and stime in seconds.
-    static func cpuTimes(_ pid: Int32) -> (user: Double, system: Double)? {
+    static func cpuTimes(_ pid: Int32) -> CPUTimes? {
         guard let stat = read("/proc/\(pid)/stat"), let close = stat.lastIndex(of: ")") else { return nil }
         let fields = stat[stat.index(after: close)...].split(separator: " ")
         // After the comm field: state is field 3, utime 14, stime 15 → indexes 11 and 12 here.
         guard fields.count > 12, let user = Double(fields[11]), let system = Double(fields[12]) else { return nil }
-        return (user / ticksPerSecond, system / ticksPerSecond)
+        return CPUTimes(user: user / ticksPerSecond, system: system / ticksPerSecond)
     }
 
     static func loadAverage() -> String {
@@ -120,7 +120,7 @@ struct ServerProcesses: Sendable {
                 role = String((arguments.first ?? "child").split(separator: "/").last ?? "child")
             }
             return ProcessSample(pid: pid, role: role, rssBytes: memory.rss, anonBytes: memory.anon,
-                                 cpuSeconds: cpu.user + cpu.system, systemSeconds: cpu.system)
+                                 cpuSeconds: cpu.total, systemSeconds: cpu.system)
         }
     }
 }
@@ -134,18 +134,26 @@ extension [ProcessSample] {
     var primary: ProcessSample? { first { $0.role == "broker" } ?? first { $0.role == "main" } }
 }
 
-/// Our own CPU time (the load generator must not be the bottleneck).
-func selfCPUSeconds() -> Double {
-    let times = selfCPUTimes()
-    return times.user + times.system
+/// User and system CPU seconds, and the difference of two readings.
+struct CPUTimes {
+    var user = 0.0
+    var system = 0.0
+    var total: Double { user + system }
+
+    static func - (later: CPUTimes, earlier: CPUTimes) -> CPUTimes {
+        CPUTimes(user: later.user - earlier.user, system: later.system - earlier.system)
+    }
 }
 
+/// Our own CPU time (the load generator must not be the bottleneck).
+func selfCPUSeconds() -> Double { selfCPUTimes().total }
+
 /// Our own user and system time.
-func selfCPUTimes() -> (user: Double, system: Double) {
+func selfCPUTimes() -> CPUTimes {
     var usage = rusage()
     getrusage(Int32(RUSAGE_SELF.rawValue), &usage)
-    return (Double(usage.ru_utime.tv_sec) + Double(usage.ru_utime.tv_usec) / 1e6,
-            Double(usage.ru_stime.tv_sec) + Double(usage.ru_stime.tv_usec) / 1e6)
+    return CPUTimes(user: Double(usage.ru_utime.tv_sec) + Double(usage.ru_utime.tv_usec) / 1e6,
+                    system: Double(usage.ru_stime.tv_sec) + Double(usage.ru_stime.tv_usec) / 1e6)
 }
 
 /// Raises the soft descriptor limit to the hard one; returns the new soft limit.
