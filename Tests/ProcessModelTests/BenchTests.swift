@@ -16,6 +16,11 @@ struct BenchTests {
                                     "--jwt-secret-file", secret, "--timeout", "30", "--json"]
         let (status, output) = try await ServerProcess.run(arguments, binary: "peerjs-bench", timeout: .seconds(45))
         #expect(status == .exited(0), "peerjs-bench \(arguments.joined(separator: " ")): \(output.suffix(5))")
+        return try result(output)
+    }
+
+    /// The JSON object a `--json` run printed last.
+    static func result(_ output: [String]) throws -> [String: Any] {
         let line = try #require(output.last { $0.hasPrefix("{") }, "no JSON result in \(output.suffix(5))")
         return try #require(try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any])
     }
@@ -47,26 +52,12 @@ struct BenchTests {
 
     @Test("a server that is not there: every connection is a counted failure, and the run still ends")
     func refused() async throws {
-        // A port nothing listens on: bind one, note it, close it.
-        let probe = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-        let port = withUnsafeMutablePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { pointer -> Int in
-                _ = bind(probe, pointer, length)
-                _ = getsockname(probe, pointer, &length)
-                return Int(UInt16(bigEndian: UnsafeMutableRawPointer(pointer).load(fromByteOffset: 2, as: UInt16.self)))
-            }
-        }
-        close(probe)
+        let port = try freePort()  // bound, noted and closed: nothing listens there
         let (status, output) = try await ServerProcess.run(
             ["connect", "--port", "\(port)", "--count", "20", "--hold", "0", "--timeout", "10", "--json"],
             binary: "peerjs-bench", timeout: .seconds(20))
         #expect(status == .exited(0))
-        let line = try #require(output.last { $0.hasPrefix("{") })
-        let result = try #require(try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any])
+        let result = try Self.result(output)
         #expect(result["connected"] as? Int == 0)
         #expect((result["failures"] as? [String: Int])?["connect: refused"] == 20)
     }
