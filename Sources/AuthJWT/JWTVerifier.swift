@@ -1,5 +1,6 @@
 public import AuthHelper
 import Crypto
+import ExtrasBase64
 import FoundationEssentials
 import JWTKit
 import _CryptoExtras
@@ -12,7 +13,9 @@ import _CryptoExtras
 /// header's `alg` must match the key, so a token cannot choose `none` or a different algorithm.
 public struct JWTVerifier: TokenVerifier {
     enum Key: Sendable {
-        case hmac(SymmetricKey)
+        /// The secret already absorbed (HMAC's key set-up was a twentieth of a check); each check
+        /// works on a copy.
+        case hmac(HMAC<SHA256>)
         case ecdsa(P256.Signing.PublicKey)
         case rsa(_RSA.Signing.PublicKey)
 
@@ -60,7 +63,7 @@ public struct JWTVerifier: TokenVerifier {
         guard secret.count >= 32 else {
             throw AuthError("the HS256 secret has \(secret.count) bytes; use at least 32")
         }
-        key = .hmac(SymmetricKey(data: secret))
+        key = .hmac(HMAC<SHA256>(key: SymmetricKey(data: secret)))
     }
 
     /// A factory for ``AuthHelperOptions``.
@@ -98,8 +101,9 @@ public struct JWTVerifier: TokenVerifier {
         let header = Self.base64URLEncode(Array(#"{"alg":"\#(key.algorithm)","typ":"JWT"}"#.utf8))
         let payload = Self.base64URLEncode(Array(#"{"sub":"prime","exp":4102444800,"nbf":0,"keys":["k"]}"#.utf8))
         var signature = [UInt8](repeating: 1, count: 64)
-        if case .hmac(let secret) = key {
-            signature = Array(HMAC<SHA256>.authenticationCode(for: Array("\(header).\(payload)".utf8), using: secret))
+        if case .hmac(var mac) = key {
+            mac.update(data: Array("\(header).\(payload)".utf8))
+            signature = Array(mac.finalize())
         } else if case .rsa = key {
             signature = [UInt8](repeating: 1, count: 256)
         }
@@ -111,15 +115,16 @@ public struct JWTVerifier: TokenVerifier {
         }
     }
 
-    /// Base64url without padding (RFC 7515 §2), from Foundation's base64 (only `prime` encodes).
+    /// Base64url without padding (RFC 7515 §2); only `prime` encodes.
     static func base64URLEncode(_ bytes: [UInt8]) -> String {
-        Data(bytes).base64EncodedString().replacing("+", with: "-").replacing("/", with: "_").replacing("=", with: "")
+        Base64.encodeToString(bytes: bytes, options: [.base64UrlAlphabet, .omitPaddingCharacter])
     }
 
     private func verifies(signature: [UInt8], over data: [UInt8]) -> Bool {
         switch key {
-        case .hmac(let secret):
-            return HMAC<SHA256>.isValidAuthenticationCode(signature, authenticating: data, using: secret)
+        case .hmac(var mac):
+            mac.update(data: data)
+            return mac.finalize() == signature  // swift-crypto compares in constant time
         case .ecdsa(let publicKey):
             guard let parsed = try? P256.Signing.ECDSASignature(rawRepresentation: signature) else { return false }
             return publicKey.isValidSignature(parsed, for: data)
@@ -130,19 +135,10 @@ public struct JWTVerifier: TokenVerifier {
     }
 
     /// Base64url without padding (RFC 7515 §2): nil for anything else, padding and the `+` `/`
-    /// alphabet included.
+    /// alphabet included. swift-extras-base64 decodes (Foundation's decoder after translating the
+    /// alphabet was a tenth of a check); it would take a final `=`, so that is refused first.
     static func base64URLDecode(_ text: Substring) -> [UInt8]? {
-        var standard: [UInt8] = []
-        standard.reserveCapacity(text.utf8.count + 3)
-        for byte in text.utf8 {
-            switch byte {
-            case UInt8(ascii: "+"), UInt8(ascii: "/"), UInt8(ascii: "="): return nil
-            case UInt8(ascii: "-"): standard.append(UInt8(ascii: "+"))
-            case UInt8(ascii: "_"): standard.append(UInt8(ascii: "/"))
-            default: standard.append(byte)
-            }
-        }
-        standard += Array(repeating: UInt8(ascii: "="), count: (4 - standard.count % 4) % 4)
-        return Data(base64Encoded: Data(standard)).map { Array($0) }
+        guard !text.utf8.contains(UInt8(ascii: "=")) else { return nil }
+        return try? Base64.decode(bytes: text.utf8, options: [.base64UrlAlphabet, .omitPaddingCharacter])
     }
 }

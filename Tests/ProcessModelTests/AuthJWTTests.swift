@@ -31,7 +31,7 @@ struct AuthJWTTests {
 
     static var now: Int { Int(Date().timeIntervalSince1970) }
 
-    @Test("HS256: valid → OPEN; expired, not yet valid, wrong signature, wrong sub, alg none → 'Invalid ID'; key not in keys → 'Invalid Key'")
+    @Test("HS256: valid → OPEN; expired, not yet valid, wrong signature, wrong sub, alg none, padded → 'Invalid ID'; key not in keys → 'Invalid Key'")
     func hs256() async throws {
         let secret = "a-shared-secret-of-at-least-32-bytes!"
         let file = try T.TempFile(secret + "\n", name: "jwt.key")
@@ -61,6 +61,8 @@ struct AuthJWTTests {
             let bobParts = hs(Self.claims(sub: "bob", exp: Self.now + 600), key).split(separator: ".")
             #expect(try await T.attempt(s, id: "bob", token: "\(validParts[0]).\(bobParts[1]).\(validParts[2])") == errorFrame("Invalid ID"))
             #expect(try await T.attempt(s, id: "alice", token: valid + "%C3%A9") == errorFrame("Invalid ID"))
+            // Base64 padding is not base64url (RFC 7515 §2), even where it would be correct.
+            #expect(try await T.attempt(s, id: "alice", token: valid + "=") == errorFrame("Invalid ID"))
         }
     }
 
