@@ -93,9 +93,7 @@ final class AuthClient {
         if nextRequestID == 0 { nextRequestID = 1 }
         let requestID = nextRequestID
         do {
-            // fitsCaps was checked above, so the payload decodes at the helper: encode() without
-            // encodeChecked's decode-and-compare round trip.
-            try link.send(type: .authQuery, requestID: requestID, payload: query.encode())
+            try link.send(type: .authQuery, prechecked: query, requestID: requestID)  // fitsCaps, above
         } catch {
             logger.error("cannot ask the auth helper (\(error)); denying \(query.id)")
             if error.code != .wouldBlock { linkFailed("send failed: \(error)") }

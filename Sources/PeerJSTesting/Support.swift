@@ -1,5 +1,21 @@
 import Foundation
 
+/// A TCP port on 127.0.0.1 that was free a moment ago, for what cannot bind port 0 itself
+/// (systemd-socket-activate, a second listener named on the command line).
+public func freePort() throws -> Int {
+    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    defer { close(fd) }
+    var address = sockaddr_in()
+    address.sin_family = sa_family_t(AF_INET)
+    address.sin_addr.s_addr = inet_addr("127.0.0.1")
+    var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+    let bound = withUnsafeMutablePointer(to: &address) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) == 0 && getsockname(fd, $0, &length) == 0 }
+    }
+    guard bound else { throw HarnessError("no free port on 127.0.0.1: errno \(errno)") }
+    return Int(UInt16(bigEndian: address.sin_port))
+}
+
 /// Errors raised by the test harness; each says what was being waited for, so a failing test explains itself.
 public struct HarnessError: Error, CustomStringConvertible, Sendable {
     /// What went wrong, in words.

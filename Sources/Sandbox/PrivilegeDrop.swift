@@ -58,8 +58,8 @@ public enum PrivilegeDrop {
     /// The uid and gid of `user`, looked up through NSS (so before chroot). `role` is the
     /// sandboxed role (`broker` or `auth`, as in ``SeccompPolicy/role``); errors name whose user
     /// it is and the flag that sets it.
-    public static func lookUp(user: String, role: String = "broker") throws(SandboxError) -> (uid: uid_t, gid: gid_t) {
-        let (whose, option) = role == "auth" ? ("auth helper", "--auth-user") : ("broker", "--user")
+    public static func lookUp(user: String, role: String = SeccompPolicy.broker.role) throws(SandboxError) -> (uid: uid_t, gid: gid_t) {
+        let (whose, option) = role == SeccompPolicy.auth.role ? ("auth helper", "--auth-user") : ("broker", "--user")
         errno = 0
         guard let entry = getpwnam(user) else {
             let reason = errno == 0 ? "no such user" : SandboxError.errnoText()

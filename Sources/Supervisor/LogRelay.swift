@@ -11,6 +11,8 @@ final class LogRelay {
     /// The children's stderr. Non-blocking too: if the supervisor falls behind by a whole pipe
     /// (64 KiB), a child drops a log line rather than stalling its event loop.
     let writeEnd: Int32
+    /// One pipe's worth, reused by every ``drain()``.
+    private var buffer = [UInt8](repeating: 0, count: 65536)
 
     private init(readEnd: Int32, writeEnd: Int32) {
         self.readEnd = readEnd
@@ -33,7 +35,6 @@ final class LogRelay {
     /// Copies what the children have written so far into stderr (bounded: at most 1 MiB per
     /// call, so a chatty child cannot hold up accepting).
     func drain() {
-        var buffer = [UInt8](repeating: 0, count: 65536)
         for _ in 0..<16 {
             let count = buffer.withUnsafeMutableBytes { read(readEnd, $0.baseAddress, $0.count) }
             guard count > 0 else { return }

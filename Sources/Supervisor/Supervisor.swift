@@ -236,7 +236,7 @@ public final class Supervisor {
         do {
             guard try PrivilegeDrop.checkEmptyRoot(directory) else { return }
             if let user = configuration.brokerUser { _ = try PrivilegeDrop.lookUp(user: user) }
-            if configuration.authArguments != nil, let user = configuration.authUser { _ = try PrivilegeDrop.lookUp(user: user, role: "auth") }
+            if configuration.authArguments != nil, let user = configuration.authUser { _ = try PrivilegeDrop.lookUp(user: user, role: SeccompPolicy.auth.role) }
         } catch {
             throw SupervisorError(.sandbox, error.message)
         }
@@ -482,9 +482,8 @@ public final class Supervisor {
 
     private func hand(_ connection: PendingHandoff, over channel: HandoffChannel) {
         do {
-            // encode() without encodeChecked's decode-and-compare: the address is fixed-size and
-            // listener names are checked at start (≤ maxListenerNameLength).
-            try channel.send(type: .connection, payload: connection.handoff.encode(), fd: connection.descriptor)
+            // Listener names were checked at start (≤ maxListenerNameLength).
+            try channel.send(type: .connection, prechecked: connection.handoff, fd: connection.descriptor)
             close(connection.descriptor)
         } catch where error.code == .wouldBlock {
             pending = connection

@@ -149,24 +149,6 @@ final class PeerJSProcess: @unchecked Sendable {
         return child
     }
 
-    /// A TCP port on 127.0.0.1 that was free a moment ago (for systemd-socket-activate, which
-    /// cannot bind port 0).
-    static func freePort() throws -> Int {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        defer { close(fd) }
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-        let bound = withUnsafeMutablePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                Glibc.bind(fd, $0, length) == 0 && getsockname(fd, $0, &length) == 0
-            }
-        }
-        guard bound else { throw TestFailure("cannot find a free port") }
-        return Int(UInt16(bigEndian: address.sin_port))
-    }
-
     /// Waits for the process to end by itself; returns its exit status.
     func waitForExit(timeout: TimeInterval = 20) throws -> Int32 {
         guard log.waitForEOF(timeout: timeout) else {

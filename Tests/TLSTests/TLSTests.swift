@@ -2,6 +2,7 @@ import Foundation
 import NIOCore
 import NIOPosix
 import NIOSSL
+import PeerJSTesting
 import Testing
 
 #if canImport(Glibc)
@@ -174,7 +175,7 @@ struct TLSTests {
     func socketActivation() throws {
         let certs = try CertificateDirectory()
         try certs.makeLeaf("leaf")
-        let (httpPort, httpsPort) = (try PeerJSProcess.freePort(), try PeerJSProcess.freePort())
+        let (httpPort, httpsPort) = (try freePort(), try freePort())
         let launcher = ["/usr/bin/systemd-socket-activate", "-l", "127.0.0.1:\(httpPort)", "-l", "127.0.0.1:\(httpsPort)",
                         "--fdname=http:https"]
         // systemd-socket-activate starts peerjs at the first connection; that one waits in the backlog.
@@ -193,7 +194,7 @@ struct TLSTests {
             #expect(throws: (any Error).self) { try tlsOnPlain.sink.waitHandshake() }
         }
 
-        let port = try PeerJSProcess.freePort()
+        let port = try freePort()
         let bare = try PeerJSProcess.spawn([], launcher: ["/usr/bin/systemd-socket-activate", "-l", "127.0.0.1:\(port)", "--fdname=https"])
         _ = try bare.log.waitForLine("systemd-socket-activate's socket") { $0.contains("as 3.") }
         let trigger = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
