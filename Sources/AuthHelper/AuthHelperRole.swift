@@ -94,18 +94,44 @@ public enum AuthHelperRole {
 
         var waiting: [Waiting] = []  // queries sent to the program, answered in order
         let hangMs = Int64(options.timeoutMs) + 1000
+        // Verdicts the broker's channel had no room for (its socket buffer is full), sent in order
+        // on POLLOUT; while any wait, no new question is read, so the broker holds back.
+        var unanswered: [(requestID: UInt32, verdict: AuthVerdict, id: String)] = []
+        var holding = false  // logged once per stall
+
+        /// Sends what waits, in order, until the channel is full (a broker gone drops them all).
+        func sendAnswers() {
+            var sent = 0
+            defer {
+                unanswered.removeFirst(sent)
+                if unanswered.isEmpty { holding = false }
+            }
+            for entry in unanswered {
+                do {
+                    try broker.send(type: .authVerdict, message: entry.verdict, requestID: entry.requestID)
+                    sent += 1
+                } catch where error.code == .wouldBlock {
+                    if !holding {
+                        holding = true
+                        logger.notice("the broker is not reading its verdicts (channel full); holding them, and new questions, until it does")
+                    }
+                    return
+                } catch {
+                    logger.error("could not answer the broker for \(entry.id) and \(unanswered.count - sent - 1) more: \(error)")
+                    sent = unanswered.count
+                    return
+                }
+            }
+        }
 
         func answer(_ requestID: UInt32, _ verdict: AuthVerdict, id: String) {
-            do {
-                try broker.send(type: .authVerdict, message: verdict, requestID: requestID)
-            } catch {
-                logger.error("could not answer the broker for \(id): \(error)")
-            }
+            unanswered.append((requestID, verdict, id))
+            if unanswered.count == 1 { sendAnswers() }
         }
 
         while true {
             var fds = [
-                pollfd(fd: broker.rawFD, events: Int16(POLLIN), revents: 0),
+                pollfd(fd: broker.rawFD, events: unanswered.isEmpty ? Int16(POLLIN) : Int16(POLLOUT), revents: 0),
                 pollfd(fd: supervisor.rawFD, events: Int16(POLLIN), revents: 0),
             ]
             if let program {
@@ -164,10 +190,15 @@ public enum AuthHelperRole {
                 }
             }
 
-            // The broker: queries and events, or EOF.
+            // The broker: room for the verdicts that wait; queries and events, or EOF.
             if fds[0].revents != 0 {
+                if !unanswered.isEmpty { sendAnswers() }
                 do {
-                    while let frame = try broker.receive() {
+                    while unanswered.isEmpty {
+                        guard let frame = try broker.receive() else {
+                            logger.notice("broker channel closed; exiting")
+                            return 0
+                        }
                         switch frame.type {
                         case .authQuery:
                             let query = try frame.decode(AuthQuery.self)
@@ -209,8 +240,6 @@ public enum AuthHelperRole {
                             return 2
                         }
                     }
-                    logger.notice("broker channel closed; exiting")
-                    return 0
                 } catch where error.code == .wouldBlock {
                 } catch {
                     logger.error("bad frame from the broker (\(error)); exiting")

@@ -45,6 +45,24 @@ final class AuthClient {
     /// schedule and a cancel per registration.
     private var deadlines = CircularBuffer<(requestID: UInt32, at: NIODeadline)>()
     private var timer: Scheduled<Void>?
+    /// Frames the channel had no room for, sent in order as the helper catches up: the socket
+    /// holds ~270 questions (its send buffer, 208 KiB by default), and a helper a few
+    /// milliseconds behind a burst of registrations must slow them down, not deny them.
+    private var unsent = CircularBuffer<OutgoingFrame>()
+    private var retry: Scheduled<Void>?
+
+    /// The most frames held back; past it a question is denied (`Error on Auth`, logged) and an
+    /// event dropped (logged). Each is at most ~2 KiB, usually ~300 bytes.
+    static let maxUnsent = 4096
+    /// How often a full channel is tried again (NIO cannot watch the descriptor for POLLOUT
+    /// without owning it).
+    static let retryInterval = TimeAmount.milliseconds(1)
+
+    private struct OutgoingFrame {
+        let type: FrameType
+        let requestID: UInt32
+        let payload: [UInt8]
+    }
     /// Client addresses of allowed peers, for their events (a closed connection has left the
     /// connection table by the time its `disconnect` event fires).
     private var addresses: [ConnectionID: String] = [:]
@@ -92,11 +110,10 @@ final class AuthClient {
         nextRequestID &+= 1
         if nextRequestID == 0 { nextRequestID = 1 }
         let requestID = nextRequestID
-        do {
-            try link.send(type: .authQuery, prechecked: query, requestID: requestID)  // fitsCaps, above
-        } catch {
-            logger.error("cannot ask the auth helper (\(error)); denying \(query.id)")
-            if error.code != .wouldBlock { linkFailed("send failed: \(error)") }
+        // fitsCaps was checked above, so the payload decodes at the helper: encode() without
+        // encodeChecked's decode-and-compare round trip.
+        if let refusal = transmit(OutgoingFrame(type: .authQuery, requestID: requestID, payload: query.encode()), over: link) {
+            logger.error("cannot ask the auth helper (\(refusal)); denying \(query.id)")
             decide(connection, request, Self.failureReason)
             return
         }
@@ -117,10 +134,64 @@ final class AuthClient {
             message = PeerEventMessage(kind: .disconnect, id: id, key: key, ip: addresses.removeValue(forKey: connection) ?? "")
         }
         guard let link else { return }
+        let payload: [UInt8]
         do {
-            try link.send(type: .peerEvent, message: message)
+            payload = try message.encodeChecked()
         } catch {
             logger.warning("could not pass a \(message.kind) event for \(message.id) to the auth helper: \(error)")
+            return
+        }
+        if let refusal = transmit(OutgoingFrame(type: .peerEvent, requestID: 0, payload: payload), over: link) {
+            logger.warning("could not pass a \(message.kind) event for \(message.id) to the auth helper: \(refusal)")
+        }
+    }
+
+    /// Sends `frame` now, or queues it behind earlier ones while the channel is full. Returns why
+    /// it was neither (the queue is full, or the channel failed), or nil.
+    private func transmit(_ frame: OutgoingFrame, over link: HandoffChannel) -> String? {
+        if unsent.isEmpty {
+            do {
+                try link.send(type: frame.type, requestID: frame.requestID, payload: frame.payload)
+                return nil
+            } catch where error.code == .wouldBlock {
+            } catch {
+                linkFailed("send failed: \(error)")
+                return "\(error)"
+            }
+        }
+        guard unsent.count < Self.maxUnsent else {
+            return "\(unsent.count) frames already wait for room in the channel; the helper is not keeping up"
+        }
+        unsent.append(frame)
+        if retry == nil { scheduleRetry() }
+        return nil
+    }
+
+    private func scheduleRetry() {
+        let bound = NIOLoopBound(self, eventLoop: loop)
+        retry = loop.scheduleTask(in: Self.retryInterval) { bound.value.sendUnsent() }
+    }
+
+    /// Sends what waits, in order, until the channel is full again; questions that timed out
+    /// meanwhile are not sent.
+    private func sendUnsent() {
+        retry = nil
+        guard let link else { return }
+        while let frame = unsent.first {
+            if frame.type == .authQuery, pending[frame.requestID] == nil {
+                unsent.removeFirst()
+                continue
+            }
+            do {
+                try link.send(type: frame.type, requestID: frame.requestID, payload: frame.payload)
+                unsent.removeFirst()
+            } catch where error.code == .wouldBlock {
+                scheduleRetry()
+                return
+            } catch {
+                linkFailed("send failed: \(error)")
+                return
+            }
         }
     }
 
@@ -187,6 +258,9 @@ final class AuthClient {
         deadlines.removeAll()
         timer?.cancel()
         timer = nil
+        unsent.removeAll()
+        retry?.cancel()
+        retry = nil
         for (_, entry) in open.sorted(by: { $0.key < $1.key }) {
             decide(entry.connection, entry.request, Self.failureReason)
         }

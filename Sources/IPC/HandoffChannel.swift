@@ -87,14 +87,6 @@ public final class HandoffChannel: Sendable {
         try send(type: type, requestID: requestID, payload: message.encodeChecked(), fd: fd)
     }
 
-    /// Sends `message` without that decode-back check, for the per-connection frames whose fields
-    /// the caller has already held to their caps (a hand-off: a fixed-size address and a listener
-    /// name checked at start; an auth question: `AuthQuery.fitsCaps`). The check cost the
-    /// supervisor a sixth of its time per connection.
-    public func send(type: FrameType, prechecked message: some IPCMessage, requestID: UInt32 = 0, fd: Int32? = nil) throws(IPCError) {
-        try send(type: type, requestID: requestID, payload: message.encode(), fd: fd)
-    }
-
     /// Receives and checks one frame. Returns nil at end of stream (the peer closed its end, or
     /// sent a zero-length record, which SEQPACKET cannot tell apart). Throws
     /// ``IPCError/Code/wouldBlock`` when a non-blocking socket is empty, a violation code (see

@@ -482,8 +482,9 @@ public final class Supervisor {
 
     private func hand(_ connection: PendingHandoff, over channel: HandoffChannel) {
         do {
-            // Listener names were checked at start (≤ maxListenerNameLength).
-            try channel.send(type: .connection, prechecked: connection.handoff, fd: connection.descriptor)
+            // encode() without encodeChecked's decode-and-compare: the address is fixed-size and
+            // listener names are checked at start (≤ maxListenerNameLength).
+            try channel.send(type: .connection, payload: connection.handoff.encode(), fd: connection.descriptor)
             close(connection.descriptor)
         } catch where error.code == .wouldBlock {
             pending = connection

@@ -88,4 +88,42 @@ struct AuthProgramTests {
             #expect(try await T.attempt(s, id: "alice", token: "alice-token", key: "peerjs") == ["type": "OPEN"])
         }
     }
+
+    @Test("a stalled broker while the helper answers a burst: verdicts wait for room in the channel (~270 fit), none is lost, every client is admitted")
+    func stalledBroker() async throws {
+        let count = 400
+        // Holds every answer until SIGUSR1, then allows them all at once.
+        let program = try T.TempFile("""
+            #!/usr/bin/env python3
+            import os, signal, sys
+            held = 0
+            def release(signum, frame):
+                global held
+                sys.stdout.write('{"allow":true}\\n' * held)
+                sys.stdout.flush()
+                held = 0
+            signal.signal(signal.SIGUSR1, release)
+            for line in sys.stdin:
+                if '"auth"' in line:
+                    held += 1
+                    if held == \(count):
+                        print(f"policy: holding {held} pid={os.getpid()}", file=sys.stderr, flush=True)
+            """, name: "hold.py")
+        chmod(program.path, 0o755)
+        try await ServerProcess.withServer(["--auth-program", program.path, "--auth-timeout", "20000"]) { server in
+            let s = try T.endpoint(server)
+            let clients = try await T.requestUpgrades(s, (0..<count).map { ("s\($0)", "st\($0)") })
+            let holding = try await server.waitForLog("the program holding every question") { $0.contains("policy: holding \(count)") }
+            let programPID = try #require(holding.split(separator: "pid=").last.flatMap { Int32($0.prefix { $0.isNumber }) })
+            let broker = try #require(server.brokerPID())
+            kill(broker, SIGSTOP)
+            try await T.waitForState(of: [broker], stopped: true)
+            let mark = server.logLines.count
+            kill(programPID, SIGUSR1)
+            _ = try await server.waitForLog(from: mark, "the helper holding verdicts") { $0.contains("the broker is not reading its verdicts") }
+            kill(broker, SIGCONT)
+            await T.expectAllOpen(clients)
+            #expect(!server.logLines.contains { $0.contains("could not answer the broker") })
+        }
+    }
 }

@@ -324,6 +324,51 @@ struct AuthHelperProcessTests {
         }
     }
 
+    @Test("a burst of more questions than the channel holds (~270 with the default socket buffer) while the helper lags: every one is asked and admitted when it catches up, none denied")
+    func burstWhileHelperLags() async throws {
+        let count = 400  // before the fix, ~120 of these were denied 'Error on Auth' at once
+        let file = try TempFile((0..<count).map { "b\($0) bt\($0)" }.joined(separator: "\n"))
+        try await ServerProcess.withServer(["--auth-users", file.path, "--auth-timeout", "20000"]) { server in
+            let s = try Self.endpoint(server)
+            let helper = try await Self.waitForHelper(server)
+            kill(helper, SIGSTOP)
+            try await Self.waitForState(of: [helper], stopped: true)
+            let clients = try await Self.requestUpgrades(s, (0..<count).map { ("b\($0)", "bt\($0)") })
+            kill(helper, SIGCONT)
+            await Self.expectAllOpen(clients)
+            #expect(!server.logLines.contains { $0.contains("cannot ask the auth helper") })
+        }
+    }
+
+    /// Sends one WebSocket upgrade request per (id, token) on raw connections, and returns when
+    /// the broker has taken them all in (the 101 waits for the verdict, so nothing is awaited
+    /// per request). The broker handles hand-offs in order on one loop: once a request made
+    /// after these is answered, their questions have been asked or held back.
+    static func requestUpgrades(_ s: Endpoint, _ peers: [(id: String, token: String)]) async throws -> [RawTCPConnection] {
+        var clients: [RawTCPConnection] = []
+        for (id, token) in peers {
+            let client = try await RawTCPConnection.connect(host: s.host, port: s.port)
+            await client.send(Array((
+                "GET \(s.basePath)peerjs?key=\(s.key)&id=\(id)&token=\(token) HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                + "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                + "Sec-WebSocket-Version: 13\r\n\r\n").utf8))
+            clients.append(client)
+        }
+        #expect(try await s.get("\(s.key)/id").status == 200)
+        return clients
+    }
+
+    /// Expects every client's first frame to be OPEN (within 10 s), then closes them.
+    static func expectAllOpen(_ clients: [RawTCPConnection]) async {
+        let open: [UInt8] = [0x81, 15] + Array(#"{"type":"OPEN"}"#.utf8)
+        var refused: [String] = []
+        for (index, client) in clients.enumerated() where !(await client.waitForData(timeout: .seconds(10)) { $0.ends(with: open) }) {
+            refused.append("#\(index): \(String(decoding: client.received.suffix(60), as: UTF8.self))")
+        }
+        #expect(refused.isEmpty, "\(refused.count) of \(clients.count) not admitted, e.g. \(refused.prefix(3))")
+        for client in clients { await client.close() }
+    }
+
     /// Waits (bounded) until every pid is in state T (stopped) or, with `stopped: false`, none is.
     static func waitForState(of pids: [Int32], stopped: Bool) async throws {
         let deadline = ContinuousClock.now + .seconds(5)
