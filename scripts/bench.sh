@@ -168,8 +168,12 @@ for scenario in $scenarios; do
   scenario_labels="$labels" scenario_runs="$runs"
   if [ "$scenario" = connect-19k ]; then scenario_labels="peerjs peerjs-noauth trivial"; scenario_runs=2; fi
   if [ "$scenario" = leak ]; then scenario_labels=peerjs; scenario_runs=1; budget=$((budget + 900)); fi
+  read -ra order <<<"$scenario_labels"
   for round in $(seq "$scenario_runs"); do
-    for label in $scenario_labels; do
+    # Each round starts one server later (A B C, B C A, C A B): no server always runs right
+    # after the same one (python leaves the machine busiest) or first in its scenario.
+    for ((k = 0; k < ${#order[@]}; k++)); do
+      label=${order[$(( (k + round - 1) % ${#order[@]} ))]}
       if ((SECONDS - start > budget)); then skipped=$((skipped + 1)); continue; fi
       seq=$((seq + 1))
       name=$(printf '%03d-%s-%s-r%d' "$seq" "$scenario" "$label" "$round")
