@@ -50,13 +50,15 @@ final class AuthClient {
     /// milliseconds behind a burst of registrations must slow them down, not deny them.
     private var unsent = CircularBuffer<OutgoingFrame>()
     private var retry: Scheduled<Void>?
+    private var retryDelay = AuthClient.firstRetry
 
     /// The most frames held back; past it a question is denied (`Error on Auth`, logged) and an
     /// event dropped (logged). Each is at most ~2 KiB, usually ~300 bytes.
     static let maxUnsent = 4096
-    /// How often a full channel is tried again (NIO cannot watch the descriptor for POLLOUT
-    /// without owning it).
-    static let retryInterval = TimeAmount.milliseconds(1)
+    /// When a full channel is tried again (NIO cannot watch the descriptor for POLLOUT without
+    /// owning it): after 1 ms, doubling to 64 ms while nothing goes through (a stopped helper).
+    static let firstRetry = TimeAmount.milliseconds(1)
+    static let longestRetry = TimeAmount.milliseconds(64)
 
     private struct OutgoingFrame {
         let type: FrameType
@@ -169,7 +171,7 @@ final class AuthClient {
 
     private func scheduleRetry() {
         let bound = NIOLoopBound(self, eventLoop: loop)
-        retry = loop.scheduleTask(in: Self.retryInterval) { bound.value.sendUnsent() }
+        retry = loop.scheduleTask(in: retryDelay) { bound.value.sendUnsent() }
     }
 
     /// Sends what waits, in order, until the channel is full again; questions that timed out
@@ -177,6 +179,7 @@ final class AuthClient {
     private func sendUnsent() {
         retry = nil
         guard let link else { return }
+        var progressed = false
         while let frame = unsent.first {
             if frame.type == .authQuery, pending[frame.requestID] == nil {
                 unsent.removeFirst()
@@ -185,7 +188,9 @@ final class AuthClient {
             do {
                 try link.send(type: frame.type, requestID: frame.requestID, payload: frame.payload)
                 unsent.removeFirst()
+                progressed = true
             } catch where error.code == .wouldBlock {
+                retryDelay = progressed ? Self.firstRetry : min(retryDelay * 2, Self.longestRetry)
                 scheduleRetry()
                 return
             } catch {
@@ -193,6 +198,7 @@ final class AuthClient {
                 return
             }
         }
+        retryDelay = Self.firstRetry
     }
 
     /// A connection that was allowed but then refused by the engine, or never got an event.
@@ -261,6 +267,7 @@ final class AuthClient {
         unsent.removeAll()
         retry?.cancel()
         retry = nil
+        retryDelay = Self.firstRetry
         for (_, entry) in open.sorted(by: { $0.key < $1.key }) {
             decide(entry.connection, entry.request, Self.failureReason)
         }
