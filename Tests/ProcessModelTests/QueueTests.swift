@@ -63,19 +63,42 @@ struct FastQueue {
     @Test("35 A→C while C is offline; C connects in time: OPEN, then the messages in order; A gets no EXPIRE")
     func deliveredOnConnect() async throws {
         let s = try Endpoint.current()
-        let a = try await s.register("a")
-        let c = Unique.id("late")
-        try await a.send(type: "OFFER", to: c, payload: ["n": 1])
-        try await a.send(type: "CANDIDATE", to: c, payload: ["n": 2])
-        try await a.send(type: "CANDIDATE", to: c, payload: ["n": 3])
-        let late = try await s.register(id: c)  // OPEN first
-        for n in 1...3 {
-            let got = try await late.ws.nextJSON()
-            #expect(got["payload"] == ["n": .number(Double(n))] && got["src"] == .string(a.id), "message \(n): \(got)")
+        for attempt in 1...FastQueue.attempts {
+            let a = try await s.register("a")
+            let c = Unique.id("late")
+            let start = Stopwatch.now
+            try await a.send(type: "OFFER", to: c, payload: ["n": 1])
+            try await a.send(type: "CANDIDATE", to: c, payload: ["n": 2])
+            try await a.send(type: "CANDIDATE", to: c, payload: ["n": 3])
+            let late = try await s.register(id: c)  // OPEN first
+            guard FastQueue.inTime(since: start, attempt: attempt, what: "C's OPEN") else {
+                for ws in [a.ws, late.ws] { await ws.close() }
+                continue
+            }
+            for n in 1...3 {
+                let got = try await late.ws.nextJSON()
+                #expect(got["payload"] == ["n": .number(Double(n))] && got["src"] == .string(a.id), "message \(n): \(got)")
+            }
+            try await a.ws.expectNoFrame(within: .milliseconds(1500))  // past expire_timeout: no EXPIRE
+            await a.ws.close()
+            await late.ws.close()
+            return
         }
-        try await a.ws.expectNoFrame(within: .milliseconds(1500))  // past expire_timeout: no EXPIRE
-        await a.ws.close()
-        await late.ws.close()
+    }
+
+    /// Tries of a test whose premise is "within expire_timeout (1000 ms)": under the parallel
+    /// test load of a 2-core machine a process can be descheduled for a second, and an attempt
+    /// whose premise did not hold proves nothing either way.
+    static let attempts = 3
+
+    /// Whether what was awaited came within 900 ms of `start`; records an issue on the last try.
+    static func inTime(since start: ContinuousClock.Instant, attempt: Int, what: String) -> Bool {
+        let elapsed = Stopwatch.milliseconds(since: start)
+        if elapsed < 900 { return true }
+        if attempt == attempts {
+            Issue.record("\(what) came \(Int(elapsed)) ms after the first message in each of \(attempts) tries (expire_timeout 1000): the machine is too loaded to test this")
+        }
+        return false
     }
 
     @Test("37 messages from A and from D to offline C: A and D each get one EXPIRE")
@@ -167,11 +190,21 @@ struct FastQueue {
     @Test("42 --expire_timeout/--cleanup_out_msgs set the timing: queue kept before, EXPIRE at ~1 s, then gone")
     func configuredTimings() async throws {
         let s = try Endpoint.current()
-        let a = try await s.register("a")
-        let kept = Unique.id("kept")
-        try await a.send(type: "OFFER", to: kept, payload: ["k": 1])
-        try await Task.sleep(for: .milliseconds(200))
-        let keptPeer = try await s.register(id: kept)
+        var attempt = 0
+        var a: Peer
+        var keptPeer: Peer
+        repeat {
+            attempt += 1
+            a = try await s.register("a")
+            let kept = Unique.id("kept")
+            let start = Stopwatch.now
+            try await a.send(type: "OFFER", to: kept, payload: ["k": 1])
+            try await Task.sleep(for: .milliseconds(200))
+            keptPeer = try await s.register(id: kept)
+            if FastQueue.inTime(since: start, attempt: attempt, what: "the kept peer's OPEN") { break }
+            for ws in [a.ws, keptPeer.ws] { await ws.close() }
+            if attempt == FastQueue.attempts { return }
+        } while true
         #expect(
             try await keptPeer.ws.nextJSON()["payload"] == ["k": 1],
             "queue must still exist 200 ms after the message"
