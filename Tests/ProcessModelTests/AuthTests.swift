@@ -348,10 +348,7 @@ struct AuthHelperProcessTests {
         var clients: [RawTCPConnection] = []
         for (id, token) in peers {
             let client = try await RawTCPConnection.connect(host: s.host, port: s.port)
-            await client.send(Array((
-                "GET \(s.basePath)peerjs?key=\(s.key)&id=\(id)&token=\(token) HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-                + "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-                + "Sec-WebSocket-Version: 13\r\n\r\n").utf8))
+            await client.send(SharedServer.Handshake.request(s, id: id, token: token, headers: SharedServer.Handshake.standard))
             clients.append(client)
         }
         #expect(try await s.get("\(s.key)/id").status == 200)
@@ -360,7 +357,7 @@ struct AuthHelperProcessTests {
 
     /// Expects every client's first frame to be OPEN (within 10 s), then closes them.
     static func expectAllOpen(_ clients: [RawTCPConnection]) async {
-        let open: [UInt8] = [0x81, 15] + Array(#"{"type":"OPEN"}"#.utf8)
+        let open = SharedServer.Handshake.open
         var refused: [String] = []
         for (index, client) in clients.enumerated() where !(await client.waitForData(timeout: .seconds(10)) { $0.ends(with: open) }) {
             refused.append("#\(index): \(String(decoding: client.received.suffix(60), as: UTF8.self))")

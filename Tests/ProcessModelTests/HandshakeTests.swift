@@ -10,8 +10,8 @@ extension SharedServer {
     @Suite("WebSocket handshake (raw TCP)")
     struct Handshake {
         /// The opening request for a fresh id, with `headers` after the request line.
-        static func request(_ s: Endpoint, id: String, method: String = "GET", headers: [String]) -> [UInt8] {
-            let head = ["\(method) \(s.basePath)peerjs?key=\(s.key)&id=\(id)&token=tok HTTP/1.1"] + headers
+        static func request(_ s: Endpoint, id: String, token: String = "tok", method: String = "GET", headers: [String]) -> [UInt8] {
+            let head = ["\(method) \(s.basePath)peerjs?key=\(s.key)&id=\(id)&token=\(token) HTTP/1.1"] + headers
             return Array((head.joined(separator: "\r\n") + "\r\n\r\n").utf8)
         }
 
