@@ -84,6 +84,11 @@ long cshim_recv_frame(int sock, void *buf, size_t cap, int *fd_out, int *truncat
         }
     }
 
+    if (count == 0 && !overflow && (msg.msg_flags & MSG_CTRUNC) && !(msg.msg_flags & MSG_TRUNC)) {
+        /* The record is whole; its descriptor could not be installed (EMFILE). */
+        *truncated_out = 2;
+        return (long)n;
+    }
     if (count > 1 || overflow || (msg.msg_flags & (MSG_TRUNC | MSG_CTRUNC))) {
         int saved = errno;
         for (int i = 0; i < count; i++) {

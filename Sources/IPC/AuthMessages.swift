@@ -9,7 +9,7 @@
 ///   - version: the client library's `version=` parameter, empty when absent (at most 64 bytes).
 public struct AuthQuery: IPCMessage {
     public static let maxIDLength = 512
-    public static let maxTokenLength = 512
+    public static let maxTokenLength = 4096  // the broker's token rule: real identity-provider JWTs fit
     public static let maxKeyLength = 256
     public static let maxIPLength = 64
     public static let maxVersionLength = 64

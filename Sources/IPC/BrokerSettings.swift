@@ -17,6 +17,16 @@
 ///     most 16, each at most 64 bytes, so `hello` stays within its cap).
 ///   - authTimeoutMs: how long the broker waits for the auth helper's verdict; 0 means there is
 ///     no auth helper and every registration is allowed (the default, as plain peerjs-server).
+///   - ipLimit: the most connections (in handshake or registered) from one client address; 0: no limit.
+///   - ipHandshakeLimit: the most connections from one address that have not finished their
+///     handshake; 0: no limit.
+///   - handshakeLimit: the most connections in handshake at once, over all addresses; past it the
+///     oldest is closed. Part of the descriptor budget.
+///   - outputLimit: the most bytes the broker buffers for one connection that is not reading;
+///     past it the connection is closed.
+///   - maxHeaderBytes: the largest HTTP request head (request line and headers).
+///   - trustedProxies: with `proxied`, the addresses of the proxies whose `X-Forwarded-For`
+///     entries are believed (numeric, checked with inet_pton); empty trusts the connecting peer.
 public struct BrokerSettings: IPCMessage {
     public static let maxKeyLength = 256
     public static let maxPathLength = 1024
@@ -42,12 +52,40 @@ public struct BrokerSettings: IPCMessage {
     public var authEvents: Bool
     public static let maxExtraKeys = 16
     public static let maxExtraKeyLength = 64
+    public var ipLimit: UInt32
+    public var ipHandshakeLimit: UInt32
+    public var handshakeLimit: UInt32
+    public var outputLimit: UInt32
+    public var maxHeaderBytes: UInt32
+    public var trustedProxies: [String]
+    public static let maxTrustedProxies = 64
+    public static let maxTrustedProxyLength = 64
+
+    /// Descriptors the broker keeps for itself beyond its connection budget: epoll, eventfd,
+    /// timerfd, the supervisor and auth channels, stdio, and room for hand-offs in flight.
+    public static let descriptorReserve: UInt64 = 64
+
+    /// The broker's wanted RLIMIT_NOFILE: a descriptor for every peer `concurrentLimit` allows,
+    /// for every connection `handshakeLimit` allows in its handshake, and the reserve.
+    public var wantedOpenFiles: UInt64 {
+        UInt64(concurrentLimit) + UInt64(handshakeLimit) + Self.descriptorReserve
+    }
+
+    /// Defaults of the limits that peerjs-server does not have (README, "Limits").
+    public static let defaultIPLimit: UInt32 = 1000
+    public static let defaultIPHandshakeLimit: UInt32 = 128
+    public static let defaultHandshakeLimit: UInt32 = 1024
+    public static let defaultOutputLimit: UInt32 = 1 << 20
+    public static let defaultMaxHeaderBytes: UInt32 = 16 * 1024
 
     public init(
         key: String, path: String, expireTimeoutMs: UInt32, aliveTimeoutMs: UInt32,
         cleanupIntervalMs: UInt32, concurrentLimit: UInt32, allowDiscovery: Bool, proxied: Bool,
         corsOrigins: [String], maxMessageBytes: UInt32, handshakeTimeoutMs: UInt32, threads: UInt32,
-        extraKeys: [String] = [], authTimeoutMs: UInt32 = 0, authEvents: Bool = true
+        extraKeys: [String] = [], authTimeoutMs: UInt32 = 0, authEvents: Bool = true,
+        ipLimit: UInt32 = BrokerSettings.defaultIPLimit, ipHandshakeLimit: UInt32 = BrokerSettings.defaultIPHandshakeLimit,
+        handshakeLimit: UInt32 = BrokerSettings.defaultHandshakeLimit, outputLimit: UInt32 = BrokerSettings.defaultOutputLimit,
+        maxHeaderBytes: UInt32 = BrokerSettings.defaultMaxHeaderBytes, trustedProxies: [String] = []
     ) {
         self.key = key
         self.path = path
@@ -64,6 +102,12 @@ public struct BrokerSettings: IPCMessage {
         self.extraKeys = extraKeys
         self.authTimeoutMs = authTimeoutMs
         self.authEvents = authEvents
+        self.ipLimit = ipLimit
+        self.ipHandshakeLimit = ipHandshakeLimit
+        self.handshakeLimit = handshakeLimit
+        self.outputLimit = outputLimit
+        self.maxHeaderBytes = maxHeaderBytes
+        self.trustedProxies = trustedProxies
     }
 
     public init(decoding payload: [UInt8]) throws(IPCError) {
@@ -83,6 +127,12 @@ public struct BrokerSettings: IPCMessage {
         extraKeys = try r.readStringList(maxCount: Self.maxExtraKeys, maxLength: Self.maxExtraKeyLength)
         authTimeoutMs = try r.readUInt32()
         authEvents = try r.readBool()
+        ipLimit = try r.readUInt32()
+        ipHandshakeLimit = try r.readUInt32()
+        handshakeLimit = try r.readUInt32()
+        outputLimit = try r.readUInt32()
+        maxHeaderBytes = try r.readUInt32()
+        trustedProxies = try r.readStringList(maxCount: Self.maxTrustedProxies, maxLength: Self.maxTrustedProxyLength)
         try r.finish()
     }
 
@@ -103,6 +153,12 @@ public struct BrokerSettings: IPCMessage {
         w.writeStringList(extraKeys)
         w.writeUInt32(authTimeoutMs)
         w.writeBool(authEvents)
+        w.writeUInt32(ipLimit)
+        w.writeUInt32(ipHandshakeLimit)
+        w.writeUInt32(handshakeLimit)
+        w.writeUInt32(outputLimit)
+        w.writeUInt32(maxHeaderBytes)
+        w.writeStringList(trustedProxies)
         return w.bytes
     }
 }

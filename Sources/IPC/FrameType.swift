@@ -36,6 +36,9 @@ public enum FrameType: UInt16, CaseIterable, Sendable {
     case reload = 6
     /// A fresh broker end of the broker↔auth-helper socketpair (at start and after a helper restart).
     case authChannel = 7
+    /// broker -> supervisor: room for this many more connections (the descriptor budget, see
+    /// ``AdmissionCredit``); the supervisor hands over no connection it holds no credit for.
+    case credit = 8
     // broker <-> auth helper (payloads: AuthQuery, AuthVerdict, PeerEventMessage)
     case authQuery = 16
     case authVerdict = 17
@@ -52,14 +55,15 @@ public enum FrameType: UInt16, CaseIterable, Sendable {
     public var spec: FrameSpec {
         switch self {
         //                                  name           sender       receiver    fd     max payload
-        case .hello:       FrameSpec(name: "hello",       sender: .supervisor, receiver: .broker,     carriesFD: false, maxPayload: 16 * 1024)
+        case .hello:       FrameSpec(name: "hello",       sender: .supervisor, receiver: .broker,     carriesFD: false, maxPayload: 32 * 1024)
         case .ready:       FrameSpec(name: "ready",       sender: .broker,     receiver: .supervisor, carriesFD: false, maxPayload: 0)
         case .connection:  FrameSpec(name: "connection",  sender: .supervisor, receiver: .broker,     carriesFD: true,  maxPayload: 512)
         case .drain:       FrameSpec(name: "drain",       sender: .supervisor, receiver: .broker,     carriesFD: false, maxPayload: 16)
         case .stats:       FrameSpec(name: "stats",       sender: .broker,     receiver: .supervisor, carriesFD: false, maxPayload: 64)
-        case .reload:      FrameSpec(name: "reload",      sender: .supervisor, receiver: .broker,     carriesFD: false, maxPayload: 16 * 1024)
+        case .reload:      FrameSpec(name: "reload",      sender: .supervisor, receiver: .broker,     carriesFD: false, maxPayload: 32 * 1024)
         case .authChannel: FrameSpec(name: "authChannel", sender: .supervisor, receiver: .broker,     carriesFD: true,  maxPayload: 0)
-        case .authQuery:   FrameSpec(name: "authQuery",   sender: .broker,     receiver: .auth,       carriesFD: false, maxPayload: 2 * 1024)
+        case .credit:      FrameSpec(name: "credit",      sender: .broker,     receiver: .supervisor, carriesFD: false, maxPayload: 4)
+        case .authQuery:   FrameSpec(name: "authQuery",   sender: .broker,     receiver: .auth,       carriesFD: false, maxPayload: 6 * 1024)
         case .authVerdict: FrameSpec(name: "authVerdict", sender: .auth,       receiver: .broker,     carriesFD: false, maxPayload: 512)
         case .peerEvent:   FrameSpec(name: "peerEvent",   sender: .broker,     receiver: .auth,       carriesFD: false, maxPayload: 1024)
         case .authReload:  FrameSpec(name: "authReload",  sender: .supervisor, receiver: .auth,       carriesFD: false, maxPayload: 0)

@@ -54,7 +54,11 @@ public final class HandoffChannel: Sendable {
     /// Throws ``IPCError/Code/wouldBlock`` when a non-blocking socket is full (nothing was sent),
     /// a table error (wrong direction, oversize payload, fd where the type carries none or vice
     /// versa) before anything is sent, or ``IPCError/Code/system(_:)`` (EPIPE: the peer is gone).
-    public func send(type: FrameType, requestID: UInt32 = 0, payload: [UInt8] = [], fd: Int32? = nil) throws(IPCError) {
+    /// With `nonBlocking`, this one send does not wait for room even on a blocking socket
+    /// (MSG_DONTWAIT): a thread that must never stall sends this way.
+    public func send(
+        type: FrameType, requestID: UInt32 = 0, payload: [UInt8] = [], fd: Int32? = nil, nonBlocking: Bool = false
+    ) throws(IPCError) {
         if let fd, fd < 0 {
             throw IPCError(.invalidArgument, "cannot send descriptor \(fd); pass nil for frames without one")
         }
@@ -62,7 +66,7 @@ public final class HandoffChannel: Sendable {
         for _ in 0...Self.maxInterruptedRetries {
             var error: Int32 = 0
             let sent = record.withUnsafeBytes { buffer in
-                let n = cshim_send_frame(rawFD, buffer.baseAddress, buffer.count, fd ?? -1, 0)
+                let n = cshim_send_frame(rawFD, buffer.baseAddress, buffer.count, fd ?? -1, nonBlocking ? Int32(MSG_DONTWAIT) : 0)
                 error = errno
                 return n
             }
@@ -83,8 +87,10 @@ public final class HandoffChannel: Sendable {
 
     /// Sends `message` as a frame of `type`, after checking that its encoding decodes back (so an
     /// over-long field fails here, not at the peer).
-    public func send(type: FrameType, message: some IPCMessage, requestID: UInt32 = 0, fd: Int32? = nil) throws(IPCError) {
-        try send(type: type, requestID: requestID, payload: message.encodeChecked(), fd: fd)
+    public func send(
+        type: FrameType, message: some IPCMessage, requestID: UInt32 = 0, fd: Int32? = nil, nonBlocking: Bool = false
+    ) throws(IPCError) {
+        try send(type: type, requestID: requestID, payload: message.encodeChecked(), fd: fd, nonBlocking: nonBlocking)
     }
 
     /// Receives and checks one frame. Returns nil at end of stream (the peer closed its end, or
@@ -118,6 +124,12 @@ public final class HandoffChannel: Sendable {
             let hasFD = fdOut >= 0
             let attached: OwnedFD?
             if hasFD { attached = OwnedFD(fdOut) } else { attached = nil }
+            if truncated == 2, !hasFD, received > 0, received <= capacity {
+                // The descriptor table is full: one descriptor is lost, the record is whole. The
+                // header must still say that the type carries a descriptor.
+                let (header, payload) = try FrameCodec.decode(record: record, fdAttached: true, roles: roles)
+                return ReceivedFrame(header: header, payload: payload, fd: nil, descriptorLost: true)
+            }
             if truncated != 0 {
                 if received > capacity {
                     throw IPCError(.oversize, "record of \(received) bytes exceeds the \(capacity)-byte maximum; the peer is broken, close the channel")

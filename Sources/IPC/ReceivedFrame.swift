@@ -4,15 +4,20 @@
 ///   - header: the validated header.
 ///   - payload: exactly `header.payloadLength` bytes.
 ///   - fd: the descriptor (only for types that carry one); take it with ``takeFD()``.
+///   - descriptorLost: the frame was sent with a descriptor that the kernel could not install
+///     here (this process's descriptor table was full: `MSG_CTRUNC`); `fd` is nil. The frame is
+///     otherwise whole, and the channel is fine.
 public struct ReceivedFrame: ~Copyable, Sendable {
     public let header: FrameHeader
     public let payload: [UInt8]
     public var fd: OwnedFD?
+    public let descriptorLost: Bool
 
-    public init(header: FrameHeader, payload: [UInt8], fd: consuming OwnedFD?) {
+    public init(header: FrameHeader, payload: [UInt8], fd: consuming OwnedFD?, descriptorLost: Bool = false) {
         self.header = header
         self.payload = payload
         self.fd = fd
+        self.descriptorLost = descriptorLost
     }
 
     public var type: FrameType { header.type }

@@ -56,8 +56,7 @@ struct AcceptHandoffTests {
         }
         let request = Array("GET /peerjs/id HTTP/1.1\r\n\r\n".utf8)
         #expect(write(client.rawValue, request, request.count) == request.count)
-        var pfd = pollfd(fd: connection.rawValue, events: Int16(POLLIN), revents: 0)
-        #expect(poll(&pfd, 1, 10_000) == 1)
+        #expect(waitReadable(connection.rawValue))
         var buffer = [UInt8](repeating: 0, count: 64)
         let n = read(connection.rawValue, &buffer, buffer.count)
         #expect(n == request.count)

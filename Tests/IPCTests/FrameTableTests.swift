@@ -13,6 +13,7 @@ struct FrameTableTests {
             (.stats, 5, .broker, .supervisor, false),
             (.reload, 6, .supervisor, .broker, false),
             (.authChannel, 7, .supervisor, .broker, true),
+            (.credit, 8, .broker, .supervisor, false),
             (.authQuery, 16, .broker, .auth, false),
             (.authVerdict, 17, .auth, .broker, false),
             (.peerEvent, 18, .broker, .auth, false),
@@ -26,7 +27,7 @@ struct FrameTableTests {
             #expect(type.receiver == receiver)
             #expect(type.carriesFD == fd)
         }
-        #expect(FrameType.hello.maxPayload == 16 * 1024)
+        #expect(FrameType.hello.maxPayload == 32 * 1024)
         #expect(FrameType.reload.maxPayload == FrameType.hello.maxPayload)
         #expect(FrameType.ready.maxPayload == 0)
         #expect(FrameType.connection.maxPayload == 512)
@@ -49,8 +50,11 @@ struct FrameTableTests {
             expireTimeoutMs: 0, aliveTimeoutMs: 0, cleanupIntervalMs: 0, concurrentLimit: 0,
             allowDiscovery: false, proxied: false,
             corsOrigins: Array(repeating: String(repeating: "o", count: 200), count: BrokerSettings.maxCorsOrigins),
-            maxMessageBytes: 0, handshakeTimeoutMs: 0, threads: 0)
+            maxMessageBytes: 0, handshakeTimeoutMs: 0, threads: 0,
+            extraKeys: Array(repeating: String(repeating: "x", count: BrokerSettings.maxExtraKeyLength), count: BrokerSettings.maxExtraKeys),
+            trustedProxies: Array(repeating: String(repeating: "f", count: BrokerSettings.maxTrustedProxyLength), count: BrokerSettings.maxTrustedProxies))
         #expect(try longest.encodeChecked().count <= FrameType.hello.maxPayload)
+        #expect(AdmissionCredit(count: .max).encode().count <= FrameType.credit.maxPayload)
         let handoff = ConnectionHandoff(
             peer: sampleV6, listenerName: String(repeating: "l", count: ConnectionHandoff.maxListenerNameLength), tls: true)
         #expect(try handoff.encodeChecked().count <= FrameType.connection.maxPayload)

@@ -9,13 +9,31 @@ func makePipe() -> (read: Int32, write: Int32) {
     return (fds[0], fds[1])
 }
 
+/// Waits until `fd` is readable or has hung up, at most `timeoutMs` in all: a signal that
+/// interrupts poll (EINTR: the test process reaps children) waits again for the time left,
+/// instead of being taken for a time-out.
+func waitReadable(_ fd: Int32, timeoutMs: Int64 = 10_000) -> Bool {
+    var now = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &now)
+    let deadline = Int64(now.tv_sec) * 1000 + Int64(now.tv_nsec) / 1_000_000 + timeoutMs
+    while true {
+        clock_gettime(CLOCK_MONOTONIC, &now)
+        let left = deadline - (Int64(now.tv_sec) * 1000 + Int64(now.tv_nsec) / 1_000_000)
+        guard left > 0 else { return false }
+        var pfd = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+        let ready = poll(&pfd, 1, Int32(left))
+        if ready == 1 { return true }
+        if ready < 0, errno == EINTR { continue }
+        return false
+    }
+}
+
 /// Reads until EOF (bounded: at most 256 reads, each waiting at most 10 s for data).
 /// Returns nil if the pipe did not reach EOF in time.
 func readToEOF(_ fd: Int32) -> [UInt8]? {
     var result: [UInt8] = []
     for _ in 0..<256 {
-        var pfd = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
-        guard poll(&pfd, 1, 10_000) == 1 else { return nil }
+        guard waitReadable(fd) else { return nil }
         var buffer = [UInt8](repeating: 0, count: 4096)
         let n = read(fd, &buffer, buffer.count)
         if n == 0 { return result }
@@ -28,10 +46,14 @@ func readToEOF(_ fd: Int32) -> [UInt8]? {
 /// True when every write end of the pipe whose read end is `readFD` has been closed: the read end
 /// reports EOF (waiting at most 10 s, returning as soon as it is known).
 func pipeReachedEOF(_ readFD: Int32) -> Bool {
-    var pfd = pollfd(fd: readFD, events: Int16(POLLIN), revents: 0)
-    guard poll(&pfd, 1, 10_000) == 1 else { return false }
+    guard waitReadable(readFD) else { return false }
     var byte: UInt8 = 0
-    return read(readFD, &byte, 1) == 0
+    for _ in 0..<64 {
+        let n = read(readFD, &byte, 1)
+        if n < 0, errno == EINTR { continue }
+        return n == 0
+    }
+    return false
 }
 
 func isOpen(_ fd: Int32) -> Bool {
@@ -69,7 +91,9 @@ let sampleSettings = BrokerSettings(
     key: "peerjs", path: "/myapp/ü", expireTimeoutMs: 5000, aliveTimeoutMs: 60000,
     cleanupIntervalMs: 1000, concurrentLimit: 5000, allowDiscovery: true, proxied: false,
     corsOrigins: ["https://example.org", "http://localhost:8080", "https://東京.example"],
-    maxMessageBytes: 65536, handshakeTimeoutMs: 10000, threads: 2, authTimeoutMs: 750, authEvents: false)
+    maxMessageBytes: 65536, handshakeTimeoutMs: 10000, threads: 2, authTimeoutMs: 750, authEvents: false,
+    ipLimit: 7, ipHandshakeLimit: 3, handshakeLimit: 99, outputLimit: 4096, maxHeaderBytes: 2048,
+    trustedProxies: ["127.0.0.1", "::1"])
 
 let sampleV4 = try! PeerAddress(family: .ipv4, bytes: [127, 0, 0, 1], port: 5000)
 let sampleV6 = try! PeerAddress(family: .ipv6, bytes: [UInt8](repeating: 0, count: 15) + [1], port: 5000)

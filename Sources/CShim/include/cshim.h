@@ -28,6 +28,9 @@ long cshim_send_frame(int sock, const void *buf, size_t len, int fd, int flags);
  * received, or -1. If more than one descriptor arrived, or MSG_TRUNC or
  * MSG_CTRUNC is set, every received descriptor is closed, *fd_out is -1 and
  * *truncated_out is 1 (a protocol violation); otherwise *truncated_out is 0.
+ * Exception: MSG_CTRUNC alone, with the record whole and no descriptor received, is what the
+ * kernel reports when the receiver's descriptor table was full (the descriptor is lost, the
+ * record is fine): *truncated_out is 2 then.
  * Returns recvmsg's result (-1 with errno set on failure). */
 long cshim_recv_frame(int sock, void *buf, size_t cap, int *fd_out, int *truncated_out, int flags);
 
