@@ -15,6 +15,12 @@ let package = Package(
     products: [
         .executable(name: "peerjs", targets: ["peerjs"]),
         .executable(name: "peerjs-bench", targets: ["peerjs-bench"]),
+        // libFuzzer targets (README, "Fuzz it"); scripts/fuzz.sh builds them with -sanitize=fuzzer.
+        .executable(name: "fuzz-http", targets: ["fuzz-http"]),
+        .executable(name: "fuzz-envelope", targets: ["fuzz-envelope"]),
+        .executable(name: "fuzz-ipc", targets: ["fuzz-ipc"]),
+        .executable(name: "fuzz-files", targets: ["fuzz-files"]),
+        .executable(name: "fuzz-jwt", targets: ["fuzz-jwt"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
@@ -73,6 +79,8 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
+        // The `--config` file reader, kept out of the executable so that fuzz-files can reach it.
+        .target(name: "PeerJSConfiguration", swiftSettings: strict),
         .target(
             name: "Supervisor",
             dependencies: [
@@ -85,7 +93,7 @@ let package = Package(
         .executableTarget(
             name: "peerjs",
             dependencies: [
-                "PeerProtocol", "IPC", "Broker", "Supervisor", "Sandbox", "AuthHelper", "AuthJWT",
+                "PeerProtocol", "IPC", "Broker", "Supervisor", "Sandbox", "AuthHelper", "AuthJWT", "PeerJSConfiguration",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -106,6 +114,31 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
+        // Fuzz targets (issue 15): one executable per parser family under Sources/Fuzz. Built with
+        // `-sanitize=fuzzer -DFUZZING` (scripts/fuzz.sh) each is a libFuzzer binary; a plain build
+        // makes each a replayer of the files it is given (`swift run fuzz-ipc crash-…`).
+        // CLibFuzzer declares libFuzzer's LLVMFuzzerRunDriver (the -sanitize=fuzzer runtime defines it).
+        .systemLibrary(name: "CLibFuzzer", path: "Sources/Fuzz/CLibFuzzer"),
+        .target(name: "FuzzSupport", dependencies: ["CLibFuzzer"], path: "Sources/Fuzz/FuzzSupport", swiftSettings: strict),
+        .executableTarget(
+            name: "fuzz-http", dependencies: ["FuzzSupport", "Broker"], path: "Sources/Fuzz/fuzz-http",
+            swiftSettings: strict),
+        .executableTarget(
+            name: "fuzz-envelope", dependencies: ["FuzzSupport", "PeerProtocol"], path: "Sources/Fuzz/fuzz-envelope",
+            swiftSettings: strict),
+        .executableTarget(
+            name: "fuzz-ipc", dependencies: ["FuzzSupport", "IPC"], path: "Sources/Fuzz/fuzz-ipc", swiftSettings: strict),
+        .executableTarget(
+            name: "fuzz-files", dependencies: ["FuzzSupport", "AuthHelper", "PeerJSConfiguration"], path: "Sources/Fuzz/fuzz-files",
+            swiftSettings: strict),
+        .executableTarget(
+            name: "fuzz-jwt",
+            dependencies: [
+                "FuzzSupport", "AuthHelper", "AuthJWT",
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "ExtrasBase64", package: "swift-extras-base64"),
+            ],
+            path: "Sources/Fuzz/fuzz-jwt", swiftSettings: strict),
         // Test support: runs the real binary, speaks WebSocket and HTTP to it over 127.0.0.1.
         .target(
             name: "PeerJSTesting",
@@ -119,8 +152,21 @@ let package = Package(
             swiftSettings: strict
         ),
         .testTarget(name: "PeerProtocolTests", dependencies: ["PeerProtocol"], swiftSettings: strict),
+        // The broker's channel handlers in isolation, on NIO's EmbeddedEventLoop (virtual time).
+        .testTarget(
+            name: "BrokerTests",
+            dependencies: [
+                "Broker", "PeerProtocol",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOEmbedded", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict
+        ),
         .testTarget(name: "IPCTests", dependencies: ["IPC", "CShim"], swiftSettings: strict),
         .testTarget(name: "AuthHelperTests", dependencies: ["AuthHelper", "IPC"], swiftSettings: strict),
+        .testTarget(name: "PeerJSConfigurationTests", dependencies: ["PeerJSConfiguration"], swiftSettings: strict),
         .testTarget(name: "SandboxTests", dependencies: ["Sandbox", "CSeccomp"], swiftSettings: strict),
         // Runs the real binary in its sandbox: /proc status, refused calls, a PeerJS session.
         .testTarget(

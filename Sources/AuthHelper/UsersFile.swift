@@ -26,10 +26,13 @@ public struct UsersFile: Sendable, Equatable {
     /// Parses `text`; `name` is used in error messages (`name:line: …`).
     public init(text: String, name: String) throws(AuthError) {
         users = [:]
-        for (index, rawLine) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
-            var line = Substring(rawLine)
+        // Cut at Unicode scalars, not Characters: "\r\n", or a space before a combining mark, is
+        // one Character, and splitting by Character would not see the separator in it.
+        let lines = text.unicodeScalars.split(omittingEmptySubsequences: false, whereSeparator: { $0 == "\n" })
+        for (index, rawLine) in lines.enumerated() {
+            var line = rawLine
             if let hash = line.firstIndex(of: "#") { line = line[..<hash] }
-            let fields = line.split(whereSeparator: { $0 == " " || $0 == "\t" || $0 == "\r" })
+            let fields = line.split(whereSeparator: { $0 == " " || $0 == "\t" || $0 == "\r" }).map(Substring.init)
             if fields.isEmpty { continue }
             let place = "\(name):\(index + 1)"
             guard fields.count >= 2 else {

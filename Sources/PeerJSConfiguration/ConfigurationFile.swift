@@ -4,30 +4,37 @@ import Glibc
 /// (`port = 9000`, `allow_discovery = true`, `cors = https://a.example` once per origin).
 /// Chosen over TOML because every value is a flag value: one syntax to learn, no nesting, and
 /// the file turns into the same arguments the command line takes, so both are checked alike.
-struct ConfigurationFile {
+/// (A library of its own so that the fuzz target `fuzz-files` can reach it.)
+public struct ConfigurationFile: Sendable {
     /// The file's settings as command-line arguments, in file order.
-    let arguments: [String]
+    public let arguments: [String]
 
     /// Keys that take a value, and keys that are switches (`true`/`false`).
-    static let valueKeys: Set<String> = [
+    public static let valueKeys: Set<String> = [
         "port", "host", "key", "path", "expire_timeout", "alive_timeout", "concurrent_limit", "cors",
         "cleanup_out_msgs", "max_message_size", "handshake_timeout", "log_level", "user", "chroot",
         "sslkey", "sslcert", "sslkey_passphrase_file", "https_port", "https_host",
         "keys", "auth_users", "auth_program", "auth_timeout", "auth_user", "auth_jwt_key",
+        "ip_limit", "ip_handshake_limit", "handshake_limit", "output_limit", "max_header_size",
     ]
-    static let switchKeys: Set<String> = ["allow_discovery", "proxied"]
+    public static let switchKeys: Set<String> = ["allow_discovery", "proxied"]
 
-    struct Error: Swift.Error, CustomStringConvertible {
-        let description: String
+    /// A line that is not `key = value` with a known key, or a file that cannot be read; the
+    /// message names the file and line.
+    public struct Error: Swift.Error, CustomStringConvertible, Sendable {
+        public let description: String
     }
 
-    static func load(path: String) throws -> ConfigurationFile {
+    public static func load(path: String) throws -> ConfigurationFile {
         try ConfigurationFile(text: readFile(path), name: path)
     }
 
-    init(text: String, name: String) throws {
+    /// Parses `text`; `name` is used in error messages (`name:line: …`).
+    public init(text: String, name: String) throws {
         var arguments: [String] = []
-        for (index, rawLine) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
+        // "\r\n" is one Character in Swift: splitting on "\n" alone would not split a CRLF file.
+        let lines = text.split(omittingEmptySubsequences: false, whereSeparator: { $0 == "\n" || $0 == "\r\n" })
+        for (index, rawLine) in lines.enumerated() {
             let place = "\(name):\(index + 1)"
             var line = Substring(rawLine)
             if let hash = line.firstIndex(of: "#"), hash == line.startIndex || line[line.index(before: hash)] == " " {
@@ -48,6 +55,8 @@ struct ConfigurationFile {
                 switch value.lowercased() {
                 case "true", "yes", "on", "1": arguments.append("--" + key)
                 case "false", "no", "off", "0": break
+                // `proxied = 10.0.0.1, 10.0.0.2`: only these proxies are believed.
+                case _ where key == "proxied" && !value.isEmpty: arguments.append("--proxied=" + value)
                 default: throw Error(description: "\(place): `\(key)` takes true or false, not `\(value)`")
                 }
             } else {

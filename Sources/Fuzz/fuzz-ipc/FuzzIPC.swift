@@ -1,0 +1,120 @@
+import FuzzSupport
+import IPC
+
+/// libFuzzer's entry. The low four bits of the first byte pick the reader: 0, a whole record
+/// through `FrameCodec.decode` (bit 4: a descriptor came with it; bits 5–7: the channel's
+/// roles) and then its payload through its type's decoder; 1, a run of `tlsChunk` payloads
+/// (each after a big-endian u16 length) through `TLSChunkAssembler`; 2 and up, the rest as the
+/// payload of one message type. Whatever decodes must encode to the same bytes and decode to
+/// an equal value.
+@_cdecl("LLVMFuzzerTestOneInput")
+func fuzzIPC(_ data: UnsafePointer<UInt8>?, _ size: Int) -> Int32 {
+    let all = UnsafeRawBufferPointer(start: data, count: size)
+    guard let selector = all.first else { return 0 }
+    let input = Array(all.dropFirst())
+    switch selector & 0x0F {
+    case 0:
+        checkRecord(input, fdAttached: selector & 0x10 != 0, roles: roles(Int(selector >> 5)))
+    case 1:
+        checkTLSChunks(input)
+    case let reader:
+        let readers = [
+            checkMessage(BrokerSettings.self), checkMessage(BrokerReady.self), checkMessage(ConnectionHandoff.self),
+            checkMessage(DrainRequest.self), checkMessage(BrokerStats.self), checkMessage(AdmissionCredit.self),
+            checkMessage(AuthQuery.self), checkMessage(AuthVerdict.self), checkMessage(PeerEventMessage.self),
+            checkMessage(TLSChunk.self),
+        ]
+        readers[Int(reader - 2) % readers.count](input)
+    }
+    return 0
+}
+
+@main
+enum FuzzIPC {
+    static func main() { FuzzMain.run(fuzzIPC) }
+}
+
+/// nil (no direction check) or one of the six ordered pairs of roles.
+func roles(_ pick: Int) -> ChannelRoles? {
+    let all = Role.allCases
+    var pairs: [ChannelRoles] = []
+    for local in all {
+        for remote in all where remote != local { pairs.append(ChannelRoles(local: local, remote: remote)) }
+    }
+    return pick == 0 ? nil : pairs[(pick - 1) % pairs.count]
+}
+
+func checkRecord(_ record: [UInt8], fdAttached: Bool, roles: ChannelRoles?) {
+    guard let (header, payload) = try? FrameCodec.decode(record: record, fdAttached: fdAttached, roles: roles) else {
+        return
+    }
+    precondition(payload.count == Int(header.payloadLength) && payload.count <= header.type.maxPayload)
+    precondition(header.hasFD == fdAttached && fdAttached == header.type.carriesFD)
+    // The sender's side of the same channel builds the same record.
+    let senderRoles = roles.map { ChannelRoles(local: $0.remote, remote: $0.local) }
+    guard
+        let again = try? FrameCodec.encode(
+            type: header.type, requestID: header.requestID, payload: payload, hasFD: header.hasFD, roles: senderRoles)
+    else {
+        fatalError("a record that decodes does not encode again: \(header)")
+    }
+    precondition(again == record, "\(header.type.name): decode then encode changed the record")
+    checkPayload(of: header.type)(payload)
+}
+
+/// The decoder every receiver uses for a frame type's payload. Exhaustive on purpose: a new
+/// frame type does not build until its payload reader is fuzzed here too.
+func checkPayload(of type: FrameType) -> ([UInt8]) -> Void {
+    switch type {
+    case .hello, .reload: checkMessage(BrokerSettings.self)
+    case .ready, .authChannel, .authReload: checkMessage(BrokerReady.self)
+    case .connection: checkMessage(ConnectionHandoff.self)
+    case .drain: checkMessage(DrainRequest.self)
+    case .stats: checkMessage(BrokerStats.self)
+    case .credit: checkMessage(AdmissionCredit.self)
+    case .authQuery: checkMessage(AuthQuery.self)
+    case .authVerdict: checkMessage(AuthVerdict.self)
+    case .peerEvent: checkMessage(PeerEventMessage.self)
+    case .tlsChunk: checkMessage(TLSChunk.self)
+    }
+}
+
+/// Decodes `payload` as `M`; a value that decodes must encode to exactly these bytes (the
+/// format has one encoding per value) and pass `encodeChecked`.
+func checkMessage<M: IPCMessage>(_: M.Type) -> ([UInt8]) -> Void {
+    { payload in
+        guard let message = try? M(decoding: payload) else { return }
+        let encoded = message.encode()
+        precondition(encoded == payload, "\(M.self): decode then encode changed the payload")
+        guard let again = try? M(decoding: encoded), again == message else {
+            fatalError("\(M.self): the re-encoded payload decodes to a different value")
+        }
+        guard (try? message.encodeChecked()) == payload else {
+            fatalError("\(M.self): encodeChecked refuses a decoded value")
+        }
+        if let handoff = message as? ConnectionHandoff { _ = handoff.peer.description }
+    }
+}
+
+/// Feeds length-prefixed `tlsChunk` payloads to one assembler, as the broker does with the
+/// chunks of successive generations.
+func checkTLSChunks(_ input: [UInt8]) {
+    var assembler = TLSChunkAssembler()
+    var offset = 0
+    while input.count - offset >= 2 {
+        let length = Int(input[offset]) << 8 | Int(input[offset + 1])
+        offset += 2
+        let end = min(input.count, offset + length)
+        let payload = Array(input[offset..<end])
+        offset = end
+        guard let chunk = try? TLSChunk(decoding: payload) else { continue }
+        do {
+            if let material = try assembler.add(chunk) {
+                precondition(!material.certificateChainPEM.isEmpty && !material.privateKeyDER.isEmpty)
+                precondition(!assembler.isIncomplete)
+            }
+        } catch {
+            precondition(!assembler.isIncomplete, "a refused chunk left a generation open")
+        }
+    }
+}
