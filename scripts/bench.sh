@@ -104,11 +104,11 @@ start_server() {  # $1 label, $2 log file
   server_port=""
   case "$label" in
     peerjs)  # the shipped process model with the auth helper: every registration is a JWT the helper checks
-      "$server" --host 127.0.0.1 --port 0 --log-level notice --concurrent_limit 100000 "${user_args[@]}" \
+      "$server" --host 127.0.0.1 --port 0 --log-level notice --concurrent_limit 100000 --ip_limit 0 --ip_handshake_limit 0 "${user_args[@]}" \
         --auth-jwt-key "$jwt_key" 2>"$err" &
       server_pid=$! ;;
     peerjs-noauth)  # the package's default configuration: no auth helper
-      "$server" --host 127.0.0.1 --port 0 --log-level notice --concurrent_limit 100000 "${user_args[@]}" 2>"$err" &
+      "$server" --host 127.0.0.1 --port 0 --log-level notice --concurrent_limit 100000 --ip_limit 0 --ip_handshake_limit 0 "${user_args[@]}" 2>"$err" &
       server_pid=$! ;;
     trivial)
       "$bench" trivial-relay --host 127.0.0.1 --port 0 2>"$err" &

@@ -11,7 +11,7 @@ struct PeerJSBench: ParsableCommand {
             One process, one thread (the clients on raw epoll; the trivial relay on SwiftNIO), 127.0.0.x only. Every run is bounded by \
             --duration/--count and an overall --timeout. scripts/bench.sh runs the whole comparison.
             """,
-        subcommands: [Connect.self, Relay.self, Churn.self, TrivialRelay.self, Report.self]
+        subcommands: [Connect.self, Relay.self, Churn.self, Stalled.self, TrivialRelay.self, Report.self]
     )
 }
 
@@ -247,6 +247,44 @@ struct Churn: ParsableCommand {
     }
 }
 
+struct Stalled: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Two peers bounce an OFFER while N stalled connections are opened and held: round-trip time before, during and after.")
+
+    @OptionGroup var options: ClientOptions
+
+    @Option(help: "Stalled connections to open (half a request each, then silence).")
+    var stalled = 10_000
+
+    @Option(name: .customLong("stalled-rate"), help: "Stalled connections opened per second.")
+    var stalledRate: Double = 5_000
+
+    @Option(name: [.short, .customLong("duration")], help: "Seconds of round trips before the flood, and again while it is held.")
+    var duration: Double = 5
+
+    @Option(help: "Milliseconds between one round trip's end and the next OFFER.")
+    var interval: Double = 5
+
+    @Flag(help: "Replace every stalled connection the server closes, at once.")
+    var refill = false
+
+    func validate() throws {
+        guard stalled >= 0 && stalled <= 100_000 else { throw ValidationError("--stalled must be 0…100000") }
+        guard stalledRate > 0 else { throw ValidationError("--stalled-rate must be positive") }
+        guard duration > 0 && duration <= 600 else { throw ValidationError("--duration must be in (0, 600]") }
+        guard interval >= 0 && interval <= 10_000 else { throw ValidationError("--interval must be 0…10000 ms") }
+    }
+
+    func run() throws {
+        let (options, stalled, rate, duration, interval, refill) =
+            (self.options.settings, self.stalled, self.stalledRate, self.duration, self.interval, self.refill)
+        try runScenario(options, connections: stalled + 2) { loop, options in
+            try StalledScenario(loop: loop, options: options, stalled: stalled, rate: rate, duration: duration,
+                                interval: interval, refill: refill)
+        }
+    }
+}
+
 // MARK: Text output
 
 func bytesText(_ value: Double) -> String {
@@ -295,6 +333,12 @@ func describe(_ r: RunResult) -> String {
         lines.append("  server before: \(processesText(r.serverBefore))")
         lines.append("  server after:  \(processesText(r.serverAfter))")
         lines.append("  RSS growth (\(r.serverAfter?.primary?.role ?? "?")): \(bytesText(Double(growth))) = \(fmt(r.rssGrowthPerSessionBytes ?? 0, 1)) B per session = \(fmt(r.rssGrowthPercent ?? 0, 2)) % of the settled RSS")
+    }
+    if let baseline = r.baselineLatency {
+        lines.append("  round trip before the flood: \(baseline.text)")
+        lines.append("  while opening (\(fmt(r.floodSeconds ?? 0, 1)) s): \(r.floodLatency?.text ?? "-")")
+        lines.append("  while held: \(r.heldLatency?.text ?? "-")")
+        lines.append("  stalled: \(r.stalledHeld ?? 0) still open at the end, \(r.stalledClosedByServer ?? 0) closed by the server, \(r.stalledAnswered ?? 0) answered (HTTP error) and closed, \(r.stalledConnectFailures ?? 0) never established")
     }
     lines.append("  failures: \(r.failures.isEmpty ? "none" : r.failures.description)")
     return lines.joined(separator: "\n")

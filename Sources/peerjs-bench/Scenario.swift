@@ -56,6 +56,19 @@ struct RunResult: Codable, Sendable {
     var rssGrowthPerSessionBytes: Double?
     /// Growth as a share of the RSS sampled after the warm-up (the leak check's 5 % bound).
     var rssGrowthPercent: Double?
+
+    // stalled: round trips before, while and after the stalled connections are opened
+    var baselineLatency: LatencySummary?
+    var floodLatency: LatencySummary?
+    var heldLatency: LatencySummary?
+    var floodSeconds: Double?
+    /// Stalled connections still open (from the client's side) at the end, closed by the server
+    /// without an answer, and never established.
+    var stalledHeld: Int?
+    var stalledClosedByServer: Int?
+    /// Answered with an HTTP error (e.g. 413 to the POST announcing a body) and then closed by the client.
+    var stalledAnswered: Int?
+    var stalledConnectFailures: Int?
 }
 
 /// The shared machinery of a scenario: the loop, the connector, the server's processes, the
