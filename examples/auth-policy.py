@@ -35,7 +35,11 @@ def decide(query):
 
 for line in sys.stdin:
     message = json.loads(line)
-    fields = " ".join(f"{name}={message.get(name, '')}" for name in ("id", "token", "key", "ip", "version"))
+    # Every value came from a client: escape it (newlines, control characters, U+2028…), so
+    # that one log line stays one line and a client cannot forge another.
+    fields = " ".join(
+        f"{name}={str(message.get(name, '')).encode('unicode_escape').decode('ascii')}"
+        for name in ("id", "token", "key", "ip", "version"))
     print(f"policy: {message['type']} {fields}", file=sys.stderr, flush=True)
     if message["type"] == "auth":
         print(json.dumps(decide(message)), flush=True)

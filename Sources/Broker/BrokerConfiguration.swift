@@ -20,11 +20,25 @@ public struct BrokerConfiguration: Sendable, Equatable {
     public var authTimeoutMs: Int64
     /// Whether the auth helper is told of every registration and departure (see `BrokerSettings`).
     public var authEvents: Bool
+    /// The most connections (in handshake or registered) from one client address; 0: no limit.
+    public var ipLimit: Int
+    /// The most unfinished handshakes from one client address; 0: no limit.
+    public var ipHandshakeLimit: Int
+    /// The most unfinished handshakes over all addresses; past it the oldest is closed.
+    public var handshakeLimit: Int
+    /// The most bytes buffered for one connection that does not read; past it, it is closed.
+    public var outputLimit: Int
+    /// The largest HTTP request head (request line and headers) a client may send.
+    public var maxHeaderBytes: Int
+    /// With `proxied`: whose `X-Forwarded-For` entries to believe; empty: the connecting peer's.
+    public var trustedProxies: [String]
 
     public init(
         protocolSettings: ProtocolSettings = ProtocolSettings(), path: String = "/", corsOrigins: [String] = [],
         proxied: Bool = false, maxMessageBytes: Int = 65536, handshakeTimeoutMs: Int64 = 10000, threads: Int = 1,
-        authTimeoutMs: Int64 = 0, authEvents: Bool = true
+        authTimeoutMs: Int64 = 0, authEvents: Bool = true, ipLimit: Int = 0, ipHandshakeLimit: Int = 0,
+        handshakeLimit: Int = 1024, outputLimit: Int = 1 << 20, maxHeaderBytes: Int = 16 * 1024,
+        trustedProxies: [String] = []
     ) {
         self.protocolSettings = protocolSettings
         self.basePath = Self.normalise(path)
@@ -35,6 +49,12 @@ public struct BrokerConfiguration: Sendable, Equatable {
         self.threads = threads
         self.authTimeoutMs = authTimeoutMs
         self.authEvents = authEvents
+        self.ipLimit = ipLimit
+        self.ipHandshakeLimit = ipHandshakeLimit
+        self.handshakeLimit = handshakeLimit
+        self.outputLimit = outputLimit
+        self.maxHeaderBytes = maxHeaderBytes
+        self.trustedProxies = trustedProxies
     }
 
     /// `myapp` → `/myapp/`, `/` → `/`.

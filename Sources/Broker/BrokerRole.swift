@@ -21,7 +21,13 @@ extension BrokerConfiguration {
             handshakeTimeoutMs: Int64(settings.handshakeTimeoutMs),
             threads: Int(settings.threads),
             authTimeoutMs: Int64(settings.authTimeoutMs),
-            authEvents: settings.authEvents)
+            authEvents: settings.authEvents,
+            ipLimit: Int(settings.ipLimit),
+            ipHandshakeLimit: Int(settings.ipHandshakeLimit),
+            handshakeLimit: Int(settings.handshakeLimit),
+            outputLimit: Int(settings.outputLimit),
+            maxHeaderBytes: Int(settings.maxHeaderBytes),
+            trustedProxies: settings.trustedProxies.map { ForwardedFor.canonical($0) ?? $0 })
     }
 }
 
@@ -89,6 +95,7 @@ public enum BrokerRole {
                 return 3
             }
             try channel.send(type: .ready)
+            server.startAdmission(channel: channel)
         } catch {
             logger.error("broker start-up failed: \(error)")
             return 2
@@ -102,10 +109,21 @@ public enum BrokerRole {
                 switch frame.type {
                 case .connection:
                     let handoff = try frame.decode(ConnectionHandoff.self)
-                    guard let descriptor = frame.takeFD() else { continue }
+                    guard let descriptor = frame.takeFD() else {
+                        if frame.descriptorLost {
+                            logger.warning("a connection from \(handoff.peer) arrived without its descriptor (the descriptor table is full); it is lost")
+                            server.lostConnection()
+                        }
+                        continue
+                    }
                     server.adopt(descriptor: descriptor.release(), address: handoff.peer.description, tls: handoff.tls)
                 case .authChannel:
-                    guard let descriptor = frame.takeFD() else { continue }
+                    guard let descriptor = frame.takeFD() else {
+                        if frame.descriptorLost {
+                            logger.error("the auth helper's channel arrived without its descriptor (the descriptor table is full); registrations are denied until the helper restarts")
+                        }
+                        continue
+                    }
                     server.attachAuth(descriptor: descriptor.release())
                 case .reload:
                     server.reload(BrokerConfiguration(try frame.decode(BrokerSettings.self)))

@@ -1,10 +1,11 @@
 public import Logging
 import Glibc
-import IPC
+public import IPC
 import NIOCore
 import NIOHTTP1
 import NIOPosix
 import PeerProtocol
+import Synchronization
 
 /// The internet-facing half of peerjs: serves HTTP and PeerJS WebSockets on connected sockets
 /// it is handed (it never accepts or opens a socket itself), with all state on one event loop.
@@ -13,6 +14,27 @@ public final class BrokerServer: Sendable {
     private let loop: any EventLoop
     private let state: NIOLoopBound<BrokerState>
     private let ticker: NIOLoopBoundBox<RepeatedTask?>
+    /// Hand-offs received and not yet adopted, in order; the loop takes them when the doorbell
+    /// pipe says so (see ``adopt(descriptor:address:tls:)``).
+    private let inbox = HandoffInbox()
+    /// The write end of the doorbell pipe: one byte per hand-off in `inbox`. Blocking, so a
+    /// loop that falls behind holds the receiving thread back (and the supervisor with it).
+    private let doorbell: Int32
+
+    struct Handoff {
+        var descriptor: Int32
+        var address: String
+        var tls: Bool
+    }
+
+    /// The hand-offs between the receiving thread and the loop.
+    final class HandoffInbox: Sendable {
+        let pending = Mutex<[Handoff]>([])
+    }
+
+    /// Hand-offs one doorbell read takes: a flood of new connections is adopted in turns with
+    /// the I/O of the connections already there, never ahead of all of it.
+    static let adoptionsPerTurn = 32
 
     /// Starts the event loop (an explicit thread count: nothing probes the CPUs later). `tls`
     /// serves connections handed over with `tls: true`.
@@ -25,6 +47,29 @@ public final class BrokerServer: Sendable {
             return (NIOLoopBound(state, eventLoop: loop), NIOLoopBoundBox<RepeatedTask?>(nil, eventLoop: loop))
         }.wait()
         try loop.submit { [state, ticker] in Self.startTicker(state.value, ticker) }.wait()
+        var fds: [Int32] = [-1, -1]
+        guard pipe(&fds) == 0 else { throw BrokerDoorbellUnavailable(errno: errno) }
+        for fd in fds { _ = fcntl(fd, F_SETFD, FD_CLOEXEC) }
+        doorbell = fds[1]
+        let inbox = self.inbox
+        let state = self.state
+        _ = try NIOPipeBootstrap(group: loop)
+            .channelOption(.maxMessagesPerRead, value: 1)
+            .channelOption(.recvAllocator, value: FixedSizeRecvByteBufferAllocator(capacity: Self.adoptionsPerTurn))
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(
+                        HandoffDoorbell { count in
+                            let taken = inbox.pending.withLock { pending in
+                                let taken = Array(pending.prefix(count))
+                                pending.removeFirst(taken.count)
+                                return taken
+                            }
+                            for handoff in taken { Self.adopt(handoff, state: state.value, on: loop) }
+                        })
+                }
+            }
+            .takingOwnershipOfDescriptor(input: fds[0]).wait()
         try Self.primeLazyGlobals(on: loop)
         _ = WebSocketUpgradeRequest.acceptValue(for: "dGhlIHNhbXBsZSBub25jZQ==")  // SHA-1's lazy set-up, before the filter
     }
@@ -81,34 +126,85 @@ public final class BrokerServer: Sendable {
     /// Takes ownership of a connected TCP socket and serves it. `address` is the client's
     /// address as the supervisor saw it (for logs and policy); with `tls`, the connection
     /// starts with a TLS handshake that must finish within the handshake timeout.
+    ///
+    /// The connection waits in an inbox and a byte is written to a pipe the loop reads as I/O:
+    /// NIO runs every queued task before it polls again, so a task per hand-off would let a
+    /// flood of new connections keep the loop from reading the peers it already has.
     public func adopt(descriptor: Int32, address: String, tls: Bool = false) {
-        let state = self.state
-        // One hop to the loop, where the bootstrap then runs without hopping again; options are
-        // set directly on the channel (the bootstrap's option list costs a future per option).
-        loop.execute { [loop] in
+        inbox.pending.withLock { $0.append(Handoff(descriptor: descriptor, address: address, tls: tls)) }
+        var byte: UInt8 = 1
+        for _ in 0..<64 {
+            let written = write(doorbell, &byte, 1)
+            if written == 1 || (written < 0 && errno != EINTR) { break }
+        }
+    }
+
+    /// Adopts one hand-off on the loop: admission first, then the channel, whose options are set
+    /// directly (the bootstrap's option list costs a future per option).
+    private static func adopt(_ handoff: Handoff, state: BrokerState, on loop: any EventLoop) {
+        let (descriptor, address, tls) = (handoff.descriptor, handoff.address, handoff.tls)
+        let state = NIOLoopBound(state, eventLoop: loop)
+        do {
+            let admission = state.value.admission
+            admission.arrived()
+            guard let slot = admission.admit(socketAddress: BrokerState.host(of: address)) else {
+                close(descriptor)  // too many unfinished handshakes from this address
+                return
+            }
             ClientBootstrap(group: loop)
                 .channelInitializer { channel in
                     channel.eventLoop.makeCompletedFuture {
+                        let admission = state.value.admission
+                        admission.attach(slot, channel: channel)
+                        channel.closeFuture.whenComplete { _ in state.value.admission.closed(slot) }
                         if let options = channel.syncOptions {
                             try options.setOption(.recvAllocator, value: Self.receiveBuffers)
-                            try options.setOption(.writeBufferWaterMark, value: Self.writeWaterMark)
+                            try options.setOption(.writeBufferWaterMark, value: OutputLimit.waterMark(state.value.configuration.outputLimit))
                         }
-                        try Self.configure(channel, state: state.value, address: address, tls: tls)
+                        try Self.configure(channel, state: state.value, address: address, tls: tls, slot: slot)
                     }
                 }
                 .withConnectedSocket(descriptor)
                 .whenFailure { error in
+                    state.value.admission.closed(slot)
                     state.value.logger.warning("could not adopt a connection", metadata: ["error": "\(error)"])
                 }
+        }
+    }
+
+    /// A hand-off arrived without its descriptor (the broker's descriptor table was full): the
+    /// connection is lost, its credit is used.
+    public func lostConnection() {
+        loop.execute { [state] in state.value.admission.arrived() }
+    }
+
+    /// Starts granting the supervisor credit over `channel`, from a descriptor limit re-read now
+    /// (after the sandbox set it). Call once, after `ready`.
+    public func startAdmission(channel: HandoffChannel) {
+        loop.execute { [state] in
+            let admission = state.value.admission
+            admission.update(state.value.configuration, budget: BrokerState.descriptorBudget(for: state.value.configuration))
+            let logger = state.value.logger
+            admission.sendCredit = { count in
+                do throws(IPCError) {
+                    try channel.send(type: .credit, message: AdmissionCredit(count: UInt32(clamping: count)), nonBlocking: true)
+                    return true
+                } catch where error.code == .wouldBlock {
+                    return false
+                } catch {
+                    logger.error("cannot grant the supervisor credit (\(error))")
+                    return true  // the supervisor is gone; the broker ends when its channel does
+                }
+            }
+            admission.grantCredit()
         }
     }
 
     /// Receive buffers start at 256 bytes and grow with the traffic: most peers are idle, and
     /// NIO's 2 KiB default would be most of an idle peer's memory.
     private static let receiveBuffers = AdaptiveRecvByteBufferAllocator(minimum: 64, initial: 256, maximum: 65536)
-    private static let writeWaterMark = ChannelOptions.Types.WriteBufferWaterMark(low: 32 * 1024, high: 256 * 1024)
 
-    private static func configure(_ channel: any Channel, state: BrokerState, address: String, tls: Bool) throws {
+    static func configure(_ channel: any Channel, state: BrokerState, address: String, tls: Bool, slot: UInt64) throws {
         let configuration = state.configuration
         if tls {
             guard let provider = state.tls else {
@@ -118,18 +214,31 @@ public final class BrokerServer: Sendable {
             try channel.pipeline.syncOperations.addHandler(
                 TLSHandshakeDeadlineHandler(provider: provider, timeout: .milliseconds(configuration.handshakeTimeoutMs)))
         }
-        try channel.pipeline.syncOperations.addHandler(WebSocketHandshakeHandler(state: state, address: address))
+        try channel.pipeline.syncOperations.addHandler(WebSocketHandshakeHandler(state: state, address: address, slot: slot))
     }
 
-    /// Closes every peer with `1001 going away` and waits (bounded) for the closes to finish.
+    /// Closes every peer with `1001 going away` and every connection still in its handshake,
+    /// and waits for the closes to finish, at most `deadlineMs` (a client that does not read
+    /// cannot hold the drain up: past the deadline the broker exits and the kernel closes).
     public func drain(deadlineMs: Int64) {
-        let closed = loop.flatSubmit { [state, loop] in
-            let futures = state.value.connections.closeAll()
-            return EventLoopFuture.andAllComplete(futures, on: loop)
+        let done = loop.makePromise(of: Void.self)
+        loop.execute { [state, loop] in
+            // Whichever comes first, the last close or the deadline, ends the wait.
+            let finished = NIOLoopBoundBox(false, eventLoop: loop)
+            let timer = loop.scheduleTask(in: .milliseconds(deadlineMs)) {
+                guard !finished.value else { return }
+                finished.value = true
+                done.succeed(())
+            }
+            state.value.admission.closeHandshakes()
+            EventLoopFuture.andAllComplete(state.value.connections.closeAll(), on: loop).whenComplete { _ in
+                timer.cancel()
+                guard !finished.value else { return }
+                finished.value = true
+                done.succeed(())
+            }
         }
-        let timeout = loop.scheduleTask(in: .milliseconds(deadlineMs)) {}
-        _ = try? closed.wait()
-        timeout.cancel()
+        _ = try? done.futureResult.wait()
     }
 
     /// Counters for the supervisor.
@@ -139,6 +248,27 @@ public final class BrokerServer: Sendable {
             return (stats.registered, state.value.connections.count, stats.queuedMessages)
         }.wait()) ?? (0, 0, 0)
     }
+}
+
+/// Reads the doorbell pipe and adopts one waiting hand-off per byte (at most
+/// ``BrokerServer/adoptionsPerTurn`` per read, one read per loop turn).
+private final class HandoffDoorbell: ChannelInboundHandler {
+    typealias InboundIn = ByteBuffer
+    let adopt: (Int) -> Void
+
+    init(adopt: @escaping (Int) -> Void) {
+        self.adopt = adopt
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        adopt(unwrapInboundIn(data).readableBytes)
+    }
+}
+
+/// The pipe that wakes the loop for new hand-offs could not be made (before the sandbox).
+struct BrokerDoorbellUnavailable: Error, CustomStringConvertible {
+    let errno: Int32
+    var description: String { "cannot create the hand-off pipe: \(String(cString: strerror(errno)))" }
 }
 
 /// A connection came from a TLS listener but the broker holds no TLS material (the supervisor

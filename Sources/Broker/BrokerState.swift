@@ -1,3 +1,4 @@
+import IPC
 import Logging
 import NIOCore
 import PeerProtocol
@@ -19,12 +20,19 @@ final class BrokerState {
     var tls: (any TLSProvider)?
     /// The auth helper's client; nil when no helper is configured (everyone is allowed).
     let auth: AuthClient?
+    /// The descriptor budget and per-address limits of every adopted connection.
+    let admission: Admission
 
     init(configuration: BrokerConfiguration, tls: (any TLSProvider)?, loop: any EventLoop, logger: Logger) {
         self.configuration = configuration
         self.tls = tls
         self.logger = logger
         self.connections = ConnectionTable(logger: logger)
+        self.admission = Admission(
+            configuration: configuration,
+            budget: DescriptorLimit.budget(
+                openFiles: DescriptorLimit.current(), reserve: Int(BrokerSettings.descriptorReserve), configuration: configuration),
+            loop: loop, logger: logger)
         self.engine = SignalingEngine(
             settings: configuration.protocolSettings, registry: InMemoryRegistry(), transport: connections,
             clock: UptimeClock())
@@ -41,18 +49,20 @@ final class BrokerState {
 
     func update(_ configuration: BrokerConfiguration) {
         self.configuration = configuration
+        admission.update(configuration, budget: Self.descriptorBudget(for: configuration))
         engine.update(configuration.protocolSettings)
         if configuration.authTimeoutMs > 0 { auth?.timeoutMs = configuration.authTimeoutMs }
         auth?.forwardsEvents = configuration.authEvents
     }
 
     /// A WebSocket client asks to register. Without an auth helper the engine decides at once
-    /// (the fast path); with one, the parameter check runs first and the helper is asked before
-    /// the key and id checks (PROTOCOL.md §9, "Suggested mapping"). Returns true when the
-    /// verdict is pending: the flush after it sends whatever was written before it too.
+    /// (the fast path); with one, the parameter checks (missing, then the length and character
+    /// rules) run first and the helper is asked before the key and id checks (PROTOCOL.md §9,
+    /// "Suggested mapping"). Returns true when the verdict is pending: the flush after it sends
+    /// whatever was written before it too.
     func startRegistration(_ connection: ConnectionID, request: RegistrationRequest, address: String) -> Bool {
         guard let auth, let id = request.id, !id.isEmpty, let token = request.token, !token.isEmpty,
-            let key = request.key, !key.isEmpty
+            let key = request.key, !key.isEmpty, request.violation == nil
         else {
             engine.register(connection, request: request)
             return false
@@ -73,6 +83,14 @@ final class BrokerState {
             auth?.forget(connection)
         }
         connections.flush()  // a verdict is a unit of work of its own (OPEN or ERROR goes out now)
+    }
+
+    /// Sets the descriptor limit `configuration` wants (soft limit, up to the hard limit) and
+    /// returns the connections it leaves room for.
+    static func descriptorBudget(for configuration: BrokerConfiguration) -> Int {
+        let reserve = Int(BrokerSettings.descriptorReserve)
+        let wanted = configuration.protocolSettings.concurrentLimit + configuration.handshakeLimit + reserve
+        return DescriptorLimit.budget(openFiles: DescriptorLimit.set(wanted), reserve: reserve, configuration: configuration)
     }
 
     /// `1.2.3.4:5000` → `1.2.3.4`, `[::1]:5000` → `::1`; anything else unchanged.

@@ -41,13 +41,17 @@ final class ConnectionTable: PeerTransport {
         connections.removeValue(forKey: id) != nil
     }
 
+    /// False when the channel holds `--output_limit` bytes its client has not read (it is not
+    /// writable), including for the frame that brings it there: the engine then drops the peer
+    /// and tells the sender (PROTOCOL.md §7.4, 34) at once, rather than leaving the frame to be
+    /// lost with the connection when ``OutputLimit`` closes it.
     func send(_ frame: UnsafeRawBufferPointer, to connection: ConnectionID) -> Bool {
         guard let channel = connections[connection]?.channel, channel.isActive, channel.isWritable else {
             return false
         }
         channel.write(ServerFrame.make(.text, payload: frame, allocator: channel.allocator), promise: nil)
         unflushed.append(channel)
-        return true
+        return channel.isWritable
     }
 
     /// Flushes every channel written to since the last call. The broker calls it at the end of
@@ -73,9 +77,13 @@ final class ConnectionTable: PeerTransport {
         Self.closeGently(channel, code: nil)
     }
 
+    /// Written, not flushed: the tick that pings flushes after it (a flush inside the engine's
+    /// loop over its sessions could complete a pending close and re-enter it). A channel past
+    /// its output limit gets no ping: it is being closed.
     func ping(_ connection: ConnectionID) {
-        guard let channel = connections[connection]?.channel else { return }
-        channel.writeAndFlush(ServerFrame.header(.ping, count: 0, allocator: channel.allocator), promise: nil)
+        guard let channel = connections[connection]?.channel, channel.isWritable else { return }
+        channel.write(ServerFrame.header(.ping, count: 0, allocator: channel.allocator), promise: nil)
+        unflushed.append(channel)
     }
 
     func peerEvent(_ event: PeerEvent) {
@@ -88,7 +96,7 @@ final class ConnectionTable: PeerTransport {
         eventSink?(event)
     }
 
-    private func address(of connection: ConnectionID) -> String {
+    func address(of connection: ConnectionID) -> String {
         connections[connection]?.address ?? "?"
     }
 
@@ -103,7 +111,18 @@ final class ConnectionTable: PeerTransport {
     static func closeGently(_ channel: any Channel, code: WebSocketErrorCode?) -> EventLoopFuture<Void> {
         var data = channel.allocator.buffer(capacity: 2)
         if let code { data.write(webSocketErrorCode: code) }
-        let frame = ServerFrame.make(.connectionClose, payload: data, allocator: channel.allocator)
+        return close(channel, after: ServerFrame.make(.connectionClose, payload: data, allocator: channel.allocator))
+    }
+
+    /// How long a connection being closed may take to accept its close frame (and what was
+    /// written before it); a client that does not read is then closed without it.
+    static let closeGrace = TimeAmount.seconds(2)
+
+    /// Writes `frame` (a close frame) and closes once it is out, or after ``closeGrace``.
+    @discardableResult
+    static func close(_ channel: any Channel, after frame: ByteBuffer) -> EventLoopFuture<Void> {
+        let deadline = channel.eventLoop.scheduleTask(in: closeGrace) { channel.close(promise: nil) }
+        channel.closeFuture.whenComplete { _ in deadline.cancel() }
         return channel.writeAndFlush(frame).flatMap { channel.close() }.recover { _ in channel.close(promise: nil) }
     }
 }

@@ -3,49 +3,108 @@ import NIOHTTP1
 import PeerProtocol
 
 /// Serves the HTTP routes of PROTOCOL.md §4 (`GET {path}`, `{key}/id`, `{key}/peers`, CORS
-/// pre-flight) and refuses WebSocket upgrades on any path but `{path}peerjs` with 400. It also
-/// closes connections that stay idle or never finish a request (`handshake_timeout`).
+/// pre-flight) and refuses WebSocket upgrades on any path but `{path}peerjs` with 400.
+///
+/// Every state a client can hold here has an end (`--handshake_timeout`): one deadline runs from
+/// the connection's start (the handshake handler's, passed in) and again from the moment each
+/// response has been written out, and it is never cancelled while the handler is in place. So a
+/// request must arrive complete, and a keep-alive connection must send its next one, and a
+/// client must read each response, within that time; otherwise the connection is closed.
+///
+/// No route takes a body: a request announcing one (`Content-Length` above 0 or any
+/// `Transfer-Encoding`) gets `413` at its head and the connection ends without reading it.
+/// One response at a time is in the channel: a request that arrives (pipelined) while the
+/// previous response has not yet left waits for it, and NIO's pipeline handler reads no further
+/// meanwhile, so a client that sends requests and does not read holds at most one read's worth of
+/// requests and one response in the broker.
 final class HTTPRouteHandler: ChannelInboundHandler, RemovableChannelHandler {
     typealias InboundIn = HTTPServerRequestPart
     typealias OutboundOut = HTTPServerResponsePart
 
     private let state: BrokerState
+    private let address: String
+    /// The first request's deadline; nil: `--handshake_timeout` from when the handler is added.
+    private let firstDeadline: NIODeadline?
     private var request: HTTPRequestHead?
-    private var idleTimer: Scheduled<Void>?
+    /// A complete request waiting for the response before it to be written out.
+    private var waiting: HTTPRequestHead?
+    /// A response has been written and has not yet left for the socket.
+    private var writing = false
+    /// A 413 was sent: the rest of that request is ignored until the connection ends.
+    private var refused = false
+    private var deadline: Scheduled<Void>?
 
-    init(state: BrokerState) {
+    init(state: BrokerState, address: String = "?", deadline: NIODeadline? = nil) {
         self.state = state
+        self.address = address
+        self.firstDeadline = deadline
     }
 
     func handlerAdded(context: ChannelHandlerContext) {
-        armIdleTimer(context: context)
+        armDeadline(firstDeadline ?? context.eventLoop.now + .milliseconds(state.configuration.handshakeTimeoutMs), context: context)
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
-        idleTimer?.cancel()
-        idleTimer = nil
+        deadline?.cancel()
+        deadline = nil
     }
 
-    private func armIdleTimer(context: ChannelHandlerContext) {
-        idleTimer?.cancel()
-        let timeout = TimeAmount.milliseconds(state.configuration.handshakeTimeoutMs)
+    private func armDeadline(_ when: NIODeadline, context: ChannelHandlerContext) {
+        deadline?.cancel()
         let bound = NIOLoopBound(context, eventLoop: context.eventLoop)
-        idleTimer = context.eventLoop.scheduleTask(in: timeout) {
+        deadline = context.eventLoop.scheduleTask(deadline: when) {
             bound.value.close(promise: nil)
         }
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        guard !refused else { return }
         switch unwrapInboundIn(data) {
         case .head(let head):
+            if Self.announcesBody(head) {
+                refused = true
+                return refuseBody(head, context: context)
+            }
             request = head
-            idleTimer?.cancel()
         case .body:
-            break
+            break  // never reached: a request with a body is refused at its head
         case .end:
             guard let head = request else { return }
             request = nil
-            respond(to: head, context: context)
+            if writing {
+                waiting = head
+            } else {
+                respond(to: head, context: context)
+            }
+        }
+    }
+
+    /// Past `--output_limit` bytes waiting for this client: it is closed (``OutputLimit``).
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        OutputLimit.closeIfStuck(context.channel, address: address, logger: state.logger)
+        context.fireChannelWritabilityChanged()
+    }
+
+    /// Whether the request says a body follows (RFC 9112 §6.3): any `Transfer-Encoding`, or a
+    /// `Content-Length` other than 0.
+    static func announcesBody(_ head: HTTPRequestHead) -> Bool {
+        if head.headers.contains(name: "transfer-encoding") { return true }
+        return head.headers[canonicalForm: "content-length"].contains { $0 != "0" }
+    }
+
+    /// `413`, `Connection: close`; once it is out the output is shut and the deadline ends the
+    /// connection (a close with the body unread would reset it, and the client might lose the 413).
+    private func refuseBody(_ head: HTTPRequestHead, context: ChannelHandlerContext) {
+        var headers = HTTPHeaders()
+        headers.add(name: "Content-Type", value: "text/plain; charset=utf-8")
+        headers.add(name: "Content-Length", value: "17")
+        headers.add(name: "Connection", value: "close")
+        let response = HTTPResponseHead(version: head.version, status: .payloadTooLarge, headers: headers)
+        context.write(wrapOutboundOut(.head(response)), promise: nil)
+        context.write(wrapOutboundOut(.body(.byteBuffer(context.channel.allocator.buffer(string: "Payload Too Large")))), promise: nil)
+        let bound = NIOLoopBound(context, eventLoop: context.eventLoop)
+        context.writeAndFlush(wrapOutboundOut(.end(nil))).whenComplete { _ in
+            bound.value.close(mode: .output, promise: nil)
         }
     }
 
@@ -124,12 +183,28 @@ final class HTTPRouteHandler: ChannelInboundHandler, RemovableChannelHandler {
         if head.method != .HEAD, !bytes.isEmpty {
             context.write(wrapOutboundOut(.body(.byteBuffer(context.channel.allocator.buffer(bytes: bytes)))), promise: nil)
         }
-        let done = context.writeAndFlush(wrapOutboundOut(.end(nil)))
-        if keepAlive {
-            armIdleTimer(context: context)
-        } else {
-            let bound = NIOLoopBound(context, eventLoop: context.eventLoop)
-            done.whenComplete { _ in bound.value.close(promise: nil) }
+        writing = true
+        let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+        context.writeAndFlush(wrapOutboundOut(.end(nil))).whenComplete { result in
+            let (handler, context) = bound.value
+            handler.written(result, keepAlive: keepAlive, context: context)
+        }
+    }
+
+    /// A response has left for the socket (or failed): a keep-alive connection gets a fresh
+    /// deadline and its waiting request is answered — on the next turn of the loop, since a
+    /// write that completes at once would otherwise answer a long pipeline recursively.
+    private func written(_ result: Result<Void, any Error>, keepAlive: Bool, context: ChannelHandlerContext) {
+        writing = false
+        guard case .success = result, keepAlive else { return context.close(promise: nil) }
+        armDeadline(context.eventLoop.now + .milliseconds(state.configuration.handshakeTimeoutMs), context: context)
+        guard waiting != nil else { return }
+        let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+        context.eventLoop.execute {
+            let (handler, context) = bound.value
+            guard let head = handler.waiting, !handler.writing, context.channel.isActive else { return }
+            handler.waiting = nil
+            handler.respond(to: head, context: context)
         }
     }
 }

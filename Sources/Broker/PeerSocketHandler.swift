@@ -20,11 +20,23 @@ final class PeerSocketHandler: ChannelInboundHandler {
     private var closing = false
     /// A fragmented message being joined: its first frame's data (unmasked) and frame count.
     private var fragments: (data: ByteBuffer, count: Int)?
+    /// The pongs of this read burst, in one buffer: a client's burst of pings costs one write
+    /// (and one allocation), not one per ping. Written at the end of the burst, or before
+    /// anything else this connection may be sent, so frames keep their order.
+    private var pongs: ByteBuffer?
+    /// Something was written to this channel in this burst and waits for its flush.
+    private var unflushed = false
+    /// The client's address, for the log line when it stops reading.
+    private var address = "?"
 
     init(state: BrokerState, connection: ConnectionID, maxMessageBytes: Int) {
         self.state = state
         self.connection = connection
         self.maxMessageBytes = maxMessageBytes
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        address = state.connections.address(of: connection)
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -46,7 +58,7 @@ final class PeerSocketHandler: ChannelInboundHandler {
                 fragments = (payload, 1)
                 return
             }
-            deliver(payload)
+            deliver(payload, context: context)
         case .continuation:
             guard var joined = fragments else { return fail(context, code: .protocolError) }
             fragments = nil
@@ -59,39 +71,70 @@ final class PeerSocketHandler: ChannelInboundHandler {
                 fragments = joined
                 return
             }
-            deliver(joined.data)
+            deliver(joined.data, context: context)
         case .ping:
             state.engine.touch(connection)
-            context.writeAndFlush(
-                wrapOutboundOut(ServerFrame.make(.pong, payload: payload, allocator: context.channel.allocator)), promise: nil)
+            // A client that pings but does not read gets no more pongs once --output_limit bytes
+            // wait for it; it is being closed (channelWritabilityChanged).
+            guard context.channel.isWritable else { return }
+            if pongs == nil { pongs = context.channel.allocator.buffer(capacity: 2 + payload.readableBytes) }
+            ServerFrame.append(.pong, payload: payload, to: &pongs!)
+            // Written in chunks, so that writability (and --output_limit) applies within a burst too.
+            if pongs!.readableBytes >= Self.pongChunk { writePongs(context) }
         case .pong:
             state.engine.touch(connection)
         case .connectionClose:
             closing = true
+            writePongs(context)
             // Echo the client's close code, then close the TCP connection.
             let code = payload.readSlice(length: 2) ?? context.channel.allocator.buffer(capacity: 0)
             let reply = ServerFrame.make(.connectionClose, payload: code, allocator: context.channel.allocator)
-            let bound = NIOLoopBound(context, eventLoop: context.eventLoop)
-            context.writeAndFlush(wrapOutboundOut(reply)).whenComplete { _ in bound.value.close(promise: nil) }
+            ConnectionTable.close(context.channel, after: reply)
         default:
             fail(context, code: .protocolError)
         }
     }
 
-    private func deliver(_ message: ByteBuffer) {
+    /// The engine may write to this connection, or close it: pongs go first.
+    private func deliver(_ message: ByteBuffer, context: ChannelHandlerContext) {
+        writePongs(context)
         message.withUnsafeReadableBytes { state.engine.receive($0, from: connection) }
     }
 
     private func fail(_ context: ChannelHandlerContext, code: WebSocketErrorCode) {
         closing = true
         fragments = nil
+        pongs = nil
         ConnectionTable.closeGently(context.channel, code: code)
+    }
+
+    /// The largest pong buffer a burst collects before writing it.
+    static let pongChunk = 16 * 1024
+
+    private func writePongs(_ context: ChannelHandlerContext) {
+        guard let buffer = pongs else { return }
+        pongs = nil
+        context.write(wrapOutboundOut(buffer), promise: nil)
+        unflushed = true
     }
 
     /// The end of a read burst: send what the burst relayed, one flush per destination.
     func channelReadComplete(context: ChannelHandlerContext) {
         state.connections.flush()
+        // Not after a close frame: the client's or one the engine sent (the peer was dropped).
+        if closing || !state.connections.contains(connection) { pongs = nil }
+        writePongs(context)
+        if unflushed {
+            unflushed = false
+            context.flush()
+        }
         context.fireChannelReadComplete()
+    }
+
+    /// Past `--output_limit` bytes waiting for this client: it is closed (``OutputLimit``).
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        OutputLimit.closeIfStuck(context.channel, address: address, logger: state.logger)
+        context.fireChannelWritabilityChanged()
     }
 
     func channelInactive(context: ChannelHandlerContext) {
@@ -119,6 +162,11 @@ enum ServerFrame {
     /// A buffer holding the header for a `count`-byte payload of `opcode`, with room for the payload.
     static func header(_ opcode: WebSocketOpcode, count: Int, allocator: ByteBufferAllocator) -> ByteBuffer {
         var buffer = allocator.buffer(capacity: maxHeaderBytes + count)
+        writeHeader(opcode, count: count, to: &buffer)
+        return buffer
+    }
+
+    private static func writeHeader(_ opcode: WebSocketOpcode, count: Int, to buffer: inout ByteBuffer) {
         buffer.writeInteger(0x80 | UInt8(webSocketOpcode: opcode))
         switch count {
         case 0...125:
@@ -130,7 +178,13 @@ enum ServerFrame {
             buffer.writeInteger(UInt8(127))
             buffer.writeInteger(UInt64(count))
         }
-        return buffer
+    }
+
+    /// Appends a frame of `opcode` carrying `payload` to `buffer`.
+    static func append(_ opcode: WebSocketOpcode, payload: ByteBuffer, to buffer: inout ByteBuffer) {
+        writeHeader(opcode, count: payload.readableBytes, to: &buffer)
+        var payload = payload
+        buffer.writeBuffer(&payload)
     }
 
     static func make(_ opcode: WebSocketOpcode, payload: ByteBuffer, allocator: ByteBufferAllocator) -> ByteBuffer {

@@ -13,7 +13,7 @@ struct WebSocketUpgradeRequest: Equatable {
     /// The request target as sent: path and query.
     var target: Substring
     var key: String
-    /// The first `X-Forwarded-For` value, when there is one.
+    /// Every `X-Forwarded-For` value, joined with commas in the order the headers came.
     var forwardedFor: String?
 
     var path: Substring { target.split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false)[0] }
@@ -61,7 +61,8 @@ struct WebSocketUpgradeRequest: Equatable {
             case 17 where Self.equalsLowercased(name, "transfer-encoding"):
                 return nil
             case 15 where Self.equalsLowercased(name, "x-forwarded-for"):
-                if forwardedFor == nil { forwardedFor = String(decoding: value, as: UTF8.self) }
+                let entry = String(decoding: value, as: UTF8.self)
+                forwardedFor = forwardedFor.map { $0 + "," + entry } ?? entry
             default:
                 continue
             }
@@ -140,23 +141,35 @@ final class WebSocketHandshakeHandler: ChannelInboundHandler, RemovableChannelHa
     typealias InboundOut = ByteBuffer
     typealias OutboundOut = ByteBuffer
 
-    /// NIO's HTTP parser allows 80 KiB of head; past this much without a blank line, the
-    /// request is NIO's to refuse.
-    static let headLimit = 80 * 1024
+    /// `431 Request Header Fields Too Large`, for a head over `--max_header_size` (the
+    /// connection closes after it).
+    static let headTooLarge =
+        "HTTP/1.1 431 Request Header Fields Too Large\r\nContent-Type: text/plain; charset=utf-8\r\n"
+        + "Content-Length: 31\r\nConnection: close\r\n\r\nRequest Header Fields Too Large"
+
+    /// When the connection started (on the loop's clock): its first request must be complete by
+    /// this plus `--handshake_timeout`, here or in the ``HTTPRouteHandler`` that may take it over.
+    private var started = NIODeadline.uptimeNanoseconds(0)
+    /// A 431 was sent: what the client sends next is read and dropped until the deadline.
+    private var refused = false
 
     private let state: BrokerState
     private let address: String
+    /// This connection's slot in ``Admission``.
+    private let slot: UInt64
     private var received: ByteBuffer?
     private var scanned = 0
     private var passThrough = false
     private var timer: Scheduled<Void>?
 
-    init(state: BrokerState, address: String) {
+    init(state: BrokerState, address: String, slot: UInt64) {
         self.state = state
         self.address = address
+        self.slot = slot
     }
 
     func handlerAdded(context: ChannelHandlerContext) {
+        started = context.eventLoop.now
         let bound = NIOLoopBound(context, eventLoop: context.eventLoop)
         timer = context.eventLoop.scheduleTask(in: .milliseconds(state.configuration.handshakeTimeoutMs)) {
             bound.value.close(promise: nil)
@@ -170,6 +183,7 @@ final class WebSocketHandshakeHandler: ChannelInboundHandler, RemovableChannelHa
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         guard !passThrough else { return context.fireChannelRead(data) }
+        guard !refused else { return }
         var incoming = unwrapInboundIn(data)
         let buffer: ByteBuffer
         if received == nil {
@@ -205,9 +219,11 @@ final class WebSocketHandshakeHandler: ChannelInboundHandler, RemovableChannelHa
                 received = copy
             }
             scanned = buffer.readableBytes
-            if buffer.readableBytes > Self.headLimit { handToHTTP(context: context, buffered: received!) }
+            // No blank line in this many bytes: the head is longer than the limit.
+            if buffer.readableBytes >= state.configuration.maxHeaderBytes { refuseHead(context: context) }
             return
         }
+        guard end + (bareLF ? 2 : 4) <= state.configuration.maxHeaderBytes else { return refuseHead(context: context) }
         let request = bareLF ? nil : buffer.withUnsafeReadableBytes { WebSocketUpgradeRequest.parse(UnsafeRawBufferPointer(rebasing: $0[..<end])) }
         guard let request, request.path == state.configuration.webSocketPath else {
             return handToHTTP(context: context, buffered: buffer)
@@ -222,13 +238,13 @@ final class WebSocketHandshakeHandler: ChannelInboundHandler, RemovableChannelHa
     private func upgrade(context: ChannelHandlerContext, request: WebSocketUpgradeRequest, rest: ByteBuffer) {
         timer?.cancel()
         timer = nil
-        var client = address
-        if state.configuration.proxied, let forwarded = request.forwardedFor {
-            let first = forwarded.split(separator: ",").first ?? ""
-            client = String(first.drop(while: { $0 == " " }).prefix(while: { $0 != " " }))
-        }
+        let client = ForwardedFor.client(
+            socketHost: BrokerState.host(of: address), forwardedFor: request.forwardedFor,
+            isTrustedProxy: state.admission.isTrustedProxy, trustedProxies: state.configuration.trustedProxies)
+        let withinLimit = state.admission.finishedHandshake(slot, client: client)
         context.write(wrapOutboundOut(WebSocketUpgradeRequest.response(for: request.key, allocator: context.channel.allocator)), promise: nil)
-        let connection = state.connections.add(context.channel, address: client)
+        let socketHost = BrokerState.host(of: address)
+        let connection = state.connections.add(context.channel, address: client == socketHost ? address : client)
         do {
             let sync = context.pipeline.syncOperations
             try sync.addHandler(ByteToMessageHandler(WebSocketFrameDecoder(maxFrameSize: state.configuration.maxMessageBytes)))
@@ -238,9 +254,14 @@ final class WebSocketHandshakeHandler: ChannelInboundHandler, RemovableChannelHa
             context.close(promise: nil)
             return
         }
-        // While the auth helper decides, the 101 waits in the channel and leaves with OPEN (or
-        // ERROR) in one write: one send and one client wake-up less per connection.
-        if !state.startRegistration(connection, request: RegistrationRequest(query: request.query), address: client) {
+        if !withinLimit {
+            // PeerJS 0.x's ip_limit refusal (PROTOCOL.md §10), then a close.
+            state.engine.deny(connection, reason: "\(client) has reached its concurrent user limit")
+            context.flush()
+            state.connections.flush()
+        } else if !state.startRegistration(connection, request: RegistrationRequest(query: request.query), address: client) {
+            // While the auth helper decides, the 101 waits in the channel and leaves with OPEN (or
+            // ERROR) in one write: one send and one client wake-up less per connection.
             context.flush()
             state.connections.flush()
         }
@@ -257,7 +278,8 @@ final class WebSocketHandshakeHandler: ChannelInboundHandler, RemovableChannelHa
         do {
             let sync = context.pipeline.syncOperations
             try sync.configureHTTPServerPipeline(withErrorHandling: true)
-            try sync.addHandler(HTTPRouteHandler(state: state), name: "routes")
+            let deadline = started + .milliseconds(state.configuration.handshakeTimeoutMs)
+            try sync.addHandler(HTTPRouteHandler(state: state, address: address, deadline: deadline), name: "routes")
         } catch {
             context.close(promise: nil)
             return
@@ -265,5 +287,17 @@ final class WebSocketHandshakeHandler: ChannelInboundHandler, RemovableChannelHa
         received = nil
         context.fireChannelRead(wrapInboundOut(buffered))
         context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
+    }
+
+    /// A head over `--max_header_size`: 431, then the output is shut and the deadline (still
+    /// running) closes the connection; what arrives meanwhile is dropped unread, so that a close
+    /// with unread bytes does not reset the connection before the client has read its 431.
+    private func refuseHead(context: ChannelHandlerContext) {
+        refused = true
+        received = nil
+        let bound = NIOLoopBound(context, eventLoop: context.eventLoop)
+        context.writeAndFlush(wrapOutboundOut(context.channel.allocator.buffer(string: Self.headTooLarge))).whenComplete { _ in
+            bound.value.close(mode: .output, promise: nil)
+        }
     }
 }

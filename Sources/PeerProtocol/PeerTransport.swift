@@ -50,6 +50,8 @@ public enum RejectReason: Sendable, Equatable {
     case invalidKey
     case idTaken
     case concurrentLimit
+    /// The id, token or key breaks the length or character rules (``RegistrationRequest/violation``).
+    case malformedID, malformedToken, malformedKey
     /// Denied by policy (the auth helper), with the text sent to the client.
     case denied(String)
 
@@ -60,6 +62,9 @@ public enum RejectReason: Sendable, Equatable {
         case .invalidKey: EnvelopeWriter.error(ProtocolText.invalidKey)
         case .idTaken: EnvelopeWriter.idTaken()
         case .concurrentLimit: EnvelopeWriter.error(ProtocolText.concurrentLimit)
+        case .malformedID: EnvelopeWriter.error(ProtocolText.malformedID)
+        case .malformedToken: EnvelopeWriter.error(ProtocolText.malformedToken)
+        case .malformedKey: EnvelopeWriter.error(ProtocolText.malformedKey)
         case .denied(let text): EnvelopeWriter.error(text)
         }
     }

@@ -47,6 +47,7 @@ public final class SignalingEngine<Transport: PeerTransport, Store: Registry> {
         else {
             return reject(connection, .missingParameters)
         }
+        if let violation = request.violation { return reject(connection, violation) }
         guard settings.keys.contains(key) else { return reject(connection, .invalidKey) }
 
         var outcome = RegistrationOutcome.registered
@@ -69,8 +70,17 @@ public final class SignalingEngine<Transport: PeerTransport, Store: Registry> {
         sessions[connection] = Session(id: id, key: key, lastSeen: now, lastPing: now)
         _ = transport.send(Self.openFrame, to: connection)
         transport.peerEvent(.connected(id: id, key: key, connection: connection))
-        for message in queues.take(OfflineQueues.Destination(key: key, id: id)) {
-            guard transport.send(message.frame, to: connection) else { break }
+        let queued = queues.take(OfflineQueues.Destination(key: key, id: id))
+        for message in queued {
+            guard transport.send(message.frame, to: connection) else {
+                // The peer cannot take its own queue (more than its output limit): it is dropped,
+                // and every sender of the queue gets EXPIRE, as if it had never come — nothing
+                // accepted is lost without a word, and what did go out may not arrive either.
+                drop(connection, reason: .sendFailed)
+                var seen = Set<String>()
+                expire(senders: queued.map(\.source).filter { seen.insert($0).inserted }, waitingFor: id, key: key)
+                break
+            }
         }
         return outcome
     }
@@ -136,7 +146,9 @@ public final class SignalingEngine<Transport: PeerTransport, Store: Registry> {
             }
             return
         }
-        guard type != .leave, type != .expire else { return }
+        // Nothing is queued for an id nobody can register (too long, control characters):
+        // dropped like a missing dst (E6), so no queue is keyed by such a string.
+        guard type != .leave, type != .expire, RegistrationRequest.isAcceptableID(destination) else { return }
         let queued = queues.append(
             Array(scratch), from: source, to: OfflineQueues.Destination(key: key, id: destination),
             now: clock.nowMilliseconds, limits: settings)
@@ -163,6 +175,16 @@ public final class SignalingEngine<Transport: PeerTransport, Store: Registry> {
         transport.peerEvent(.disconnected(id: session.id, key: session.key, connection: connection, reason: .closed))
     }
 
+    /// Tells each sender still registered that its messages for `destination` will not be
+    /// delivered (`EXPIRE`, src `destination`); a sender that cannot take even that is dropped.
+    private func expire(senders: [String], waitingFor destination: String, key: String) {
+        for sender in senders {
+            guard let entry = registry.entry(for: sender, key: key) else { continue }
+            let expire = EnvelopeWriter.encode(type: "EXPIRE", src: destination, dst: sender, payload: nil)
+            if !transport.send(expire, to: entry.connection) { drop(entry.connection, reason: .sendFailed) }
+        }
+    }
+
     /// Unregisters and closes a registered connection.
     private func drop(_ connection: ConnectionID, reason: DisconnectReason) {
         guard let session = sessions.removeValue(forKey: connection) else { return }
@@ -178,11 +200,7 @@ public final class SignalingEngine<Transport: PeerTransport, Store: Registry> {
     public func tick() {
         let now = clock.nowMilliseconds
         for (destination, senders) in queues.expire(now: now, expireAfter: settings.expireTimeoutMs) {
-            for sender in senders {
-                guard let entry = registry.entry(for: sender, key: destination.key) else { continue }
-                let expire = EnvelopeWriter.encode(type: "EXPIRE", src: destination.id, dst: sender, payload: nil)
-                if !transport.send(expire, to: entry.connection) { drop(entry.connection, reason: .sendFailed) }
-            }
+            expire(senders: senders, waitingFor: destination.id, key: destination.key)
         }
         let pingAfter = max(1, settings.aliveTimeoutMs / 3)
         var silent: [ConnectionID] = []

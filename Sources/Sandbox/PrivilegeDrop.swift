@@ -10,12 +10,8 @@ public enum PrivilegeDrop {
     static let capSetuid: UInt64 = 1 << 7
     static let capSysChroot: UInt64 = 1 << 18
 
-    /// Descriptors beyond the peer limit: epoll, eventfd, timerfd, the supervisor channel, stdio,
-    /// and connections still in their HTTP handshake.
-    public static let descriptorSlack: UInt64 = 256
-
-    /// RLIMIT_CORE 0, RLIMIT_FSIZE 0 and RLIMIT_NOFILE = `openFiles`, capped at the hard limit
-    /// (which cannot be raised). Never RLIMIT_NPROC: threads count against it. Returns the
+    /// RLIMIT_CORE 0, RLIMIT_FSIZE 0 and RLIMIT_NOFILE's soft limit = `openFiles`, capped at
+    /// the hard limit (which cannot be raised, and is kept). Never RLIMIT_NPROC: threads count against it. Returns the
     /// descriptor limit in force.
     public static func applyLimits(openFiles: UInt64) throws(SandboxError) -> UInt64 {
         // With FSIZE 0 a write to a regular file raises SIGXFSZ; a log redirected to a file must
@@ -32,7 +28,9 @@ public enum PrivilegeDrop {
             throw SandboxError(.limits, "getrlimit(RLIMIT_NOFILE) failed: \(SandboxError.errnoText())")
         }
         let wanted = min(rlim_t(max(openFiles, 64)), current.rlim_max)
-        var limit = rlimit(rlim_cur: wanted, rlim_max: wanted)
+        // The hard limit stays: the broker raises its soft limit when a reload raises
+        // concurrent_limit (it cannot raise a hard limit once it has dropped privileges).
+        var limit = rlimit(rlim_cur: wanted, rlim_max: current.rlim_max)
         guard setrlimit(__rlimit_resource_t(RLIMIT_NOFILE.rawValue), &limit) == 0 else {
             throw SandboxError(.limits, "setrlimit(RLIMIT_NOFILE, \(wanted)) failed: \(SandboxError.errnoText())")
         }

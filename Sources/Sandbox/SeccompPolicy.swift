@@ -135,6 +135,8 @@ public struct SeccompPolicy: Sendable {
         ("getsockopt", .allow, why: "NIO reads SO_ERROR and socket options"),
         ("getsockname", .allow, why: "NIO's local address of an adopted fd"),
         ("getpeername", .allow, why: "NIO's remote address of an adopted fd"),
+        ("prlimit64", .allowIfOneOf(argument: 1, values: [UInt64(RLIMIT_NOFILE.rawValue)]),
+         why: "glibc's getrlimit/setrlimit: the descriptor budget follows concurrent_limit on SIGHUP (soft limit, up to the hard limit); RLIMIT_NOFILE only"),
         ("poll", .allow, why: "the auth-verdict reader thread waits on the auth helper's channel"),
         ("ppoll", .allow, why: "glibc's poll() on some builds (auth-verdict reader thread)"),
     ]

@@ -71,6 +71,15 @@ public final class Supervisor {
         var channel: HandoffChannel?
         var ready = false
         let startedAt: Int64
+        /// Connections the broker has room for and has not been handed yet (its `credit`
+        /// frames); nothing is handed over without credit.
+        var credits = 0
+        /// Whether the broker has granted credit at least once (before that, nothing is accepted).
+        var credited = false
+        /// The broker said it is full (a `credit` of 0: every slot holds a peer, none can be
+        /// freed): while it has no credit, new connections are accepted and closed at once
+        /// instead of waiting in the backlog. A broker that is only slow leaves them waiting.
+        var full = false
     }
 
     /// The auth helper: its own process group (it and its policy program die together), a channel
@@ -102,6 +111,14 @@ public final class Supervisor {
     private var crashes: [Int64] = []
     private var pending: PendingHandoff?
     private var acceptPausedUntil: Int64 = 0
+    /// Connections accepted and closed at once because the broker had no room, since the last
+    /// log line about it; and when that line was written.
+    private var shed = 0
+    private var shedLoggedAt: Int64 = 0
+    /// Failed accepts (EMFILE, ENFILE, ENOBUFS) since the last log line about them.
+    private var acceptFailures = 0
+    private var acceptFailureLoggedAt: Int64 = 0
+    static let repeatLogIntervalMs: Int64 = 10_000
     private var drainingSince: Int64?
     private var announced = false
     /// The checked TLS material in force (kept so that a restarted broker gets it too).
@@ -152,7 +169,8 @@ public final class Supervisor {
         while true {
             var fds = [pollfd(fd: signals.descriptor, events: Int16(POLLIN), revents: 0)]
             if let channel = broker?.channel {
-                fds.append(pollfd(fd: channel.rawFD, events: Int16(POLLIN) | (pending != nil ? Int16(POLLOUT) : 0), revents: 0))
+                let waitsForRoom = pending != nil && broker?.credits ?? 0 > 0  // without credit, a credit frame (POLLIN) comes first
+                fds.append(pollfd(fd: channel.rawFD, events: Int16(POLLIN) | (waitsForRoom ? Int16(POLLOUT) : 0), revents: 0))
             }
             if let channel = auth?.channel {
                 fds.append(pollfd(fd: channel.rawFD, events: Int16(POLLIN), revents: 0))
@@ -161,7 +179,8 @@ public final class Supervisor {
                 fds.append(pollfd(fd: logRelay.readEnd, events: Int16(POLLIN), revents: 0))
             }
             let now = monotonicMilliseconds()
-            let accepting = broker?.ready == true && pending == nil && drainingSince == nil && now >= acceptPausedUntil
+            let accepting = broker?.ready == true && broker?.credited == true && brokerHasRoom() && pending == nil
+                && drainingSince == nil && now >= acceptPausedUntil
             if accepting {
                 for listener in listeners { fds.append(pollfd(fd: listener.descriptor, events: Int16(POLLIN), revents: 0)) }
             }
@@ -372,6 +391,12 @@ public final class Supervisor {
                 switch frame.type {
                 case .ready:
                     brokerReady()
+                case .credit:
+                    let credit = try frame.decode(AdmissionCredit.self)
+                    broker?.credits += Int(credit.count)
+                    broker?.credited = true
+                    broker?.full = credit.count == 0
+                    flushPending()
                 case .stats:
                     if let stats = try? frame.decode(BrokerStats.self) {
                         logger.debug("broker stats: \(stats.registeredPeers) peers, \(stats.openConnections) connections")
@@ -458,9 +483,16 @@ public final class Supervisor {
 
     // MARK: - Accept and hand off
 
+    /// Whether a new connection can be accepted now: the broker has credit for it, or has said
+    /// it is full (then it is accepted and closed at once).
+    private func brokerHasRoom() -> Bool {
+        guard let broker else { return false }
+        return broker.credits > 0 || broker.full
+    }
+
     private func acceptConnections(on listener: Listener) {
         for _ in 0..<256 {
-            guard pending == nil, let channel = broker?.channel else { return }
+            guard pending == nil, let channel = broker?.channel, brokerHasRoom() else { return }
             var storage = sockaddr_storage()
             var length = UInt32(MemoryLayout<sockaddr_storage>.size)
             let fd = cshim_accept4(listener.descriptor, &storage, &length)
@@ -469,11 +501,32 @@ public final class Supervisor {
                 case EAGAIN, EWOULDBLOCK, EINTR, ECONNABORTED:
                     return
                 default:
-                    // EMFILE, ENFILE, ENOBUFS: pause accepting briefly instead of spinning.
-                    logger.error("accept on \(listener.address):\(listener.port) failed: \(SupervisorError.errnoText()); pausing 100 ms")
-                    acceptPausedUntil = monotonicMilliseconds() + 100
+                    // EMFILE, ENFILE, ENOBUFS: pause accepting briefly instead of spinning, and
+                    // say so once per interval rather than ten times a second.
+                    let reason = SupervisorError.errnoText()
+                    let now = monotonicMilliseconds()
+                    acceptFailures += 1
+                    if now - acceptFailureLoggedAt >= Self.repeatLogIntervalMs {
+                        logger.error("accept on \(listener.address):\(listener.port) failed \(acceptFailures) time(s): \(reason); pausing 100 ms each time (raise LimitNOFILE= or ulimit -n)")
+                        acceptFailures = 0
+                        acceptFailureLoggedAt = now
+                    }
+                    acceptPausedUntil = now + 100
                     return
                 }
+            }
+            guard broker?.credits ?? 0 > 0 else {
+                // The broker is at its connection budget: refuse now rather than leave the client
+                // waiting in the backlog (issue 15; README "Limits").
+                close(fd)
+                shed += 1
+                let now = monotonicMilliseconds()
+                if now - shedLoggedAt >= Self.repeatLogIntervalMs {
+                    logger.warning("the broker is at its connection budget (--concurrent_limit + --handshake_limit, or its descriptor limit); closed \(shed) new connection(s)")
+                    shed = 0
+                    shedLoggedAt = now
+                }
+                continue
             }
             let handoff = ConnectionHandoff(peer: PeerAddress(storage), listenerName: listener.name, tls: listener.tls)
             hand(PendingHandoff(descriptor: fd, handoff: handoff), over: channel)
@@ -486,6 +539,7 @@ public final class Supervisor {
             // listener names are checked at start (≤ maxListenerNameLength).
             try channel.send(type: .connection, payload: connection.handoff.encode(), fd: connection.descriptor)
             close(connection.descriptor)
+            broker?.credits -= 1
         } catch where error.code == .wouldBlock {
             pending = connection
         } catch {
@@ -497,7 +551,8 @@ public final class Supervisor {
     }
 
     private func flushPending() {
-        guard let connection = pending, let channel = broker?.channel, broker?.ready == true else { return }
+        guard let connection = pending, let channel = broker?.channel, broker?.ready == true, broker?.credits ?? 0 > 0
+        else { return }
         pending = nil
         hand(connection, over: channel)
     }
@@ -645,6 +700,7 @@ public final class Supervisor {
         if let restartAt { deadline = min(deadline, restartAt) }
         if let authRestartAt { deadline = min(deadline, authRestartAt) }
         if acceptPausedUntil > now { deadline = min(deadline, acceptPausedUntil) }
+        if let since = drainingSince { deadline = min(deadline, since + Int64(configuration.drainDeadlineMs) + 2001) }
         if let interval = watchdogIntervalMs { deadline = min(deadline, lastWatchdog + interval / 2) }
         return Int32(max(0, deadline - now))
     }

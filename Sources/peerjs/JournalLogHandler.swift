@@ -1,9 +1,13 @@
 import Glibc
+import IPC
 import Logging
 
 /// Writes one line per log record to stderr with write(2) — no stdio buffer, nothing opened,
 /// safe inside the sandbox. Under systemd (JOURNAL_STREAM set) each line starts with the
 /// `<N>` syslog priority journald understands; on a terminal it reads `peerjs[role] level: …`.
+/// The message and every metadata key and value go through ``LogText/escaped(_:)`` (control
+/// characters, U+2028 and U+2029 become `\n`, `\xHH`, `\u{2028}`, …), so a value a client or a
+/// policy program chose can never end the record or start a forged one: one record, one line.
 struct JournalLogHandler: LogHandler {
     let label: String
     let journald: Bool
@@ -17,10 +21,10 @@ struct JournalLogHandler: LogHandler {
 
     func log(event: LogEvent) {
         var line = journald ? "<\(Self.priority(event.level))>\(label): " : "\(label) \(event.level): "
-        line += "\(event.message)"
+        line += LogText.escaped("\(event.message)")
         let merged = metadata.merging(event.metadata ?? [:]) { _, new in new }
         for (key, value) in merged.sorted(by: { $0.key < $1.key }) {
-            line += " \(key)=\(value)"
+            line += " " + LogText.escaped(key) + "=" + LogText.escaped("\(value)")
         }
         line += "\n"
         var bytes = Array(line.utf8)

@@ -5,6 +5,7 @@ import Broker
 import Glibc
 import IPC
 import Logging
+import PeerJSConfiguration
 import Sandbox
 import Supervisor
 
@@ -52,8 +53,34 @@ struct PeerJSCommand: ParsableCommand {
           help: "Let clients list connected peers (GET /<key>/peers).")
     var allowDiscovery = false
 
-    @Flag(name: .customLong("proxied"), help: "Trust X-Forwarded-For: the server runs behind a reverse proxy.")
+    @Flag(name: .customLong("proxied"),
+          help: "Behind a reverse proxy: the client address is the rightmost X-Forwarded-For entry. --proxied=ADDR,... believes only these proxies.")
     var proxied = false
+
+    /// The addresses of `--proxied=ADDR,…` (the argument rewrite in ``normalise(_:)`` moves
+    /// them here, since a flag cannot take an optional value).
+    @Option(name: .customLong("proxied-by"), help: .private)
+    var proxiedBy: String?
+
+    @Option(name: [.customLong("ip_limit"), .customLong("ip-limit")],
+            help: ArgumentHelp("The most connections and peers from one client address (0: no limit).", valueName: "n"))
+    var ipLimit: Int = Int(BrokerSettings.defaultIPLimit)
+
+    @Option(name: [.customLong("ip_handshake_limit"), .customLong("ip-handshake-limit")],
+            help: ArgumentHelp("The most unfinished handshakes from one client address (0: no limit).", valueName: "n"))
+    var ipHandshakeLimit: Int = Int(BrokerSettings.defaultIPHandshakeLimit)
+
+    @Option(name: [.customLong("handshake_limit"), .customLong("handshake-limit")],
+            help: ArgumentHelp("The most connections still in their handshake; past it the oldest is closed.", valueName: "n"))
+    var handshakeLimit: Int = Int(BrokerSettings.defaultHandshakeLimit)
+
+    @Option(name: [.customLong("output_limit"), .customLong("output-limit")],
+            help: ArgumentHelp("The most bytes buffered for one client that does not read; past it the connection is closed.", valueName: "bytes"))
+    var outputLimit: Int = Int(BrokerSettings.defaultOutputLimit)
+
+    @Option(name: [.customLong("max_header_size"), .customLong("max-header-size")],
+            help: ArgumentHelp("The largest HTTP request head (request line and headers); a larger one gets 431.", valueName: "bytes"))
+    var maxHeaderSize: Int = Int(BrokerSettings.defaultMaxHeaderBytes)
 
     @Option(name: .customLong("cors"), help: ArgumentHelp("An allowed CORS origin (repeatable; default: echo any origin).", valueName: "origin"))
     var cors: [String] = []
@@ -153,6 +180,29 @@ struct PeerJSCommand: ParsableCommand {
         guard (1...10_000_000).contains(concurrentLimit) else {
             throw ValidationError("--concurrent_limit must be between 1 and 10000000, not \(concurrentLimit)")
         }
+        for (flag, value) in [("--ip_limit", ipLimit), ("--ip_handshake_limit", ipHandshakeLimit)] {
+            guard (0...10_000_000).contains(value) else {
+                throw ValidationError("\(flag) must be between 0 (no limit) and 10000000, not \(value)")
+            }
+        }
+        guard (1...1_000_000).contains(handshakeLimit) else {
+            throw ValidationError("--handshake_limit must be between 1 and 1000000, not \(handshakeLimit)")
+        }
+        guard (65536...1_073_741_824).contains(outputLimit) else {
+            throw ValidationError("--output_limit must be between 65536 and 1073741824 bytes, not \(outputLimit)")
+        }
+        guard (1024...65536).contains(maxHeaderSize) else {
+            throw ValidationError("--max_header_size must be between 1024 and 65536 bytes, not \(maxHeaderSize)")
+        }
+        if let proxiedBy {
+            let list = Self.trustedProxies(proxiedBy)
+            guard !list.isEmpty, list.count <= BrokerSettings.maxTrustedProxies else {
+                throw ValidationError("--proxied= needs between 1 and \(BrokerSettings.maxTrustedProxies) comma-separated proxy addresses")
+            }
+            for address in list where !Self.isNumericAddress(address) {
+                throw ValidationError("--proxied: `\(address)` is not a numeric IPv4 or IPv6 address")
+            }
+        }
         guard (256...16_777_216).contains(maxMessageSize) else {
             throw ValidationError("--max_message_size must be between 256 and 16777216 bytes, not \(maxMessageSize)")
         }
@@ -212,6 +262,31 @@ struct PeerJSCommand: ParsableCommand {
         return keys.split(separator: ",").map { String($0.filter { $0 != " " }) }.filter { !$0.isEmpty }
     }
 
+    /// `--proxied=ADDR,…` split at commas, blanks dropped.
+    static func trustedProxies(_ list: String) -> [String] {
+        list.split(separator: ",").map { String($0.filter { $0 != " " }) }.filter { !$0.isEmpty }
+    }
+
+    /// Whether `text` is an IPv4 or IPv6 address in numeric form (inet_pton).
+    static func isNumericAddress(_ text: String) -> Bool {
+        var buffer = [UInt8](repeating: 0, count: 16)
+        return inet_pton(AF_INET, text, &buffer) == 1 || inet_pton(AF_INET6, text, &buffer) == 1
+    }
+
+    /// Rewrites `--proxied=ADDR,…` (a flag with an optional value, which ArgumentParser cannot
+    /// declare) into `--proxied --proxied-by ADDR,…`; every other argument is kept.
+    static func normalise(_ arguments: [String]) -> [String] {
+        var result: [String] = []
+        for argument in arguments {
+            if argument.hasPrefix("--proxied=") {
+                result += ["--proxied", "--proxied-by", String(argument.dropFirst("--proxied=".count))]
+            } else {
+                result.append(argument)
+            }
+        }
+        return result
+    }
+
     /// Whether an auth helper runs (a users file or a policy program is configured).
     var authEnabled: Bool { authUsers != nil || authProgram != nil || authJWTKey != nil }
 
@@ -229,12 +304,16 @@ struct PeerJSCommand: ParsableCommand {
             allowDiscovery: allowDiscovery, proxied: proxied, corsOrigins: cors,
             maxMessageBytes: UInt32(maxMessageSize), handshakeTimeoutMs: UInt32(handshakeTimeout), threads: 1,
             extraKeys: Array(rooms.dropFirst()), authTimeoutMs: authEnabled ? UInt32(authTimeout) : 0,
-            authEvents: authProgram != nil || (Logger.Level(rawValue: logLevel) ?? .info) <= .info)
+            authEvents: authProgram != nil || (Logger.Level(rawValue: logLevel) ?? .info) <= .info,
+            ipLimit: UInt32(ipLimit), ipHandshakeLimit: UInt32(ipHandshakeLimit), handshakeLimit: UInt32(handshakeLimit),
+            outputLimit: UInt32(outputLimit), maxHeaderBytes: UInt32(maxHeaderSize),
+            trustedProxies: proxiedBy.map(Self.trustedProxies) ?? [])
     }
 
     /// Parses the command line, with the configuration file's settings (if `--config` names
     /// one) placed before it so that explicit flags win.
     static func parseWithConfiguration(_ arguments: [String]) throws -> PeerJSCommand {
+        let arguments = normalise(arguments)
         let direct = try parse(arguments)
         guard let path = direct.config, direct.role == nil else { return direct }
         let file: ConfigurationFile
@@ -243,15 +322,15 @@ struct PeerJSCommand: ParsableCommand {
         } catch {
             throw ValidationError("--config: \(error)")
         }
-        return try parse(file.arguments + arguments)
+        return try parse(normalise(file.arguments) + arguments)
     }
 
     /// Enters the sandbox of `--policy` (the broker's for the broker role) and logs what it did.
     /// Runs once the role's threads exist and before any untrusted byte is read.
-    func confine(openFiles peers: UInt64, logger: Logger) throws {
+    func confine(openFiles: UInt64, logger: Logger) throws {
         let authProbe = role == "sandbox-probe" && probePolicy == "auth"  // the helper has no chroot
         let policy = SandboxPolicy(
-            user: user, chrootDirectory: authProbe ? nil : chroot, openFiles: peers + PrivilegeDrop.descriptorSlack,
+            user: user, chrootDirectory: authProbe ? nil : chroot, openFiles: openFiles,
             seccomp: SeccompPolicy.named(role == "sandbox-probe" ? probePolicy : "broker") ?? .broker,
             debug: sandboxDebug)
         let report = try Sandbox.apply(policy)
@@ -292,7 +371,7 @@ struct PeerJSCommand: ParsableCommand {
 
         if role == "broker" {
             throw ExitCode(BrokerRole.run(channelDescriptor: 3, logger: logger) { settings in
-                try confine(openFiles: UInt64(settings.concurrentLimit), logger: logger)
+                try confine(openFiles: settings.wantedOpenFiles, logger: logger)
             })
         }
         if role == "auth" {
@@ -304,7 +383,7 @@ struct PeerJSCommand: ParsableCommand {
         }
         if role == "sandbox-probe" {
             throw ExitCode(SandboxProbe.run(attempt: probeTry, policy: probePolicy, logger: logger) {
-                try confine(openFiles: UInt64(concurrentLimit), logger: logger)
+                try confine(openFiles: brokerSettings.wantedOpenFiles, logger: logger)
             })
         }
         var brokerArguments = [CommandLine.arguments.first ?? "peerjs", "--role", "broker", "--log-level", logLevel,

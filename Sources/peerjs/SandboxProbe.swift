@@ -1,6 +1,7 @@
 import Broker
 import CShim
 import Glibc
+import IPC
 import Logging
 import Sandbox
 
@@ -37,6 +38,7 @@ enum SandboxProbe {
             }
             return baseline(server: server, client: loopback.client, served: loopback.served, pair: (fds[0], fds[1]), logger: logger)
         }
+        if attempt == "lost-descriptor" { return lostDescriptor(logger: logger, confine: confine) }
         let call = PreparedCall(attempt)
         guard let call else {
             logger.error("probe: unknown system call \(attempt)")
@@ -53,6 +55,49 @@ enum SandboxProbe {
         if result < 0 { return min(errno, 199) }
         logger.error("probe: \(attempt) ran (returned \(result))")
         return 200
+    }
+
+    /// A hand-off into a full descriptor table, inside the broker's sandbox: the soft
+    /// RLIMIT_NOFILE (which the broker may set) is lowered to the descriptors in use, a
+    /// `connection` frame with a descriptor is received, and it must arrive as one lost
+    /// descriptor on a channel that still works (the next frame is read). Exit 0 when it does.
+    static func lostDescriptor(logger: Logger, confine: () throws -> Void) -> Int32 {
+        let pair: (HandoffChannel, HandoffChannel)
+        do { pair = try HandoffChannel.pair(roles: (.supervisor, .broker)) } catch {
+            logger.error("probe: \(error)")
+            return 71
+        }
+        var open: rlim_t = 0
+        for fd in 0..<4096 where fcntl(Int32(fd), F_GETFD) >= 0 { open = rlim_t(fd + 1) }
+        do { try confine() } catch {
+            logger.critical("probe: cannot enter the sandbox: \(error)")
+            return 3
+        }
+        let handoff = ConnectionHandoff(peer: .none, listenerName: "http", tls: false)
+        do {
+            try pair.0.send(type: .connection, payload: handoff.encode(), fd: 0)  // stdin stands in for a connection
+            try pair.0.send(type: .drain, message: DrainRequest(deadlineMs: 1))
+            var limit = rlimit()
+            getrlimit(__rlimit_resource_t(RLIMIT_NOFILE.rawValue), &limit)
+            limit.rlim_cur = open  // every number below is taken: the next descriptor cannot be installed
+            guard setrlimit(__rlimit_resource_t(RLIMIT_NOFILE.rawValue), &limit) == 0 else {
+                logger.error("probe: setrlimit(RLIMIT_NOFILE) refused: \(String(cString: strerror(errno)))")
+                return 72
+            }
+            guard let first = try pair.1.receive(), first.type == .connection, first.fd == nil, first.descriptorLost else {
+                logger.error("probe: the frame did not arrive as a lost descriptor")
+                return 1
+            }
+            guard let second = try pair.1.receive(), second.type == .drain else {
+                logger.error("probe: the channel did not carry the next frame")
+                return 1
+            }
+            logger.info("probe: one descriptor lost, the channel works")
+            return 0
+        } catch {
+            logger.error("probe: \(error)")
+            return 1
+        }
     }
 
     static func runAuth(attempt: String, logger: Logger, confine: () throws -> Void) -> Int32 {

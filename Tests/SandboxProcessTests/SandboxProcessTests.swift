@@ -49,6 +49,12 @@ struct SandboxProcessTests {
         #expect(end == expectedEnd(of: name), "\(name): \(output)")
     }
 
+    @Test("a hand-off into a full descriptor table is one lost descriptor, and the channel goes on (issue 15)")
+    func lostDescriptor() throws {
+        let (end, output) = try probe("lost-descriptor")
+        #expect(end == .exited(0), "\(output)")
+    }
+
     @Test("every soft denial returns its errno and the process lives on",
           arguments: SeccompPolicy.broker.rules.filter { !$0.action.allows }.map(\.name))
     func softDenial(name: String) throws {
