@@ -101,8 +101,9 @@ final class Admission {
 
     /// Admits a connection from `socketAddress` (a host, without port): returns its slot id, or
     /// nil when its address has too many unfinished handshakes (the caller closes it at once).
-    func admit(socketAddress: String) -> UInt64? {
-        let trustedProxy = isTrustedProxy(socketAddress)
+    func admit(socketAddress host: String) -> UInt64? {
+        let trustedProxy = isTrustedProxy(host)
+        let socketAddress = Self.limitKey(host)
         if !trustedProxy, configuration.ipHandshakeLimit > 0,
             perAddress[socketAddress, default: Counts()].handshakes >= configuration.ipHandshakeLimit
         {
@@ -134,6 +135,7 @@ final class Admission {
     /// `ipLimit` WebSocket connections: the caller refuses the registration.
     func finishedHandshake(_ id: UInt64, client: String) -> Bool {
         guard var slot = slots[id], slot.inHandshake, !slot.evicted else { return true }
+        let client = Self.limitKey(client)
         slot.inHandshake = false
         handshakes -= 1
         if let address = slot.address {
@@ -267,6 +269,18 @@ final class Admission {
     /// list is given), so its limits count against the client it forwards.
     func isTrustedProxy(_ host: String) -> Bool {
         configuration.proxied && (configuration.trustedProxies.isEmpty || configuration.trustedProxies.contains(host))
+    }
+
+    /// The key an address's limits are counted under: an IPv4 address itself, an IPv6 address's
+    /// /64 (one client, one subscriber line, usually holds a whole /64).
+    static func limitKey(_ host: String) -> String {
+        guard host.contains(":") else { return host }
+        var bytes = [UInt8](repeating: 0, count: 16)
+        guard inet_pton(AF_INET6, host, &bytes) == 1 else { return host }
+        for index in 8..<16 { bytes[index] = 0 }
+        var text = [CChar](repeating: 0, count: Int(INET6_ADDRSTRLEN) + 1)
+        guard inet_ntop(AF_INET6, bytes, &text, socklen_t(text.count)) != nil else { return host }
+        return String(decoding: text.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self) + "/64"
     }
 
     private func removeIfEmpty(_ address: String) {

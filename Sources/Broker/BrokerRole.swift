@@ -13,7 +13,8 @@ extension BrokerConfiguration {
                 aliveTimeoutMs: Int64(settings.aliveTimeoutMs),
                 concurrentLimit: Int(settings.concurrentLimit),
                 allowDiscovery: settings.allowDiscovery,
-                cleanupIntervalMs: Int64(settings.cleanupIntervalMs)),
+                cleanupIntervalMs: Int64(settings.cleanupIntervalMs),
+                maxQueuedBytesPerDestination: Int(settings.outputLimit / 2)),
             path: settings.path,
             corsOrigins: settings.corsOrigins,
             proxied: settings.proxied,
@@ -100,6 +101,7 @@ public enum BrokerRole {
             logger.error("broker start-up failed: \(error)")
             return 2
         }
+        var lostDescriptors = 0
         while true {
             do {
                 guard var frame = try channel.receive() else {
@@ -111,7 +113,10 @@ public enum BrokerRole {
                     let handoff = try frame.decode(ConnectionHandoff.self)
                     guard let descriptor = frame.takeFD() else {
                         if frame.descriptorLost {
-                            logger.warning("a connection from \(handoff.peer) arrived without its descriptor (the descriptor table is full); it is lost")
+                            lostDescriptors += 1
+                            if lostDescriptors == 1 || lostDescriptors % 1000 == 0 {
+                                logger.warning("a connection from \(handoff.peer) arrived without its descriptor (the descriptor table is full); it is lost (\(lostDescriptors) so far)")
+                            }
                             server.lostConnection()
                         }
                         continue

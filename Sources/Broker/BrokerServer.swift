@@ -183,7 +183,7 @@ public final class BrokerServer: Sendable {
     public func startAdmission(channel: HandoffChannel) {
         loop.execute { [state] in
             let admission = state.value.admission
-            admission.update(state.value.configuration, budget: BrokerState.descriptorBudget(for: state.value.configuration))
+            admission.update(state.value.configuration, budget: state.value.descriptorBudget(for: state.value.configuration))
             let logger = state.value.logger
             admission.sendCredit = { count in
                 do throws(IPCError) {

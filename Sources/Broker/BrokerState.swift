@@ -49,7 +49,7 @@ final class BrokerState {
 
     func update(_ configuration: BrokerConfiguration) {
         self.configuration = configuration
-        admission.update(configuration, budget: Self.descriptorBudget(for: configuration))
+        admission.update(configuration, budget: descriptorBudget(for: configuration))
         engine.update(configuration.protocolSettings)
         if configuration.authTimeoutMs > 0 { auth?.timeoutMs = configuration.authTimeoutMs }
         auth?.forwardsEvents = configuration.authEvents
@@ -86,11 +86,14 @@ final class BrokerState {
     }
 
     /// Sets the descriptor limit `configuration` wants (soft limit, up to the hard limit) and
-    /// returns the connections it leaves room for.
-    static func descriptorBudget(for configuration: BrokerConfiguration) -> Int {
+    /// returns the connections it leaves room for. Never below the descriptors in use: a reload
+    /// that lowers the limits lets the connections held drain instead of making the next
+    /// hand-off (or the auth helper's channel) arrive without its descriptor.
+    func descriptorBudget(for configuration: BrokerConfiguration) -> Int {
         let reserve = Int(BrokerSettings.descriptorReserve)
         let wanted = configuration.protocolSettings.concurrentLimit + configuration.handshakeLimit + reserve
-        return DescriptorLimit.budget(openFiles: DescriptorLimit.set(wanted), reserve: reserve, configuration: configuration)
+        let inUse = admission.held + admission.outstanding + reserve
+        return DescriptorLimit.budget(openFiles: DescriptorLimit.set(max(wanted, inUse)), reserve: reserve, configuration: configuration)
     }
 
     /// `1.2.3.4:5000` → `1.2.3.4`, `[::1]:5000` → `::1`; anything else unchanged.

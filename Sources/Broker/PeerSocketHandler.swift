@@ -20,6 +20,9 @@ final class PeerSocketHandler: ChannelInboundHandler {
     private var closing = false
     /// A fragmented message being joined: its first frame's data (unmasked) and frame count.
     private var fragments: (data: ByteBuffer, count: Int)?
+    /// A fragmented message must be complete within `--handshake_timeout` of its first frame:
+    /// pings keep a connection alive, but not a half message held in the broker's memory.
+    private var fragmentDeadline: Scheduled<Void>?
     /// The pongs of this read burst, in one buffer: a client's burst of pings costs one write
     /// (and one allocation), not one per ping. Written at the end of the burst, or before
     /// anything else this connection may be sent, so frames keep their order.
@@ -56,6 +59,13 @@ final class PeerSocketHandler: ChannelInboundHandler {
             guard fragments == nil else { return fail(context, code: .protocolError) }
             guard frame.fin else {
                 fragments = (payload, 1)
+                let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+                fragmentDeadline = context.eventLoop.scheduleTask(in: .milliseconds(state.configuration.handshakeTimeoutMs)) {
+                    let (handler, context) = bound.value
+                    guard handler.fragments != nil, !handler.closing else { return }
+                    handler.state.logger.notice("closing \(handler.address): a fragmented message was not complete within --handshake_timeout")
+                    handler.fail(context, code: .policyViolation)
+                }
                 return
             }
             deliver(payload, context: context)
@@ -71,6 +81,8 @@ final class PeerSocketHandler: ChannelInboundHandler {
                 fragments = joined
                 return
             }
+            fragmentDeadline?.cancel()
+            fragmentDeadline = nil
             deliver(joined.data, context: context)
         case .ping:
             state.engine.touch(connection)
@@ -104,6 +116,8 @@ final class PeerSocketHandler: ChannelInboundHandler {
     private func fail(_ context: ChannelHandlerContext, code: WebSocketErrorCode) {
         closing = true
         fragments = nil
+        fragmentDeadline?.cancel()
+        fragmentDeadline = nil
         pongs = nil
         ConnectionTable.closeGently(context.channel, code: code)
     }
@@ -138,6 +152,8 @@ final class PeerSocketHandler: ChannelInboundHandler {
     }
 
     func channelInactive(context: ChannelHandlerContext) {
+        fragmentDeadline?.cancel()
+        fragmentDeadline = nil
         state.connections.remove(connection)
         state.engine.connectionClosed(connection)
         state.connections.flush()

@@ -67,7 +67,7 @@ struct WebSocketUpgradeRequest: Equatable {
                 continue
             }
         }
-        guard upgrade, connectionUpgrade, keyCount == 1, let key, !key.isEmpty, versionCount == 1, version13 else {
+        guard !lines.malformed, upgrade, connectionUpgrade, keyCount == 1, let key, !key.isEmpty, versionCount == 1, version13 else {
             return nil
         }
         return WebSocketUpgradeRequest(
@@ -116,15 +116,26 @@ struct WebSocketUpgradeRequest: Equatable {
         return false
     }
 
-    /// Splits a head into its CRLF-terminated lines (the last needs no CRLF).
+    /// Splits a head into its CRLF-terminated lines (the last needs no CRLF). A CR that is not
+    /// followed by LF ends the reading and sets `malformed`: a bare CR is no line end (a lenient
+    /// proxy might not split there, so taking it for one would let headers be smuggled).
     private struct LineReader {
         let bytes: UnsafeRawBufferPointer
         var offset = 0
+        private(set) var malformed = false
+
+        init(bytes: UnsafeRawBufferPointer) {
+            self.bytes = bytes
+        }
 
         mutating func next() -> Slice<UnsafeRawBufferPointer>? {
-            guard offset < bytes.count else { return nil }
+            guard offset < bytes.count, !malformed else { return nil }
             var end = offset
             while end < bytes.count, bytes[end] != 0x0D { end += 1 }
+            if end + 1 < bytes.count, bytes[end + 1] != 0x0A {
+                malformed = true
+                return nil
+            }
             let line = bytes[offset..<end]
             offset = end + 2
             return line

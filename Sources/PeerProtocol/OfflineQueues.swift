@@ -15,7 +15,16 @@ struct OfflineQueues {
     struct Queue {
         var createdAt: Int64
         var messages: [Message] = []
+        /// What this queue costs, as counted against the limits (see ``cost(of:)``).
+        var bytes = 0
     }
+
+    /// What a queued message is charged: its bytes, its sender's id and the bookkeeping around
+    /// them, so that many tiny messages cannot hold far more memory than the limits say.
+    static func cost(frame: [UInt8], source: String) -> Int { frame.count + source.utf8.count + 64 }
+
+    /// What a new destination is charged once: its key and id and the queue's own bookkeeping.
+    static func cost(of destination: Destination) -> Int { destination.key.utf8.count + destination.id.utf8.count + 128 }
 
     private(set) var queues: [Destination: Queue] = [:]
     private(set) var messageCount = 0
@@ -27,13 +36,20 @@ struct OfflineQueues {
         _ frame: [UInt8], from source: String, to destination: Destination, now: Int64,
         limits settings: ProtocolSettings
     ) -> AppendResult {
-        let existing = queues[destination]?.messages.count ?? 0
-        guard existing < settings.maxQueuedPerDestination, byteCount + frame.count <= settings.maxQueuedBytes else {
+        let existing = queues[destination]
+        let cost = Self.cost(frame: frame, source: source) + (existing == nil ? Self.cost(of: destination) : 0)
+        guard (existing?.messages.count ?? 0) < settings.maxQueuedPerDestination,
+            (existing?.bytes ?? 0) + cost <= settings.maxQueuedBytesPerDestination,
+            byteCount + cost <= settings.maxQueuedBytes
+        else {
             return .full
         }
-        queues[destination, default: Queue(createdAt: now)].messages.append(Message(source: source, frame: frame))
+        // An exact-size copy: a slice of a larger scratch buffer would keep all of it alive.
+        let exact = frame.withUnsafeBufferPointer { Array($0) }
+        queues[destination, default: Queue(createdAt: now)].messages.append(Message(source: source, frame: exact))
+        queues[destination]?.bytes += cost
         messageCount += 1
-        byteCount += frame.count
+        byteCount += cost
         return .queued
     }
 
@@ -64,6 +80,6 @@ struct OfflineQueues {
 
     private mutating func forget(_ queue: Queue) {
         messageCount -= queue.messages.count
-        byteCount -= queue.messages.reduce(0) { $0 + $1.frame.count }
+        byteCount -= queue.bytes
     }
 }

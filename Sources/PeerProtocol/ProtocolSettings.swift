@@ -17,6 +17,9 @@ public struct ProtocolSettings: Sendable, Equatable {
     public var maxQueuedPerDestination: Int
     /// The most bytes kept in all offline queues together; past it senders get `EXPIRE` at once.
     public var maxQueuedBytes: Int
+    /// The most bytes kept for one offline id: at most half the output limit, so that the flush
+    /// on its registration always fits and nobody can keep an id from registering by queueing.
+    public var maxQueuedBytesPerDestination: Int
 
     public init(
         keys: Set<String> = ["peerjs"],
@@ -26,7 +29,8 @@ public struct ProtocolSettings: Sendable, Equatable {
         allowDiscovery: Bool = false,
         cleanupIntervalMs: Int64 = 1000,
         maxQueuedPerDestination: Int = 256,
-        maxQueuedBytes: Int = 64 << 20
+        maxQueuedBytes: Int = 64 << 20,
+        maxQueuedBytesPerDestination: Int = 512 << 10
     ) {
         self.keys = keys
         self.expireTimeoutMs = expireTimeoutMs
@@ -36,5 +40,6 @@ public struct ProtocolSettings: Sendable, Equatable {
         self.cleanupIntervalMs = cleanupIntervalMs
         self.maxQueuedPerDestination = maxQueuedPerDestination
         self.maxQueuedBytes = maxQueuedBytes
+        self.maxQueuedBytesPerDestination = maxQueuedBytesPerDestination
     }
 }

@@ -150,7 +150,7 @@ public final class SignalingEngine<Transport: PeerTransport, Store: Registry> {
         // dropped like a missing dst (E6), so no queue is keyed by such a string.
         guard type != .leave, type != .expire, RegistrationRequest.isAcceptableID(destination) else { return }
         let queued = queues.append(
-            Array(scratch), from: source, to: OfflineQueues.Destination(key: key, id: destination),
+            scratch, from: source, to: OfflineQueues.Destination(key: key, id: destination),
             now: clock.nowMilliseconds, limits: settings)
         if queued == .full {
             let expire = EnvelopeWriter.encode(type: "EXPIRE", src: destination, dst: source, payload: nil)

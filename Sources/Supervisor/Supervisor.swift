@@ -162,6 +162,9 @@ public final class Supervisor {
         for listener in listeners {
             logger.info("listening on \(listener.address) port \(listener.port) (\(listener.name), \(listener.tls ? "TLS" : "plain"))")
         }
+        if brokerSettings.proxied, brokerSettings.trustedProxies.isEmpty {
+            logger.notice("--proxied without a list believes X-Forwarded-For from every connection: a client that reaches this port directly can name any address (and escape the per-address limits); listen where only the proxy reaches, or name it: --proxied=ADDR")
+        }
         watchdogIntervalMs = Systemd.watchdogIntervalMs()
         try prepareBrokerSandbox()
         try spawnBroker()
@@ -169,7 +172,8 @@ public final class Supervisor {
         while true {
             var fds = [pollfd(fd: signals.descriptor, events: Int16(POLLIN), revents: 0)]
             if let channel = broker?.channel {
-                let waitsForRoom = pending != nil && broker?.credits ?? 0 > 0  // without credit, a credit frame (POLLIN) comes first
+                // Without credit, a credit frame (POLLIN) comes first; after ENOBUFS, the pause.
+                let waitsForRoom = pending != nil && broker?.credits ?? 0 > 0 && monotonicMilliseconds() >= acceptPausedUntil
                 fds.append(pollfd(fd: channel.rawFD, events: Int16(POLLIN) | (waitsForRoom ? Int16(POLLOUT) : 0), revents: 0))
             }
             if let channel = auth?.channel {
@@ -542,6 +546,18 @@ public final class Supervisor {
             broker?.credits -= 1
         } catch where error.code == .wouldBlock {
             pending = connection
+        } catch where [ENOBUFS, ENOMEM, ETOOMANYREFS].contains(error.code.errno ?? 0) {
+            // Out of kernel memory, or too many descriptors in flight for this user: the channel
+            // is fine; keep the connection and pause accepting briefly, as for EMFILE.
+            pending = connection
+            acceptPausedUntil = monotonicMilliseconds() + 100
+            let now = monotonicMilliseconds()
+            acceptFailures += 1
+            if now - acceptFailureLoggedAt >= Self.repeatLogIntervalMs {
+                logger.error("hand-off to the broker failed \(acceptFailures) time(s): \(error); pausing 100 ms each time")
+                acceptFailures = 0
+                acceptFailureLoggedAt = now
+            }
         } catch {
             // The broker is going away; keep the connection for the next one.
             pending = connection

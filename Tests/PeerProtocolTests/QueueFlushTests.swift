@@ -3,7 +3,7 @@ import Testing
 
 /// A transport whose connections take a limited number of frames (then `send` fails, as the
 /// broker's does for a connection past `--output_limit`).
-private final class BudgetTransport: PeerTransport {
+final class BudgetTransport: PeerTransport {
     var frames: [ConnectionID: [String]] = [:]
     var budget: [ConnectionID: Int] = [:]
     var closed: [ConnectionID] = []
@@ -64,5 +64,54 @@ struct QueueFlushTests {
         #expect(transport.frames[c]?.count == 2)
         #expect(transport.closed.isEmpty)
         #expect(transport.frames[a] == nil)
+    }
+}
+
+/// Review of issue 15: offline queues are charged what they hold, not only their frames' bytes.
+@Suite("Offline queue accounting (issue 15 review)")
+struct QueueAccountingTests {
+    func engine(_ settings: ProtocolSettings = ProtocolSettings()) -> (SignalingEngine<BudgetTransport, InMemoryRegistry>, BudgetTransport) {
+        let transport = BudgetTransport()
+        let engine = SignalingEngine(settings: settings, registry: InMemoryRegistry(), transport: transport,
+                                     clock: ManualClock(startingAt: 1_000))
+        engine.register(ConnectionID(1), request: RegistrationRequest(id: "A", token: "t", key: "peerjs"))
+        transport.frames = [:]  // A's OPEN
+        return (engine, transport)
+    }
+
+    @Test("many tiny messages to many offline ids are charged their bookkeeping too: the total limit holds far fewer of them than their bytes alone would allow")
+    func tinyMessagesAreCharged() {
+        let (engine, transport) = engine(ProtocolSettings(maxQueuedBytes: 100_000))
+        // A large relayed message first: the engine's scratch buffer grows to its size.
+        engine.register(ConnectionID(2), request: RegistrationRequest(id: "B", token: "t", key: "peerjs"))
+        let big = String(repeating: "z", count: 60_000)
+        engine.receive(Array(#"{"type":"OFFER","dst":"B","payload":"\#(big)"}"#.utf8), from: ConnectionID(1))
+        transport.frames = [:]
+        var queued = 0
+        for index in 0..<2_000 {
+            engine.receive(Array(#"{"type":"OFFER","dst":"d\#(index)","payload":1}"#.utf8), from: ConnectionID(1))
+            if engine.statistics.queuedMessages > queued { queued = engine.statistics.queuedMessages }
+        }
+        // Each ~45-byte frame costs its sender's id, 64 bytes per message and 128 per destination
+        // (~240 in all): 100,000 bytes hold ~400 of them, not the ~2,200 their frames alone would.
+        #expect(queued < 500, "\(queued) queued")
+        #expect(queued > 300, "\(queued) queued")
+        #expect(engine.statistics.queuedBytes <= 100_000)
+        #expect(transport.frames[ConnectionID(1)]?.count == 2_000 - queued, "one EXPIRE per message that did not fit")
+    }
+
+    @Test("one offline id holds at most maxQueuedBytesPerDestination (half the output limit), so its registration flush always fits")
+    func perDestinationCap() {
+        let (engine, transport) = engine(ProtocolSettings(maxQueuedBytesPerDestination: 200_000))
+        let payload = String(repeating: "y", count: 50_000)
+        for _ in 0..<10 {
+            engine.receive(Array(#"{"type":"OFFER","dst":"late","payload":"\#(payload)"}"#.utf8), from: ConnectionID(1))
+        }
+        #expect(engine.statistics.queuedMessages == 3, "three 50 kB messages fit in 200,000 bytes, a fourth does not")
+        #expect(transport.frames[ConnectionID(1)]?.count == 7)
+        transport.frames = [:]
+        engine.register(ConnectionID(3), request: RegistrationRequest(id: "late", token: "t", key: "peerjs"))
+        #expect(transport.frames[ConnectionID(3)]?.count == 4, "OPEN and the three kept")
+        #expect(engine.statistics.queuedBytes == 0)
     }
 }

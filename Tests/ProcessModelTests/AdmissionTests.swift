@@ -259,3 +259,36 @@ struct BudgetReload {
         return line.split(separator: " ", omittingEmptySubsequences: true).dropFirst(3).first.flatMap { Int($0) }
     }
 }
+
+/// Review of issue 15: a half message is a state a client holds; it has the handshake deadline.
+@Suite(
+    "Fragmented message deadline: --handshake_timeout 500",
+    .disabled(if: ServerFixture.isExternal, needsOwnServer),
+    .peerServer("--handshake_timeout", "500", "--allow_discovery")
+)
+struct FragmentDeadline {
+    @Test("a first fragment whose message never ends is closed (1008) after --handshake_timeout, pings or not; a complete one is fine")
+    func unfinishedFragment() async throws {
+        let s = try Endpoint.current()
+        let peer = try await s.register("frag")
+        // A complete fragmented message still relays (to itself: dst is its own id).
+        let message = Array(#"{"type":"HEARTBEAT"}"#.utf8)
+        try await peer.ws.sendRaw(rawFrame(firstByte: 0x01, payload: Array(message.prefix(5))))
+        try await peer.ws.sendRaw(rawFrame(firstByte: 0x80, payload: Array(message.dropFirst(5))))
+        try await peer.ws.expectNoFrame(within: .milliseconds(100))
+        // Now a first fragment alone, kept company by pings.
+        let started = ContinuousClock.now
+        try await peer.ws.sendRaw(rawFrame(firstByte: 0x01, payload: Array(repeating: UInt8(ascii: "x"), count: 30_000)))
+        var closed = false
+        for _ in 0..<60 where !closed {
+            try? await peer.ws.sendPing()
+            closed = peer.ws.isClosed
+            if !closed { try await Task.sleep(for: .milliseconds(50)) }
+        }
+        let info = try await peer.ws.waitForClose(timeout: .seconds(5))
+        let elapsed = ContinuousClock.now - started
+        #expect(info.code == 1008, "\(info)")
+        #expect(elapsed >= .milliseconds(450), "closed after \(elapsed), before the deadline")
+        #expect(try await s.waitForPeers { !$0.contains(peer.id) })
+    }
+}
