@@ -508,14 +508,7 @@ public final class Supervisor {
                     // EMFILE, ENFILE, ENOBUFS: pause accepting briefly instead of spinning, and
                     // say so once per interval rather than ten times a second.
                     let reason = SupervisorError.errnoText()
-                    let now = monotonicMilliseconds()
-                    acceptFailures += 1
-                    if now - acceptFailureLoggedAt >= Self.repeatLogIntervalMs {
-                        logger.error("accept on \(listener.address):\(listener.port) failed \(acceptFailures) time(s): \(reason); pausing 100 ms each time (raise LimitNOFILE= or ulimit -n)")
-                        acceptFailures = 0
-                        acceptFailureLoggedAt = now
-                    }
-                    acceptPausedUntil = now + 100
+                    pauseAccepting { "accept on \(listener.address):\(listener.port) failed \($0) time(s): \(reason); pausing 100 ms each time (raise LimitNOFILE= or ulimit -n)" }
                     return
                 }
             }
@@ -537,6 +530,19 @@ public final class Supervisor {
         }
     }
 
+    /// Stops accepting for 100 ms after a failure that would repeat at once (EMFILE, ENOBUFS…),
+    /// and logs it once per interval with how often it happened (`message` gets the count).
+    private func pauseAccepting(_ message: (Int) -> String) {
+        let now = monotonicMilliseconds()
+        acceptPausedUntil = now + 100
+        acceptFailures += 1
+        if now - acceptFailureLoggedAt >= Self.repeatLogIntervalMs {
+            logger.error("\(message(acceptFailures))")
+            acceptFailures = 0
+            acceptFailureLoggedAt = now
+        }
+    }
+
     private func hand(_ connection: PendingHandoff, over channel: HandoffChannel) {
         do {
             // encode() without encodeChecked's decode-and-compare: the address is fixed-size and
@@ -550,14 +556,7 @@ public final class Supervisor {
             // Out of kernel memory, or too many descriptors in flight for this user: the channel
             // is fine; keep the connection and pause accepting briefly, as for EMFILE.
             pending = connection
-            acceptPausedUntil = monotonicMilliseconds() + 100
-            let now = monotonicMilliseconds()
-            acceptFailures += 1
-            if now - acceptFailureLoggedAt >= Self.repeatLogIntervalMs {
-                logger.error("hand-off to the broker failed \(acceptFailures) time(s): \(error); pausing 100 ms each time")
-                acceptFailures = 0
-                acceptFailureLoggedAt = now
-            }
+            pauseAccepting { "hand-off to the broker failed \($0) time(s): \(error); pausing 100 ms each time" }
         } catch {
             // The broker is going away; keep the connection for the next one.
             pending = connection
