@@ -274,13 +274,9 @@ final class Admission {
     /// The key an address's limits are counted under: an IPv4 address itself, an IPv6 address's
     /// /64 (one client, one subscriber line, usually holds a whole /64).
     static func limitKey(_ host: String) -> String {
-        guard host.contains(":") else { return host }
-        var bytes = [UInt8](repeating: 0, count: 16)
-        guard inet_pton(AF_INET6, host, &bytes) == 1 else { return host }
+        guard host.contains(":"), var bytes = ForwardedFor.address(host), bytes.count == 16 else { return host }
         for index in 8..<16 { bytes[index] = 0 }
-        var text = [CChar](repeating: 0, count: Int(INET6_ADDRSTRLEN) + 1)
-        guard inet_ntop(AF_INET6, bytes, &text, socklen_t(text.count)) != nil else { return host }
-        return String(decoding: text.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self) + "/64"
+        return ForwardedFor.text(bytes) + "/64"
     }
 
     private func removeIfEmpty(_ address: String) {

@@ -143,33 +143,27 @@ public final class BrokerServer: Sendable {
     /// directly (the bootstrap's option list costs a future per option).
     private static func adopt(_ handoff: Handoff, state: BrokerState, on loop: any EventLoop) {
         let (descriptor, address, tls) = (handoff.descriptor, handoff.address, handoff.tls)
-        let state = NIOLoopBound(state, eventLoop: loop)
-        do {
-            let admission = state.value.admission
-            admission.arrived()
-            guard let slot = admission.admit(socketAddress: BrokerState.host(of: address)) else {
-                close(descriptor)  // too many unfinished handshakes from this address
-                return
-            }
-            ClientBootstrap(group: loop)
-                .channelInitializer { channel in
-                    channel.eventLoop.makeCompletedFuture {
-                        let admission = state.value.admission
-                        admission.attach(slot, channel: channel)
-                        channel.closeFuture.whenComplete { _ in state.value.admission.closed(slot) }
-                        if let options = channel.syncOptions {
-                            try options.setOption(.recvAllocator, value: Self.receiveBuffers)
-                            try options.setOption(.writeBufferWaterMark, value: OutputLimit.waterMark(state.value.configuration.outputLimit))
-                        }
-                        try Self.configure(channel, state: state.value, address: address, tls: tls, slot: slot)
-                    }
-                }
-                .withConnectedSocket(descriptor)
-                .whenFailure { error in
-                    state.value.admission.closed(slot)
-                    state.value.logger.warning("could not adopt a connection", metadata: ["error": "\(error)"])
-                }
+        state.admission.arrived()
+        guard let slot = state.admission.admit(socketAddress: BrokerState.host(of: address)) else {
+            close(descriptor)  // too many unfinished handshakes from this address
+            return
         }
+        let state = NIOLoopBound(state, eventLoop: loop)
+        ClientBootstrap(group: loop)
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    if let options = channel.syncOptions {
+                        try options.setOption(.recvAllocator, value: Self.receiveBuffers)
+                        try options.setOption(.writeBufferWaterMark, value: OutputLimit.waterMark(state.value.configuration.outputLimit))
+                    }
+                    try Self.configure(channel, state: state.value, address: address, tls: tls, slot: slot)
+                }
+            }
+            .withConnectedSocket(descriptor)
+            .whenFailure { error in
+                state.value.admission.closed(slot)  // no channel, so configure() did not tie the slot to one
+                state.value.logger.warning("could not adopt a connection", metadata: ["error": "\(error)"])
+            }
     }
 
     /// A hand-off arrived without its descriptor (the broker's descriptor table was full): the
@@ -204,7 +198,13 @@ public final class BrokerServer: Sendable {
     /// NIO's 2 KiB default would be most of an idle peer's memory.
     private static let receiveBuffers = AdaptiveRecvByteBufferAllocator(minimum: 64, initial: 256, maximum: 65536)
 
+    /// Sets up an adopted connection: ties it to its admission `slot` (freed when it closes),
+    /// then TLS if asked for, then the handshake handler. The fuzz harness and the handler tests
+    /// set up their in-memory channels with this too.
     static func configure(_ channel: any Channel, state: BrokerState, address: String, tls: Bool, slot: UInt64) throws {
+        state.admission.attach(slot, channel: channel)
+        let bound = NIOLoopBound(state, eventLoop: channel.eventLoop)
+        channel.closeFuture.whenComplete { _ in bound.value.admission.closed(slot) }
         let configuration = state.configuration
         if tls {
             guard let provider = state.tls else {

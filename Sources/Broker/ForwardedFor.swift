@@ -33,21 +33,23 @@ enum ForwardedFor {
     /// IPv6 address reads as IPv4, as the supervisor reports socket addresses); nil when it is
     /// not a numeric IPv4 or IPv6 address.
     static func canonical(_ text: String) -> String? {
+        address(text).map(Self.text)
+    }
+
+    /// The 4 (IPv4, also for an IPv4-mapped IPv6 address) or 16 bytes of a numeric address.
+    static func address(_ text: String) -> [UInt8]? {
         guard !text.isEmpty, text.utf8.count <= 64 else { return nil }
         var bytes = [UInt8](repeating: 0, count: 16)
+        if inet_pton(AF_INET, text, &bytes) == 1 { return Array(bytes.prefix(4)) }
+        guard inet_pton(AF_INET6, text, &bytes) == 1 else { return nil }
+        if bytes[0..<10].allSatisfy({ $0 == 0 }), bytes[10] == 0xFF, bytes[11] == 0xFF { return Array(bytes[12..<16]) }
+        return bytes
+    }
+
+    /// The inet_ntop form of 4 or 16 address bytes.
+    static func text(_ bytes: [UInt8]) -> String {
         var output = [CChar](repeating: 0, count: Int(INET6_ADDRSTRLEN) + 1)
-        if inet_pton(AF_INET, text, &bytes) == 1 {
-            guard inet_ntop(AF_INET, bytes, &output, socklen_t(output.count)) != nil else { return nil }
-        } else if inet_pton(AF_INET6, text, &bytes) == 1 {
-            if bytes[0..<10].allSatisfy({ $0 == 0 }), bytes[10] == 0xFF, bytes[11] == 0xFF {
-                let v4 = Array(bytes[12..<16])
-                guard inet_ntop(AF_INET, v4, &output, socklen_t(output.count)) != nil else { return nil }
-            } else {
-                guard inet_ntop(AF_INET6, bytes, &output, socklen_t(output.count)) != nil else { return nil }
-            }
-        } else {
-            return nil
-        }
+        _ = inet_ntop(bytes.count == 4 ? AF_INET : AF_INET6, bytes, &output, socklen_t(output.count))
         return String(decoding: output.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
     }
 }

@@ -81,9 +81,6 @@ public enum BrokerPipelineFuzzing {
         admission.arrived()
         guard let slot = admission.admit(socketAddress: BrokerState.host(of: address)) else { return nil }
         let channel = EmbeddedChannel(loop: loop)
-        admission.attach(slot, channel: channel)
-        let bound = NIOLoopBound(state, eventLoop: loop)
-        channel.closeFuture.whenComplete { _ in bound.value.admission.closed(slot) }
         do {
             try BrokerServer.configure(channel, state: state, address: address, tls: false, slot: slot)
             try channel.connect(to: SocketAddress(ipAddress: "192.0.2.7", port: 5000)).wait()

@@ -6,6 +6,17 @@ import Testing
     import Glibc
 #endif
 
+/// connect(2) of `fd` to 127.0.0.1:`port`; connect's result (errno is set on -1).
+func connectLoopback(_ fd: Int32, port: Int) -> Int32 {
+    var address = sockaddr_in()
+    address.sin_family = sa_family_t(AF_INET)
+    address.sin_port = in_port_t(UInt16(port).bigEndian)
+    address.sin_addr.s_addr = inet_addr("127.0.0.1")
+    return withUnsafePointer(to: &address) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+    }
+}
+
 /// Many raw TCP clients to 127.0.0.1 that each send a few bytes and then stall: plain non-blocking
 /// sockets (no event loop per client), so thousands cost the test almost nothing.
 final class StalledClients: @unchecked Sendable {
@@ -19,14 +30,7 @@ final class StalledClients: @unchecked Sendable {
         for _ in 0..<count {
             let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
             guard fd >= 0 else { throw HarnessError("socket: \(String(cString: strerror(errno)))") }
-            var address = sockaddr_in()
-            address.sin_family = sa_family_t(AF_INET)
-            address.sin_port = in_port_t(UInt16(port).bigEndian)
-            address.sin_addr.s_addr = inet_addr("127.0.0.1")
-            let rc = withUnsafePointer(to: &address) {
-                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
-            }
-            if rc != 0 && errno != EINPROGRESS {
+            if connectLoopback(fd, port: port) != 0 && errno != EINPROGRESS {
                 close(fd)
                 continue
             }

@@ -25,14 +25,7 @@ final class NonReadingSocket: @unchecked Sendable {
         guard fd >= 0 else { throw HarnessError("socket: \(String(cString: strerror(errno)))") }
         var size = receiveBuffer
         setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &size, socklen_t(MemoryLayout<Int32>.size))
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_port = in_port_t(UInt16(port).bigEndian)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        let connected = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0 }
-        }
-        guard connected else {
+        guard connectLoopback(fd, port: port) == 0 else {
             let error = errno
             close(fd)
             throw HarnessError("connect to 127.0.0.1:\(port): \(String(cString: strerror(error)))")
