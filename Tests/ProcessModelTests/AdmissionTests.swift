@@ -265,10 +265,12 @@ struct BudgetReload {
 }
 
 /// Review of issue 15: a half message is a state a client holds; it has the handshake deadline.
+/// 3000 ms, like the other deadline suites: the test's own upgrade and its `/peers` request must
+/// also finish within it, and with 500 ms one of them missed it while every suite started at once.
 @Suite(
-    "Fragmented message deadline: --handshake_timeout 500",
+    "Fragmented message deadline: --handshake_timeout 3000",
     .disabled(if: ServerFixture.isExternal, needsOwnServer),
-    .peerServer("--handshake_timeout", "500", "--allow_discovery")
+    .peerServer("--handshake_timeout", "3000", "--allow_discovery")
 )
 struct FragmentDeadline {
     @Test("a first fragment whose message never ends is closed (1008) after --handshake_timeout, pings or not; a complete one is fine")
@@ -284,7 +286,7 @@ struct FragmentDeadline {
         let started = ContinuousClock.now
         try await peer.ws.sendRaw(rawFrame(firstByte: 0x01, payload: Array(repeating: UInt8(ascii: "x"), count: 30_000)))
         var closed = false
-        for _ in 0..<60 where !closed {
+        for _ in 0..<100 where !closed {
             try? await peer.ws.sendPing()
             closed = peer.ws.isClosed
             if !closed { try await Task.sleep(for: .milliseconds(50)) }
@@ -292,7 +294,7 @@ struct FragmentDeadline {
         let info = try await peer.ws.waitForClose(timeout: .seconds(5))
         let elapsed = ContinuousClock.now - started
         #expect(info.code == 1008, "\(info)")
-        #expect(elapsed >= .milliseconds(450), "closed after \(elapsed), before the deadline")
+        #expect(elapsed >= .milliseconds(2950), "closed after \(elapsed), before the deadline")
         #expect(try await s.waitForPeers { !$0.contains(peer.id) })
     }
 }

@@ -55,14 +55,15 @@ final class OutputLog: @unchecked Sendable {
     var contents: String { lock.withLock { text } }
     var atEOF: Bool { lock.withLock { closed } }
 
-    /// Waits (bounded) until `predicate` matches the output so far; returns the output.
-    func wait(seconds: Double, until predicate: (String) -> Bool) -> String? {
+    /// Waits (bounded) until `predicate` matches the output so far; returns the output. Sleeps
+    /// between looks with Task.sleep, so no cooperative-pool thread is held while it waits.
+    func wait(seconds: Double, until predicate: (String) -> Bool) async -> String? {
         let deadline = Date().addingTimeInterval(seconds)
         while Date() < deadline {
             let current = contents
             if predicate(current) { return current }
             if atEOF { return predicate(contents) ? contents : nil }
-            usleep(10_000)
+            try? await Task.sleep(for: .milliseconds(10))
         }
         return nil
     }
@@ -83,8 +84,9 @@ final class Child: @unchecked Sendable {
         self.output = OutputLog(reading: output)
     }
 
-    /// Waits at most `seconds` for the child to end; kills its group and returns nil if it did not.
-    func wait(seconds: Double) -> Termination? {
+    /// Waits at most `seconds` for the child to end (polling with Task.sleep, never blocking a
+    /// cooperative-pool thread); kills its group and returns nil if it did not.
+    func wait(seconds: Double) async -> Termination? {
         if let ended { return ended }
         let deadline = Date().addingTimeInterval(seconds)
         while Date() < deadline {
@@ -92,11 +94,11 @@ final class Child: @unchecked Sendable {
             let rc = waitpid(pid, &status, WNOHANG)
             if rc == pid {
                 ended = Termination(waitStatus: status)
-                _ = output.wait(seconds: 2) { _ in false }  // let the reader drain to EOF
+                _ = await output.wait(seconds: 2) { _ in false }  // let the reader drain to EOF
                 return ended
             }
             if rc < 0 && errno != EINTR { return nil }
-            usleep(5_000)
+            try? await Task.sleep(for: .milliseconds(5))
         }
         kill(-pid, SIGKILL)
         var status: Int32 = 0
