@@ -164,7 +164,7 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
-        .testTarget(name: "IPCTests", dependencies: ["IPC", "CShim"], swiftSettings: strict),
+        .testTarget(name: "IPCTests", dependencies: ["IPC", "CShim", "PeerJSTesting"], swiftSettings: strict),
         .testTarget(name: "AuthHelperTests", dependencies: ["AuthHelper", "IPC"], swiftSettings: strict),
         .testTarget(name: "PeerJSConfigurationTests", dependencies: ["PeerJSConfiguration"], swiftSettings: strict),
         .testTarget(name: "SandboxTests", dependencies: ["Sandbox", "CSeccomp"], swiftSettings: strict),
@@ -187,11 +187,12 @@ let package = Package(
         .testTarget(
             name: "TLSTests",
             dependencies: [
-                "peerjs", "PeerJSTesting",
+                "peerjs", "PeerJSTesting", "Supervisor", "IPC",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOTLS", package: "swift-nio"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: strict
         ),

@@ -4,12 +4,15 @@
 The auth helper starts this program (as its own unprivileged user) and speaks JSON lines with
 it on stdin/stdout, one object per line:
 
-  in:  {"type":"auth","id":…,"token":…,"key":…,"ip":…,"version":…}
-  out: {"allow":true}  or  {"allow":false,"reason":"…"}   (exactly one line per "auth", in order)
+  in:  {"type":"auth","rid":"17","id":…,"token":…,"key":…,"ip":…,"version":…}
+  out: {"rid":"17","allow":true}  or  {"rid":"17","allow":false,"reason":"…"}
+       (exactly one line per "auth", echoing its "rid" unchanged)
   in:  {"type":"connection"|"disconnect","id":…,"key":…,"ip":…}   (no answer)
 
-Anything else as an answer is a denial "Error on Auth"; no answer within --auth-timeout is
-"Auth Timeout" (and the helper restarts the program). Write logs to stderr, never stdout.
+Anything else as an answer is a denial "Error on Auth"; a line without the "rid" of a waiting
+question refuses the question that waits longest, and only that one. No answer within
+--auth-timeout is "Auth Timeout" (and the helper restarts the program). Write logs to stderr,
+never stdout: the helper logs each stderr line (escaped), so one print is one log line.
 
 This example admits the users below; only "admin" may use the key "private"; ids starting with
 "sleepy" or "throw" show the timeout and the error paths.
@@ -45,4 +48,4 @@ for line in sys.stdin:
         fields += f" token=<{len(str(message['token']))} chars>"
     print(f"policy: {message['type']} {fields}", file=sys.stderr, flush=True)
     if message["type"] == "auth":
-        print(json.dumps(decide(message)), flush=True)
+        print(json.dumps({"rid": message["rid"], **decide(message)}), flush=True)

@@ -1,5 +1,5 @@
 import Glibc
-import IPC
+public import IPC
 public import Logging
 
 /// What the auth helper is started with (its command line).
@@ -52,19 +52,24 @@ public enum AuthHelperRole {
     /// Exit status when the policy program died or stopped answering.
     public static let programFailed: Int32 = 4
 
+    /// A question the program was asked: `rid` is the number on its `auth` line, which the
+    /// answer must echo (the broker's `requestID` is not shown to the program).
     private struct Waiting {
         let requestID: UInt32
+        let rid: UInt64
         let id: String
         let since: Int64
     }
 
     /// Runs the helper; returns the exit status.
     /// - Parameters:
-    ///   - confine: enters the sandbox; it calls its argument (which starts the policy program)
-    ///     after the change of user and before the seccomp filter.
+    ///   - confine: enters the sandbox; it calls `startProgram` (which starts the policy program)
+    ///     before the helper's change of user, with the program's own user when the helper can
+    ///     change users (nil otherwise), and `beforeFilter` after the change of user and before
+    ///     the seccomp filter.
     public static func run(
         brokerDescriptor: Int32, supervisorDescriptor: Int32, options: AuthHelperOptions, logger: Logger,
-        confine: (_ beforeFilter: () throws -> Void) throws -> Void
+        confine: (_ startProgram: (_ user: RoleSpawner.ProgramUser?) throws -> Void, _ beforeFilter: () throws -> Void) throws -> Void
     ) -> Int32 {
         let broker = HandoffChannel(adopting: brokerDescriptor, roles: ChannelRoles(local: .auth, remote: .broker))
         let supervisor = HandoffChannel(adopting: supervisorDescriptor, roles: ChannelRoles(local: .auth, remote: .supervisor))
@@ -77,10 +82,11 @@ public enum AuthHelperRole {
         }
         var program: PolicyProgram?
         do {
-            try confine {
+            try confine({ user in
+                if let path = options.programPath { program = try PolicyProgram.start(path: path, user: user) }
+            }, {
                 policy.verifier?.prime()
-                if let path = options.programPath { program = try PolicyProgram.start(path: path) }
-            }
+            })
             try broker.setNonBlocking(true)
             try supervisor.setNonBlocking(true)
         } catch {
@@ -92,7 +98,8 @@ public enum AuthHelperRole {
         if let program { summary += ", policy program \(options.programPath ?? "") pid \(program.pid)" }
         logger.info("auth helper ready: \(summary)")
 
-        var waiting: [Waiting] = []  // queries sent to the program, answered in order
+        var waiting: [Waiting] = []  // queries sent to the program, oldest first
+        var lastRID: UInt64 = 0  // the last `rid` given to the program; each question gets the next
         let hangMs = Int64(options.timeoutMs) + 1000
         // Verdicts the broker's channel had no room for (its socket buffer is full), sent in order
         // on POLLOUT; while any wait, no new question is read, so the broker holds back.
@@ -129,6 +136,59 @@ public enum AuthHelperRole {
             if unanswered.count == 1 { sendAnswers() }
         }
 
+        /// One line of the program's stdout: the answer to the waiting question whose `rid` it
+        /// echoes. A line that names no question asked (no `rid`, a wrong one, not JSON) costs
+        /// exactly one question, the one waiting longest (it was the one due by order): it is
+        /// refused `Error on Auth`, and its own answer, should it come, is then ignored as late.
+        func settle(_ line: String) {
+            let fields = JSONLine.parseObject(line)
+            var rid: UInt64?
+            if case .string(let text)? = fields?["rid"] { rid = UInt64(text) }
+            if let rid, let index = waiting.firstIndex(where: { $0.rid == rid }) {
+                let query = waiting.remove(at: index)
+                answer(query.requestID, Self.verdict(fromProgram: line, logger: logger), id: query.id)
+            } else if let rid, rid >= 1, rid <= lastRID {
+                logger.warning("the policy program answered question \(rid) again, or after it was settled; ignored: \(line.prefix(200))")
+            } else if waiting.isEmpty {
+                logger.warning("the policy program answered a question nobody asked; ignored: \(line.prefix(200))")
+            } else {
+                let query = waiting.removeFirst()
+                logger.warning("the policy program's answer is not one to a question it was asked (no \"rid\" of a waiting question: answers must echo the rid of their auth line); refusing \(query.id) (rid \(query.rid), the longest waiting) with Error on Auth: \(line.prefix(200))")
+                answer(query.requestID, AuthVerdict(allow: false, reason: "Error on Auth"), id: query.id)
+            }
+        }
+
+        /// Logs what the program wrote to its stderr, a line each (escaped, as every log line), at
+        /// most ``programLogLines`` lines per ``programLogWindowMs``: clients choose what the
+        /// program is asked, so they could make it write; the rest is read and counted, and the
+        /// count logged when the next window opens.
+        var logWindowStart: Int64 = 0
+        var loggedInWindow = 0
+        var suppressed = 0
+        func relayProgramLog() {
+            guard let program else { return }
+            for line in program.readErrorLines() {
+                let now = monotonicMilliseconds()
+                if now - logWindowStart >= Self.programLogWindowMs {
+                    if suppressed > 0 {
+                        logger.warning("policy program: \(suppressed) more stderr lines not logged (at most \(Self.programLogLines) per \(Self.programLogWindowMs / 1000) s)")
+                    }
+                    logWindowStart = now
+                    loggedInWindow = 0
+                    suppressed = 0
+                }
+                if loggedInWindow < Self.programLogLines {
+                    loggedInWindow += 1
+                    logger.notice("policy program: \(line)")
+                } else {
+                    if suppressed == 0 {
+                        logger.warning("policy program: more than \(Self.programLogLines) stderr lines in \(Self.programLogWindowMs / 1000) s; the rest are counted, not logged")
+                    }
+                    suppressed += 1
+                }
+            }
+        }
+
         while true {
             var fds = [
                 pollfd(fd: broker.rawFD, events: unanswered.isEmpty ? Int16(POLLIN) : Int16(POLLOUT), revents: 0),
@@ -136,6 +196,8 @@ public enum AuthHelperRole {
             ]
             if let program {
                 fds.append(pollfd(fd: program.descriptor, events: Int16(POLLIN) | (program.wantsToWrite ? Int16(POLLOUT) : 0), revents: 0))
+                // fd -1 (its stderr ended) is skipped by poll.
+                fds.append(pollfd(fd: program.errorDescriptor, events: Int16(POLLIN), revents: 0))
             }
             var timeout: Int32 = -1
             if let oldest = waiting.first {
@@ -145,7 +207,9 @@ public enum AuthHelperRole {
                 logger.error("poll failed: errno \(errno)")
                 return 1
             }
+            if fds.count > 3, fds[3].revents != 0 { relayProgramLog() }
             if let oldest = waiting.first, monotonicMilliseconds() - oldest.since >= hangMs {
+                relayProgramLog()
                 logger.error("the policy program did not answer for \(oldest.id) within \(hangMs) ms; exiting so that the supervisor restarts the helper and the program")
                 return programFailed
             }
@@ -172,19 +236,13 @@ public enum AuthHelperRole {
                 }
             }
 
-            // The program: answers (in order), or EOF.
+            // The program: answers (matched by rid), or EOF.
             if let current = program, fds.count > 2, fds[2].revents != 0 {
                 do {
                     try current.flush()
-                    for line in try current.readLines() {
-                        guard !waiting.isEmpty else {
-                            logger.warning("the policy program answered a question nobody asked; ignored: \(line.prefix(200))")
-                            continue
-                        }
-                        let query = waiting.removeFirst()
-                        answer(query.requestID, Self.verdict(fromProgram: line, logger: logger), id: query.id)
-                    }
+                    for line in try current.readLines() { settle(line) }
                 } catch {
+                    relayProgramLog()  // its last words (a traceback) before the reason it is restarted
                     logger.error("\(error.description); exiting so that the supervisor restarts the helper and the program")
                     return programFailed
                 }
@@ -212,13 +270,15 @@ public enum AuthHelperRole {
                                     answer(frame.requestID, AuthVerdict(allow: false, reason: "Error on Auth"), id: query.id)
                                     continue
                                 }
-                                waiting.append(Waiting(requestID: frame.requestID, id: query.id, since: monotonicMilliseconds()))
+                                lastRID += 1
+                                waiting.append(Waiting(requestID: frame.requestID, rid: lastRID, id: query.id, since: monotonicMilliseconds()))
                                 do {
                                     try program.send(line: JSONLine.object([
-                                        ("type", "auth"), ("id", query.id), ("token", query.token), ("key", query.key),
+                                        ("type", "auth"), ("rid", String(lastRID)), ("id", query.id), ("token", query.token), ("key", query.key),
                                         ("ip", query.ip), ("version", query.version),
                                     ]))
                                 } catch {
+                                    relayProgramLog()
                                     logger.error("\(error.description); exiting so that the supervisor restarts the helper and the program")
                                     return programFailed
                                 }
@@ -232,6 +292,7 @@ public enum AuthHelperRole {
                                     ("type", type), ("id", event.id), ("key", event.key), ("ip", event.ip),
                                 ]))
                             } catch {
+                                relayProgramLog()
                                 logger.error("\(error.description); exiting so that the supervisor restarts the helper and the program")
                                 return programFailed
                             }
@@ -249,8 +310,9 @@ public enum AuthHelperRole {
         }
     }
 
-    /// `{"allow":true}` → allow; `{"allow":false,"reason":"…"}` → deny with the reason (default
-    /// "Invalid ID"); anything else, including `{"error":…}`, → deny "Error on Auth".
+    /// `{"rid":…,"allow":true}` → allow; `{"rid":…,"allow":false,"reason":"…"}` → deny with the
+    /// reason (default "Invalid ID"); anything else, including `{"error":…}`, → deny "Error on
+    /// Auth". (`rid` was matched by the caller.)
     static func verdict(fromProgram line: String, logger: Logger) -> AuthVerdict {
         guard let fields = JSONLine.parseObject(line), case .bool(let allow)? = fields["allow"] else {
             logger.warning("the policy program's answer is not {\"allow\":true|false,…}: \(line.prefix(200))")
@@ -264,6 +326,10 @@ public enum AuthHelperRole {
         }
         return AuthVerdict(allow: false, reason: reason)
     }
+
+    /// How many of the policy program's stderr lines are logged per window (see relayProgramLog).
+    static let programLogLines = 100
+    static let programLogWindowMs: Int64 = 10_000
 
     static func monotonicMilliseconds() -> Int64 {
         var now = timespec()

@@ -7,7 +7,10 @@ import _CryptoExtras
 
 /// `--auth-jwt-key`: the token a client presents is a JWT signed with this key (HS256 secret, or
 /// an ES256 / RS256 public key in PEM). Its `sub` must be the peer id, an optional `keys` claim
-/// lists the keys (rooms) it may use, and `exp` / `nbf` are enforced. Verification is
+/// lists the keys (rooms) it may use, `exp` is required and enforced (a token without one would be
+/// valid for ever), `nbf` is enforced when present, and `aud` / `iss` must name the configured
+/// audience / issuer when one is configured (`--auth-jwt-audience`, `--auth-jwt-issuer`), so a
+/// token an identity provider issued for another service is refused. Verification is
 /// synchronous (the helper is one thread under seccomp): swift-crypto checks the signature, then
 /// jwt-kit's JSON decoder and claim types read the payload and check the time claims; the
 /// header's `alg` must match the key, so a token cannot choose `none` or a different algorithm.
@@ -31,14 +34,20 @@ public struct JWTVerifier: TokenVerifier {
     /// The claims the helper reads.
     struct Claims: JWTPayload {
         var sub: SubjectClaim
-        var exp: ExpirationClaim?
+        var exp: ExpirationClaim
         var nbf: NotBeforeClaim?
+        var aud: AudienceClaim?
+        var iss: IssuerClaim?
         var keys: [String]?
 
         func verify(using algorithm: some JWTAlgorithm) async throws {}
     }
 
     let key: Key
+    /// `--auth-jwt-audience`: the `aud` claim (a string or an array) must contain it; nil: not checked.
+    let audience: String?
+    /// `--auth-jwt-issuer`: the `iss` claim must equal it; nil: not checked.
+    let issuer: String?
     /// jwt-kit's decoder for claims (seconds-since-1970 dates). Only the payload is decoded: the
     /// header was read for `alg` already, and jwt-kit's full parse decoding it again as a
     /// `JWTHeader` was a sixth of the helper's time per connection.
@@ -46,7 +55,9 @@ public struct JWTVerifier: TokenVerifier {
 
     /// Reads the key file: a PEM public key (EC P-256 or RSA), otherwise the bytes of an HMAC
     /// secret (one trailing newline is ignored; at least 32 bytes).
-    public init(keyFile text: String) throws(AuthError) {
+    public init(keyFile text: String, audience: String? = nil, issuer: String? = nil) throws(AuthError) {
+        self.audience = audience
+        self.issuer = issuer
         if text.contains("-----BEGIN") {
             if let ec = try? P256.Signing.PublicKey(pemRepresentation: text) {
                 key = .ecdsa(ec)
@@ -67,8 +78,8 @@ public struct JWTVerifier: TokenVerifier {
     }
 
     /// A factory for ``AuthHelperOptions``.
-    public static func load(path: String) throws(AuthError) -> any TokenVerifier {
-        try JWTVerifier(keyFile: UsersFile.readText(path))
+    public static func load(path: String, audience: String? = nil, issuer: String? = nil) throws(AuthError) -> any TokenVerifier {
+        try JWTVerifier(keyFile: UsersFile.readText(path), audience: audience, issuer: issuer)
     }
 
     public func denial(token: String, id: String, key room: String) -> String? {
@@ -85,12 +96,14 @@ public struct JWTVerifier: TokenVerifier {
         do {
             guard let payload = Self.base64URLDecode(parts[1]) else { return AuthPolicy.invalidID }
             claims = try claimsDecoder.decode(Claims.self, from: Data(payload))
-            try claims.exp?.verifyNotExpired()
+            try claims.exp.verifyNotExpired()
             try claims.nbf?.verifyNotBefore()
         } catch {
             return AuthPolicy.invalidID
         }
         guard claims.sub.value == id else { return AuthPolicy.invalidID }
+        if let audience, claims.aud?.value.contains(audience) != true { return AuthPolicy.invalidID }
+        if let issuer, claims.iss?.value != issuer { return AuthPolicy.invalidID }
         if let keys = claims.keys, !keys.contains(room) { return AuthPolicy.invalidKey }
         return nil
     }
@@ -99,7 +112,8 @@ public struct JWTVerifier: TokenVerifier {
     /// so that lazy initialisation happens before the seccomp filter.
     public func prime() {
         let header = Self.base64URLEncode(Array(#"{"alg":"\#(key.algorithm)","typ":"JWT"}"#.utf8))
-        let payload = Self.base64URLEncode(Array(#"{"sub":"prime","exp":4102444800,"nbf":0,"keys":["k"]}"#.utf8))
+        let claimsText = #"{"sub":"prime","exp":4102444800,"nbf":0,"aud":["a"],"iss":"i","keys":["k"]}"#
+        let payload = Self.base64URLEncode(Array(claimsText.utf8))
         var signature = [UInt8](repeating: 1, count: 64)
         if case .hmac(var mac) = key {
             mac.update(data: Array("\(header).\(payload)".utf8))
@@ -109,8 +123,8 @@ public struct JWTVerifier: TokenVerifier {
         }
         let token = "\(header).\(payload).\(Self.base64URLEncode(signature))"
         _ = denial(token: token, id: "prime", key: "k")
-        if let claims = try? claimsDecoder.decode(Claims.self, from: Data(#"{"sub":"prime","exp":4102444800,"nbf":0,"keys":["k"]}"#.utf8)) {
-            _ = try? claims.exp?.verifyNotExpired()
+        if let claims = try? claimsDecoder.decode(Claims.self, from: Data(claimsText.utf8)) {
+            _ = try? claims.exp.verifyNotExpired()
             _ = try? claims.nbf?.verifyNotBefore()
         }
     }

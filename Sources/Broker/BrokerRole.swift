@@ -40,7 +40,9 @@ extension BrokerConfiguration {
 /// Everything TLS needs from the system is done before `ready` (BoringSSL's context is built
 /// from bytes, nothing is opened, and its lazy RNG set-up is forced early); what is left at
 /// run time is memory (malloc: mmap/mprotect/munmap/madvise) and getrandom for handshakes,
-/// and, on SIGHUP, building a new context from bytes again (memory only).
+/// and, on SIGHUP, building a new context from bytes again (memory only, the key's pages
+/// mlock'd). Every whole generation of TLS material is answered with a `tlsAck` (taken or
+/// refused), so the supervisor knows which certificate is in force.
 public enum BrokerRole {
     /// Runs the broker on the supervisor channel at `descriptor`; returns the exit status.
     /// - Parameters:
@@ -53,6 +55,7 @@ public enum BrokerRole {
         let channel = HandoffChannel(adopting: channelDescriptor, roles: ChannelRoles(local: .broker, remote: .supervisor))
         let server: BrokerServer
         var assembler = TLSChunkAssembler()
+        var keyProtected = false
         do {
             var tls: (any TLSProvider)?
             var hello: BrokerSettings?
@@ -71,8 +74,22 @@ public enum BrokerRole {
                     guard let descriptor = frame.takeFD() else { continue }
                     authDescriptor = descriptor.release()
                 case .tlsChunk:
-                    if var material = try assembler.add(frame.decode(TLSChunk.self)) {
-                        tls = try makeTLSProvider(&material)
+                    if !keyProtected {
+                        // No core dump and no ptrace by our own user while the key is here.
+                        try SecretBytes.protectProcess()
+                        keyProtected = true
+                    }
+                    defer { frame.wipePayload() }  // also when the chunk is refused
+                    let material = try assembler.add(frame.decode(TLSChunk.self))
+                    if let material {
+                        do {
+                            tls = try NIOSSLTLSProvider(certificateChainPEM: material.certificateChainPEM, privateKeyDER: material.privateKeyDER)
+                        } catch {
+                            logger.error("the TLS material from the supervisor is unusable: \(error)")
+                            try? channel.send(type: .tlsAck, message: TLSAck.refused(generation: material.generation, reason: "\(error)"))
+                            return 2
+                        }
+                        try channel.send(type: .tlsAck, message: TLSAck(generation: material.generation, accepted: true))
                     }
                 default:
                     logger.error("expected hello from the supervisor, got \(frame.type)")
@@ -134,13 +151,20 @@ public enum BrokerRole {
                     server.reload(BrokerConfiguration(try frame.decode(BrokerSettings.self)))
                     logger.notice("configuration reloaded")
                 case .tlsChunk:
-                    if var material = try assembler.add(frame.decode(TLSChunk.self)) {
+                    defer { frame.wipePayload() }  // also when the chunk is refused
+                    let material = try assembler.add(frame.decode(TLSChunk.self))
+                    if let material {
+                        // The answer tells the supervisor which certificate is really in force.
+                        let ack: TLSAck
                         do {
-                            server.updateTLS(try makeTLSProvider(&material))
+                            try server.updateTLS(try NIOSSLTLSProvider(certificateChainPEM: material.certificateChainPEM, privateKeyDER: material.privateKeyDER))
                             logger.notice("TLS certificate and key reloaded; new handshakes use them")
+                            ack = TLSAck(generation: material.generation, accepted: true)
                         } catch {
                             logger.error("the new TLS material is unusable, keeping the old: \(error)")
+                            ack = TLSAck.refused(generation: material.generation, reason: "\(error)")
                         }
+                        try channel.send(type: .tlsAck, message: ack)
                     }
                 case .drain:
                     let request = try frame.decode(DrainRequest.self)
@@ -156,15 +180,5 @@ public enum BrokerRole {
                 return 2
             }
         }
-    }
-}
-
-extension BrokerRole {
-    /// Builds the TLS provider from one generation of material and wipes the key bytes.
-    fileprivate static func makeTLSProvider(
-        _ material: inout (certificateChainPEM: [UInt8], privateKeyDER: [UInt8])
-    ) throws -> any TLSProvider {
-        defer { TLSChunk.wipe(&material.privateKeyDER) }
-        return try NIOSSLTLSProvider(certificateChainPEM: material.certificateChainPEM, privateKeyDER: material.privateKeyDER)
     }
 }

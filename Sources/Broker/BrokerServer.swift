@@ -118,9 +118,13 @@ public final class BrokerServer: Sendable {
     }
 
     /// Uses `provider` for TLS handshakes from now on (SIGHUP with a renewed certificate);
-    /// established connections keep the one they started with.
-    public func updateTLS(_ provider: any TLSProvider) {
-        loop.execute { [state] in state.value.tls = provider }
+    /// established connections keep the one they started with. Returns once the loop has it,
+    /// so the `tlsAck` the caller sends next is true: a connection handed over after it gets the
+    /// new certificate (the loop handles a hand-off's I/O before a queued task, so without the
+    /// wait a connection could still meet the old one). Called from the broker's main thread,
+    /// never from the loop. Throws when the loop is gone (the caller then refuses the generation).
+    public func updateTLS(_ provider: any TLSProvider) throws {
+        try loop.submit { [state] in state.value.tls = provider }.wait()
     }
 
     /// Takes ownership of a connected TCP socket and serves it. `address` is the client's

@@ -1,3 +1,4 @@
+public import IPC
 public import NIOCore
 import NIOEmbedded
 import NIOSSL
@@ -27,10 +28,19 @@ public struct NIOSSLTLSProvider: TLSProvider {
 
     /// - Parameters:
     ///   - certificateChainPEM: the chain, leaf first, as PEM.
-    ///   - privateKeyDER: the unencrypted private key as DER (PKCS#8, PKCS#1 or SEC1).
-    public init(certificateChainPEM: [UInt8], privateKeyDER: [UInt8]) throws {
+    ///   - privateKeyDER: the unencrypted private key as DER (PKCS#8, PKCS#1 or SEC1). BoringSSL
+    ///     parses it into its own memory (which it wipes when it frees it); the one array that
+    ///     swift-nio-ssl needs for that is wiped as soon as the key is built.
+    public init(certificateChainPEM: [UInt8], privateKeyDER: borrowing SecretBytes) throws {
         let chain = try NIOSSLCertificate.fromPEMBytes(certificateChainPEM)
-        let key = try NIOSSLPrivateKey(bytes: privateKeyDER, format: .der)
+        var der = privateKeyDER.withUnsafeBytes { bytes in
+            [UInt8](unsafeUninitializedCapacity: bytes.count) { buffer, initialized in
+                UnsafeMutableRawBufferPointer(buffer).copyMemory(from: bytes)
+                initialized = bytes.count
+            }
+        }
+        defer { SecretBytes.wipe(&der) }
+        let key = try NIOSSLPrivateKey(bytes: der, format: .der)
         var configuration = TLSConfiguration.makeServerConfiguration(
             certificateChain: chain.map { .certificate($0) }, privateKey: .privateKey(key))
         configuration.minimumTLSVersion = .tlsv12

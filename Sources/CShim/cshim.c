@@ -14,6 +14,10 @@ int cshim_spawn_addclosefrom(void *file_actions, int from) {
     return posix_spawn_file_actions_addclosefrom_np((posix_spawn_file_actions_t *)file_actions, from);
 }
 
+int cshim_spawn_setsid_flag(void) {
+    return POSIX_SPAWN_SETSID;
+}
+
 int cshim_accept4(int fd, void *addr, unsigned int *addrlen) {
     return accept4(fd, (struct sockaddr *)addr, (socklen_t *)addrlen, SOCK_CLOEXEC | SOCK_NONBLOCK);
 }
@@ -114,4 +118,8 @@ int cshim_setresgid(unsigned int id) {
 
 int cshim_no_new_privs(void) {
     return prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
+}
+
+int cshim_not_dumpable(void) {
+    return prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
 }

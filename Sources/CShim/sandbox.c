@@ -6,6 +6,7 @@
 #include <linux/capability.h>
 #include <signal.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -27,6 +28,30 @@ int cshim_clear_capabilities(void) {
     return (int)syscall(SYS_capset, &header, data);
 }
 
+int cshim_drop_all_capabilities(void) {
+    if (prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) != 0 && errno != EINVAL) {
+        return -1;
+    }
+    unsigned long long effective = 0;
+    if (cshim_effective_capabilities(&effective) != 0) {
+        return -1;
+    }
+    if (effective & (1ULL << CAP_SETPCAP)) {
+        /* Every capability the kernel knows, CAP_SETPCAP (which the drop needs) last. */
+        for (int cap = 0; cap < 64; cap++) {
+            if (cap == CAP_SETPCAP) continue;
+            if (prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) != 0) {
+                if (errno == EINVAL) break; /* past the kernel's last capability */
+                return -1;
+            }
+        }
+        if (prctl(PR_CAPBSET_DROP, CAP_SETPCAP, 0, 0, 0) != 0) {
+            return -1;
+        }
+    }
+    return cshim_clear_capabilities();
+}
+
 int cshim_setgroups_none(void) {
     return setgroups(0, NULL);
 }
@@ -44,6 +69,28 @@ int cshim_prepare_capability_drop(void) {
 
 long cshim_syscall6(long number, long a0, long a1, long a2, long a3, long a4, long a5) {
     return syscall(number, a0, a1, a2, a3, a4, a5);
+}
+
+long cshim_foreign_abi_getpid(int abi) {
+#if defined(__x86_64__)
+    long result;
+    if (abi == 0) {
+        /* i386: int 0x80, getpid is 20 there. */
+        __asm__ volatile("int $0x80" : "=a"(result) : "a"(20L) : "memory");
+    } else {
+        /* x32: the x86_64 syscall instruction with __X32_SYSCALL_BIT; getpid is 39. */
+        __asm__ volatile("syscall" : "=a"(result) : "a"(0x40000000L | 39L) : "rcx", "r11", "memory");
+    }
+    if (result < 0 && result > -4096) {
+        errno = (int)-result;
+        return -1;
+    }
+    return result;
+#else
+    (void)abi;
+    errno = ENOSYS;
+    return -2;
+#endif
 }
 
 static const char *const *sigsys_names;

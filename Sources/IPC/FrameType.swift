@@ -47,6 +47,8 @@ public enum FrameType: UInt16, CaseIterable, Sendable {
     case authReload = 19
     // supervisor -> broker, TLS certificate chain / key in numbered chunks (see TLSChunk)
     case tlsChunk = 32
+    /// broker -> supervisor: one generation of TLS material taken or refused (see ``TLSAck``).
+    case tlsAck = 33
 
     /// No frame type may declare a payload cap above this (64 KiB).
     public static let maxPayloadCap = 64 * 1024
@@ -68,6 +70,7 @@ public enum FrameType: UInt16, CaseIterable, Sendable {
         case .peerEvent:   FrameSpec(name: "peerEvent",   sender: .broker,     receiver: .auth,       carriesFD: false, maxPayload: 1024)
         case .authReload:  FrameSpec(name: "authReload",  sender: .supervisor, receiver: .auth,       carriesFD: false, maxPayload: 0)
         case .tlsChunk:    FrameSpec(name: "tlsChunk",    sender: .supervisor, receiver: .broker,     carriesFD: false, maxPayload: 16 * 1024)
+        case .tlsAck:      FrameSpec(name: "tlsAck",      sender: .broker,     receiver: .supervisor, carriesFD: false, maxPayload: 1024)
         }
     }
 
@@ -76,4 +79,8 @@ public enum FrameType: UInt16, CaseIterable, Sendable {
     public var receiver: Role { spec.receiver }
     public var carriesFD: Bool { spec.carriesFD }
     public var maxPayload: Int { spec.maxPayload }
+
+    /// Whether frames of this type carry private-key bytes: their records and payloads are
+    /// wiped (explicit_bzero) once used, so no copy stays in freed memory.
+    public var carriesSecret: Bool { self == .tlsChunk }
 }

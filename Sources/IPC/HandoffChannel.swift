@@ -18,8 +18,13 @@ public final class HandoffChannel: Sendable {
     /// How often an interrupted (EINTR) sendmsg/recvmsg is retried before giving up.
     private static let maxInterruptedRetries = 64
 
-    /// Takes ownership of an already connected SEQPACKET socket (for example fd 3 in a child).
+    /// Takes ownership of an already connected SEQPACKET socket (for example fd 3 in a child) and
+    /// makes it close-on-exec: a role's channels arrive by dup2 (which clears the flag), and a
+    /// program the role starts (the auth helper's policy program) must never inherit one.
+    /// (F_SETFD fails only for a descriptor that is not open, which the first send or receive
+    /// reports.)
     public init(adopting fd: Int32, roles: ChannelRoles? = nil) {
+        _ = fcntl(fd, F_SETFD, FD_CLOEXEC)
         socket = OwnedFD(fd)
         self.roles = roles
     }
@@ -62,7 +67,9 @@ public final class HandoffChannel: Sendable {
         if let fd, fd < 0 {
             throw IPCError(.invalidArgument, "cannot send descriptor \(fd); pass nil for frames without one")
         }
-        let record = try FrameCodec.encode(type: type, requestID: requestID, payload: payload, hasFD: fd != nil, roles: roles)
+        var record = try FrameCodec.encode(type: type, requestID: requestID, payload: payload, hasFD: fd != nil, roles: roles)
+        // A key chunk's record is a copy of the key: zero it before it is freed.
+        defer { if type.carriesSecret { SecretBytes.wipe(&record) } }
         for _ in 0...Self.maxInterruptedRetries {
             var error: Int32 = 0
             let sent = record.withUnsafeBytes { buffer in
@@ -107,11 +114,14 @@ public final class HandoffChannel: Sendable {
             var truncated: Int32 = 0
             // MSG_TRUNC makes recvmsg return the real record length, so an oversize record is
             // reported as such; the kernel still copies at most `capacity` bytes.
-            let record = [UInt8](unsafeUninitializedCapacity: capacity) { buffer, count in
+            var record = [UInt8](unsafeUninitializedCapacity: capacity) { buffer, count in
                 received = cshim_recv_frame(rawFD, buffer.baseAddress, capacity, &fdOut, &truncated, Int32(MSG_TRUNC))
                 error = errno
                 count = max(0, min(received, capacity))
             }
+            // Zeroed before it is freed whatever its type says (a key chunk's record is a copy of
+            // the key); the decoded payload is a copy of its own.
+            defer { SecretBytes.wipe(&record) }
             if received < 0 {
                 switch error {
                 case EINTR: continue

@@ -9,7 +9,7 @@
 ///     otherwise whole, and the channel is fine.
 public struct ReceivedFrame: ~Copyable, Sendable {
     public let header: FrameHeader
-    public let payload: [UInt8]
+    public private(set) var payload: [UInt8]
     public var fd: OwnedFD?
     public let descriptorLost: Bool
 
@@ -26,6 +26,12 @@ public struct ReceivedFrame: ~Copyable, Sendable {
     /// Decodes the payload as `M` (strictly: caps, UTF-8, no trailing bytes).
     public func decode<M: IPCMessage>(_: M.Type = M.self) throws(IPCError) -> M {
         try M(decoding: payload)
+    }
+
+    /// Zeroes the payload (explicit_bzero) once it has been decoded, for types that carry key
+    /// material (``FrameType/carriesSecret``): the frame is the payload's only owner by then.
+    public mutating func wipePayload() {
+        SecretBytes.wipe(&payload)
     }
 
     /// Moves the descriptor out (nil if there is none, or it was already taken).

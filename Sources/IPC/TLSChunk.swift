@@ -72,40 +72,82 @@ public struct TLSChunk: IPCMessage {
     }
 
     /// Splits one load of material into the chunks of `generation`: the chain first, then the
-    /// key. Throws ``IPCError/Code/oversize`` when it needs more than ``maxCount`` chunks.
-    public static func split(generation: UInt32, certificateChainPEM: [UInt8], privateKeyDER: [UInt8]) throws(IPCError) -> [TLSChunk] {
-        guard !certificateChainPEM.isEmpty, !privateKeyDER.isEmpty else {
-            throw IPCError(.invalidArgument, "TLS material needs both a certificate chain and a private key")
+    /// key. Throws ``IPCError/Code/oversize`` when it needs more than ``maxCount`` chunks. The
+    /// key chunks' `data` is a copy of the key: wipe it (``wipe(_:)``) once sent.
+    public static func split(generation: UInt32, certificateChainPEM: [UInt8], privateKeyDER: borrowing SecretBytes) throws(IPCError) -> [TLSChunk] {
+        try privateKeyDER.withUnsafeBytes { (key) throws(IPCError) in
+            try split(generation: generation, certificateChainPEM: certificateChainPEM, key: key)
         }
-        let pieces: [(Kind, [UInt8])] = [(.certificateChainPEM, certificateChainPEM), (.privateKeyDER, privateKeyDER)]
-        var parts: [(Kind, ArraySlice<UInt8>)] = []
-        for (kind, bytes) in pieces {
-            var start = 0
-            while start < bytes.count {
-                let end = min(bytes.count, start + maxDataLength)
-                parts.append((kind, bytes[start..<end]))
-                start = end
+    }
+
+    /// ``split(generation:certificateChainPEM:privateKeyDER:)`` for a key held in an array (tests).
+    public static func split(generation: UInt32, certificateChainPEM: [UInt8], privateKeyDER: [UInt8]) throws(IPCError) -> [TLSChunk] {
+        var failure: IPCError?
+        let chunks = privateKeyDER.withUnsafeBytes { key -> [TLSChunk] in
+            do throws(IPCError) { return try split(generation: generation, certificateChainPEM: certificateChainPEM, key: key) } catch {
+                failure = error
+                return []
             }
         }
-        guard parts.count <= Int(maxCount) else {
-            throw IPCError(.oversize, "TLS material of \(certificateChainPEM.count + privateKeyDER.count) bytes needs \(parts.count) chunks, more than \(maxCount); use a shorter certificate chain")
+        if let failure { throw failure }
+        return chunks
+    }
+
+    private static func split(generation: UInt32, certificateChainPEM: [UInt8], key: UnsafeRawBufferPointer) throws(IPCError) -> [TLSChunk] {
+        guard !certificateChainPEM.isEmpty, !key.isEmpty else {
+            throw IPCError(.invalidArgument, "TLS material needs both a certificate chain and a private key")
         }
-        return parts.enumerated().map { index, part in
-            TLSChunk(generation: generation, kind: part.0, index: UInt16(index), count: UInt16(parts.count), data: Array(part.1))
+        let chainChunks = (certificateChainPEM.count + maxDataLength - 1) / maxDataLength
+        let keyChunks = (key.count + maxDataLength - 1) / maxDataLength
+        let total = chainChunks + keyChunks
+        guard total <= Int(maxCount) else {
+            throw IPCError(.oversize, "TLS material of \(certificateChainPEM.count + key.count) bytes needs \(total) chunks, more than \(maxCount); use a shorter certificate chain")
         }
+        var chunks: [TLSChunk] = []
+        chunks.reserveCapacity(total)
+        for index in 0..<chainChunks {
+            let range = (index * maxDataLength)..<min(certificateChainPEM.count, (index + 1) * maxDataLength)
+            chunks.append(TLSChunk(generation: generation, kind: .certificateChainPEM, index: UInt16(index), count: UInt16(total),
+                                   data: Array(certificateChainPEM[range])))
+        }
+        for index in 0..<keyChunks {
+            let range = (index * maxDataLength)..<min(key.count, (index + 1) * maxDataLength)
+            // Exactly sized, so the array never reallocates (and leaves no unwiped copy behind).
+            let data = [UInt8](unsafeUninitializedCapacity: range.count) { buffer, initialized in
+                UnsafeMutableRawBufferPointer(buffer).copyMemory(from: UnsafeRawBufferPointer(rebasing: key[range]))
+                initialized = range.count
+            }
+            chunks.append(TLSChunk(generation: generation, kind: .privateKeyDER, index: UInt16(chainChunks + index), count: UInt16(total), data: data))
+        }
+        return chunks
     }
 }
 
 /// The broker's side of ``TLSChunk``: puts one generation back together and checks that it
 /// arrives whole and in order (any gap, reordering or mix of generations is a violation; a chunk
 /// 0 drops an unfinished generation, since a sender that timed out half-way starts again).
-public struct TLSChunkAssembler: Sendable {
+///
+/// The key is put together once, in ``SecretBytes`` (locked, never in a core dump, wiped when
+/// dropped), and the data of every chunk it is given is wiped, so the key leaves no copy in
+/// freed memory (issue 16 item 4). `~Copyable` because it holds the key.
+public struct TLSChunkAssembler: ~Copyable, Sendable {
+    /// One whole generation, as the supervisor sent it.
+    /// - Parameters:
+    ///   - generation: the number the supervisor gave this load (echoed in its `tlsAck`).
+    ///   - certificateChainPEM: the chain, leaf first, as PEM.
+    ///   - privateKeyDER: the unencrypted key as DER, wiped when this value is dropped.
+    public struct Material: ~Copyable, Sendable {
+        public let generation: UInt32
+        public let certificateChainPEM: [UInt8]
+        public let privateKeyDER: SecretBytes
+    }
+
     private var generation: UInt32?
     private var expected: UInt16 = 0
     private var count: UInt16 = 0
     private var kind: TLSChunk.Kind = .certificateChainPEM
     private var chain: [UInt8] = []
-    private var key: [UInt8] = []
+    private var key: SecretBytes?
 
     public init() {}
 
@@ -113,8 +155,9 @@ public struct TLSChunkAssembler: Sendable {
     public var isIncomplete: Bool { generation != nil }
 
     /// Adds the next chunk; returns the material when it was the last chunk of its generation.
-    /// The caller owns the returned key bytes and should wipe them once it has used them.
-    public mutating func add(_ chunk: TLSChunk) throws(IPCError) -> (certificateChainPEM: [UInt8], privateKeyDER: [UInt8])? {
+    /// The chunk's data is wiped here (pass the decoded chunk itself, not a copy that is kept).
+    public mutating func add(_ chunk: consuming TLSChunk) throws(IPCError) -> Material? {
+        defer { TLSChunk.wipe(&chunk.data) }
         if chunk.index == 0 {
             // A new generation replaces an unfinished one (the sender gave up half-way).
             reset()
@@ -132,21 +175,30 @@ public struct TLSChunkAssembler: Sendable {
         }
         kind = chunk.kind
         switch chunk.kind {
-        case .certificateChainPEM: chain += chunk.data
-        case .privateKeyDER: key += chunk.data
+        case .certificateChainPEM:
+            chain += chunk.data
+        case .privateKeyDER:
+            var buffer: SecretBytes
+            if let started = key.take() {
+                buffer = started
+            } else {
+                // Room for this and every later chunk at this size: usually no growth at all.
+                buffer = try SecretBytes(capacity: chunk.data.count * Int(count - chunk.index))
+            }
+            try buffer.append(contentsOf: chunk.data[...])
+            key = consume buffer
         }
         expected += 1
         guard expected == count else { return nil }
         defer { reset() }
-        guard !chain.isEmpty, !key.isEmpty else { throw violation("generation \(current) lacks the chain or the key") }
-        return (chain, key)
+        guard !chain.isEmpty, let whole = key.take() else { throw violation("generation \(current) lacks the chain or the key") }
+        return Material(generation: current, certificateChainPEM: chain, privateKeyDER: whole)
     }
 
     private mutating func reset() {
         generation = nil
-        TLSChunk.wipe(&key)
         chain = []
-        key = []
+        key = nil  // SecretBytes wipes and unmaps itself
     }
 
     private mutating func violation(_ what: String) -> IPCError {
@@ -157,11 +209,8 @@ public struct TLSChunkAssembler: Sendable {
 
 extension TLSChunk {
     /// Overwrites secret bytes with zeros (explicit_bzero, which the optimiser keeps) before they
-    /// are released: key material, passphrases.
+    /// are released: key material, passphrases. See ``SecretBytes/wipe(_:)``.
     public static func wipe(_ bytes: inout [UInt8]) {
-        bytes.withUnsafeMutableBytes { buffer in
-            guard let base = buffer.baseAddress else { return }
-            explicit_bzero(base, buffer.count)
-        }
+        SecretBytes.wipe(&bytes)
     }
 }

@@ -14,7 +14,8 @@ public struct ConfigurationFile: Sendable {
         "port", "host", "key", "path", "expire_timeout", "alive_timeout", "concurrent_limit", "cors",
         "cleanup_out_msgs", "max_message_size", "handshake_timeout", "log_level", "user", "chroot",
         "sslkey", "sslcert", "sslkey_passphrase_file", "https_port", "https_host",
-        "keys", "auth_users", "auth_program", "auth_timeout", "auth_user", "auth_jwt_key",
+        "keys", "auth_users", "auth_program", "auth_timeout", "auth_user", "auth_program_user", "auth_jwt_key",
+        "auth_jwt_audience", "auth_jwt_issuer",
         "ip_limit", "ip_handshake_limit", "handshake_limit", "output_limit", "max_header_size",
     ]
     public static let switchKeys: Set<String> = ["allow_discovery", "proxied"]

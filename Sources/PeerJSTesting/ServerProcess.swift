@@ -175,8 +175,8 @@ public final class ServerProcess: @unchecked Sendable {
     }
 
     /// Spawns `binary arguments` (see ``ChildSpawner``) with its output read into a ``LineLog``.
-    static func spawn(binary: String, arguments: [String], echoPrefix: String?) throws -> (Int32, LineLog) {
-        let (pid, output) = try ChildSpawner.spawn(binary, arguments)
+    static func spawn(binary: String, arguments: [String], environment: [String]? = nil, echoPrefix: String?) throws -> (Int32, LineLog) {
+        let (pid, output) = try ChildSpawner.spawn(binary, arguments, environment: environment)
         let log = LineLog(echoPrefix: echoPrefix)
         log.startReading(fd: output)
         return (pid, log)
@@ -187,9 +187,11 @@ public final class ServerProcess: @unchecked Sendable {
     /// `--host 127.0.0.1` and `--port 0` are added unless the arguments already name a host or port.
     /// - Parameters:
     ///   - arguments: command-line flags for `peerjs`.
+    ///   - environment: the supervisor's whole environment (`NAME=value`); nil passes the test's on.
     ///   - startupTimeout: how long to wait for the Started line.
     public static func launch(
         _ arguments: [String],
+        environment: [String]? = nil,
         startupTimeout: Duration = .seconds(15)
     ) async throws -> ServerProcess {
         var full = arguments
@@ -202,7 +204,7 @@ public final class ServerProcess: @unchecked Sendable {
         full += sandboxUserArguments(full)
         let binary = try locateBinary()
         let echo = ProcessInfo.processInfo.environment["PEERJS_TEST_ECHO"] != nil
-        let (pid, log) = try spawn(binary: binary, arguments: full, echoPrefix: echo ? "[peerjs] " : nil)
+        let (pid, log) = try spawn(binary: binary, arguments: full, environment: environment, echoPrefix: echo ? "[peerjs] " : nil)
 
         let deadline = ContinuousClock.now + startupTimeout
         var startedLine: String?
@@ -247,15 +249,24 @@ public final class ServerProcess: @unchecked Sendable {
         )
     }
 
-    /// Run as root, the broker drops to `--user` (default `_peerjs`, which exists only where the
-    /// Debian package is installed): tests name `nobody` unless they chose a user themselves.
-    /// The same holds for the auth helper's `--auth-user` (default `_peerjs-auth`).
+    /// Run as root, the broker drops to `--user` (default `_peerjs`) and the auth helper to
+    /// `--auth-user` (default `_peerjs-auth`), its policy program to `--auth-program-user`
+    /// (default `_peerjs-policy`); `scripts/setup.sh` and the Debian package create them. Tests
+    /// use those defaults when they exist, else name `nobody` (`daemon` for the program), unless
+    /// they chose a user themselves.
     public static func sandboxUserArguments(_ arguments: [String]) -> [String] {
         guard geteuid() == 0 else { return [] }
         var extra: [String] = []
-        if !arguments.contains(where: { $0 == "--user" || $0.hasPrefix("--user=") }) { extra += ["--user", "nobody"] }
-        if !arguments.contains(where: { $0 == "--auth-user" || $0.hasPrefix("--auth-user=") }) {
+        if !arguments.contains(where: { $0 == "--user" || $0.hasPrefix("--user=") }), getpwnam("_peerjs") == nil {
+            extra += ["--user", "nobody"]
+        }
+        if !arguments.contains(where: { $0 == "--auth-user" || $0.hasPrefix("--auth-user=") }), getpwnam("_peerjs-auth") == nil {
             extra += ["--auth-user", "nobody"]
+        }
+        // The policy program's user must differ from both (`daemon`, when it exists).
+        if !arguments.contains(where: { $0 == "--auth-program-user" || $0.hasPrefix("--auth-program-user=") }),
+           getpwnam("_peerjs-policy") == nil, getpwnam("daemon") != nil {
+            extra += ["--auth-program-user", "daemon"]
         }
         return extra
     }
@@ -298,12 +309,14 @@ public final class ServerProcess: @unchecked Sendable {
     /// Starts a server, runs `body`, and stops the server even when `body` throws. On error, prints its output.
     /// - Parameters:
     ///   - arguments: command-line flags for `peerjs`.
+    ///   - environment: the supervisor's whole environment (`NAME=value`); nil passes the test's on.
     ///   - body: the code using the server.
     public static func withServer<T>(
         _ arguments: [String],
+        environment: [String]? = nil,
         _ body: (ServerProcess) async throws -> T
     ) async throws -> T {
-        let server = try await launch(arguments)
+        let server = try await launch(arguments, environment: environment)
         do {
             let result = try await body(server)
             await server.stop()

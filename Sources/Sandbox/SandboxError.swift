@@ -18,7 +18,8 @@ public struct SandboxError: Error, CustomStringConvertible, Equatable, Sendable 
         public static let chroot = Code(name: "chroot")
         /// setgroups/setresgid/setresuid failed, or root could be regained afterwards.
         public static let identity = Code(name: "identity")
-        /// Capabilities could not be read or cleared, or some but not all were held.
+        /// Capabilities could not be read or cleared, a thread still holds one, or the process
+        /// is root without the capabilities to leave uid 0.
         public static let capabilities = Code(name: "capabilities")
         /// PR_SET_NO_NEW_PRIVS failed.
         public static let noNewPrivileges = Code(name: "noNewPrivileges")

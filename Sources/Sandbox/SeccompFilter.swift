@@ -29,6 +29,13 @@ public enum SeccompFilter {
         guard rc == 0 else {
             throw SandboxError(.seccomp, "seccomp thread sync is unavailable (\(SandboxError.errnoText(-rc))); a kernel ≥ 3.17 is needed")
         }
+        // A call through another ABI (i386 `int 0x80`, x32 numbers) kills the whole process, as an
+        // unlisted call does (libseccomp's default would kill only the calling thread), also in
+        // debug mode (the SIGSYS reporter would name it from the wrong table).
+        rc = seccomp_attr_set(context, SCMP_FLTATR_ACT_BADARCH, actionKillProcess)
+        guard rc == 0 else {
+            throw SandboxError(.seccomp, "cannot set the filter's bad-architecture action: \(SandboxError.errnoText(-rc)); libseccomp ≥ 2.4 is needed")
+        }
         for rule in policy.rules {
             guard let number = number(of: rule.name) else {
                 throw SandboxError(.seccomp, "the \(policy.role) policy names \(rule.name), unknown on this architecture; fix Sources/Sandbox/SeccompPolicy.swift")
@@ -45,6 +52,12 @@ public enum SeccompFilter {
                 for value in values {
                     var comparison = scmp_arg_cmp(arg: argument, op: SCMP_CMP_EQ, datum_a: value, datum_b: 0)
                     rc = seccomp_rule_add_array(context, actionAllow, number, 1, &comparison)
+                    if rc != 0 { break }
+                }
+            case .allowIfAll(let alternatives):
+                for alternative in alternatives {
+                    var comparisons = alternative.map { scmp_arg_cmp(arg: $0.index, op: SCMP_CMP_EQ, datum_a: $0.value, datum_b: 0) }
+                    rc = seccomp_rule_add_array(context, actionAllow, number, UInt32(comparisons.count), &comparisons)
                     if rc != 0 { break }
                 }
             }

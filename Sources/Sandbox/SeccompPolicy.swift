@@ -2,7 +2,8 @@ import Glibc
 
 // The one place where the system calls a sandboxed role may make are listed, one per line, with
 // the reason each is needed. Anything not listed kills the process (SCMP_ACT_KILL_PROCESS; in
-// --sandbox-debug mode it traps and the SIGSYS handler names the call first). Native arch only.
+// --sandbox-debug mode it traps and the SIGSYS handler names the call first). Native arch only:
+// a call through another ABI (i386 `int 0x80`, x32) kills the process (SCMP_FLTATR_ACT_BADARCH).
 //
 // To find a missing call: run with --sandbox-debug (the broker names the call on stderr) or read
 // the kernel audit record (`dmesg | grep type=1326`, field syscall=N), then add it here with why.
@@ -15,6 +16,9 @@ public enum SeccompAction: Sendable, Hashable {
     case allowIfMasked(argument: UInt32, mask: UInt64, value: UInt64)
     /// Allowed when the argument is one of `values` (one libseccomp rule per value).
     case allowIfOneOf(argument: UInt32, values: [UInt64])
+    /// Allowed when the arguments match one of `alternatives`, each a list of arguments that
+    /// must all equal their value (one libseccomp rule per alternative, its comparisons ANDed).
+    case allowIfAll(_ alternatives: [[SeccompArgument]])
     /// The call fails with this errno without running: calls libc or the runtime make
     /// speculatively and cope with failing (a soft denial).
     case errno(Int32)
@@ -23,6 +27,18 @@ public enum SeccompAction: Sendable, Hashable {
     public var allows: Bool {
         if case .errno = self { return false }
         return true
+    }
+}
+
+/// One argument comparison of an ``SeccompAction/allowIfAll(_:)`` rule: argument `index`
+/// (0-based) equals `value`.
+public struct SeccompArgument: Sendable, Hashable {
+    public let index: UInt32
+    public let value: UInt64
+
+    public init(_ index: UInt32, equals value: UInt64) {
+        self.index = index
+        self.value = value
     }
 }
 
@@ -52,7 +68,7 @@ public struct SeccompPolicy: Sendable {
 
     init(role: String, _ sections: [[(String, SeccompAction, why: String)]], mustRefuse: [(String, why: String)]) {
         self.role = role
-        rules = sections.joined().map { SeccompRule(name: $0.0, action: $0.1, why: $0.why) }
+        rules = (sections + [Self.sanitizerRuntime]).joined().map { SeccompRule(name: $0.0, action: $0.1, why: $0.why) }
         self.mustRefuse = mustRefuse.map { SeccompRefusal(name: $0.0, why: $0.why) }
     }
 
@@ -73,6 +89,10 @@ public struct SeccompPolicy: Sendable {
     // Linux constants Glibc does not export (they need _GNU_SOURCE).
     static let cloneThread: UInt64 = 0x0001_0000  // CLONE_THREAD
     static let protExec = UInt64(PROT_EXEC)
+    static let solSocket = UInt64(SOL_SOCKET)
+    static let soError = UInt64(SO_ERROR)
+    static let solTCP = UInt64(IPPROTO_TCP)  // SOL_TCP
+    static let tcpNoDelay: UInt64 = 1  // TCP_NODELAY
 
     /// Soft denials: speculative calls of libc and the Swift runtime get an errno, not death.
     static let softDenials: [(String, SeccompAction, why: String)] = [
@@ -131,14 +151,18 @@ public struct SeccompPolicy: Sendable {
         ("shutdown", .allow, why: "half-close of a connection"),
         ("fcntl", .allowIfOneOf(argument: 1, values: [UInt64(F_GETFD), UInt64(F_SETFD), UInt64(F_GETFL), UInt64(F_SETFL)]),
          why: "NIO sets O_NONBLOCK / FD_CLOEXEC on adopted fds; no F_DUPFD, no locks"),
-        ("setsockopt", .allow, why: "NIO sets TCP_NODELAY and socket options on adopted fds"),
-        ("getsockopt", .allow, why: "NIO reads SO_ERROR and socket options"),
+        ("setsockopt", .allowIfAll([[SeccompArgument(1, equals: solTCP), SeccompArgument(2, equals: tcpNoDelay)]]),
+         why: "NIO's ClientBootstrap sets TCP_NODELAY on each adopted fd (the only option strace shows); no TCP_ULP, no SOL_TLS (kernel TLS)"),
+        ("getsockopt", .allowIfAll([[SeccompArgument(1, equals: solSocket), SeccompArgument(2, equals: soError)]]),
+         why: "NIO reads SO_ERROR when epoll reports a reset or an error on a connection; nothing else"),
         ("getsockname", .allow, why: "NIO's local address of an adopted fd"),
         ("getpeername", .allow, why: "NIO's remote address of an adopted fd"),
-        ("prlimit64", .allowIfOneOf(argument: 1, values: [UInt64(RLIMIT_NOFILE.rawValue)]),
-         why: "glibc's getrlimit/setrlimit: the descriptor budget follows concurrent_limit on SIGHUP (soft limit, up to the hard limit); RLIMIT_NOFILE only"),
+        ("prlimit64", .allowIfAll([[SeccompArgument(0, equals: 0), SeccompArgument(1, equals: UInt64(RLIMIT_NOFILE.rawValue))]]),
+         why: "glibc's getrlimit/setrlimit (pid 0): the descriptor budget follows concurrent_limit on SIGHUP (soft limit, up to the hard limit); this process (pid 0) and RLIMIT_NOFILE only"),
         ("poll", .allow, why: "the auth-verdict reader thread waits on the auth helper's channel"),
         ("ppoll", .allow, why: "glibc's poll() on some builds (auth-verdict reader thread)"),
+        ("mlock", .allow, why: "a reload's TLS private key is put together in memory locked out of swap (SecretBytes); bounded by RLIMIT_MEMLOCK"),
+        ("munlock", .allow, why: "that memory is unlocked, wiped and unmapped when the key is replaced"),
     ]
 
     /// Soft denials of the auth helper: the broker's, except `open`/`openat`, which the helper

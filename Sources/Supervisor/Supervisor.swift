@@ -121,9 +121,10 @@ public final class Supervisor {
     static let repeatLogIntervalMs: Int64 = 10_000
     private var drainingSince: Int64?
     private var announced = false
-    /// The checked TLS material in force (kept so that a restarted broker gets it too).
-    private var tlsMaterial: TLSMaterial?
-    private var tlsGeneration: UInt32 = 1
+    /// The checked TLS material (kept so that a restarted broker gets it too), and which
+    /// generation of it the broker acknowledged (`tlsAck`).
+    private var tls = TLSHandoff()
+    private var tlsMaterial: TLSMaterial? { tls.current }
     /// Set when stderr is a regular file (see ``LogRelay``).
     private let logRelay = LogRelay.ifStderrIsAFile()
     static let setupSendDeadlineMs: Int64 = 2000
@@ -143,7 +144,9 @@ public final class Supervisor {
         signal(SIGPIPE, SIG_IGN)
         // TLS files first: a bad key or certificate is reported before anything listens.
         if let files = configuration.tls {
-            tlsMaterial = try TLSMaterial.load(files, logger: logger)
+            // No core dump, no ptrace by our own user, before the key is decrypted (issue 16).
+            do { try SecretBytes.protectProcess() } catch { throw SupervisorError(.tls, "\(error)") }
+            tls.offer(try TLSMaterial.load(files, logger: logger))
         }
         let activated = try Systemd.activatedListeners()
         if activated.isEmpty {
@@ -239,31 +242,37 @@ public final class Supervisor {
     // MARK: - Broker lifecycle
 
     /// Creates the broker's chroot directory (root-owned, 0555, empty) when it is missing and
-    /// this process runs as root, and checks the broker's user exists when the broker will be
-    /// able to drop to it — a clear error now instead of a broker crash loop.
+    /// this process runs as root (never through a symlink), and checks the broker's user exists
+    /// when the broker will be able to drop to it — a clear error now instead of a broker crash
+    /// loop. When the children could drop privileges, a missing or unsuitable directory stops
+    /// the start (fail closed), as does uid 0 without the capabilities to leave it.
     private func prepareBrokerSandbox() throws(SupervisorError) {
-        guard let directory = configuration.chrootDirectory else { return }
-        if geteuid() == 0, access(directory, F_OK) != 0 {
-            let parent = String(directory[..<(directory.lastIndex(of: "/") ?? directory.startIndex)])
-            if !parent.isEmpty, access(parent, F_OK) != 0, mkdir(parent, 0o755) != 0, errno != EEXIST {
-                throw SupervisorError(.sandbox, "cannot create \(parent) for the broker's chroot: \(SupervisorError.errnoText()); create it or pass --chroot")
+        do throws(SandboxError) {
+            guard PrivilegeDrop.canDrop(capabilities: try PrivilegeDrop.effectiveCapabilities()) else {
+                guard getuid() != 0, geteuid() != 0 else {
+                    throw SandboxError(.capabilities, "peerjs runs as root without CAP_SETUID and CAP_SYS_CHROOT, so its broker could not change user; start it as root with its capabilities, or as an unprivileged user")
+                }
+                return
             }
-            guard mkdir(directory, 0o555) == 0 || errno == EEXIST else {
-                throw SupervisorError(.sandbox, "cannot create the broker's chroot directory \(directory): \(SupervisorError.errnoText()); create it (root-owned, mode 0555, empty) or pass --chroot")
+            guard let directory = configuration.chrootDirectory else {
+                throw SandboxError(.chroot, "peerjs can drop privileges but has no chroot directory for the broker; pass --chroot")
             }
-            _ = chmod(directory, 0o555)  // mkdir's mode is reduced by the umask
-            logger.info("created the broker's chroot directory \(directory)")
-        }
-        guard let capabilities = try? PrivilegeDrop.effectiveCapabilities(), PrivilegeDrop.canDrop(capabilities: capabilities)
-        else { return }
-        do {
-            guard try PrivilegeDrop.checkEmptyRoot(directory) else { return }
+            if geteuid() == 0, try PrivilegeDrop.createEmptyRoot(directory) {
+                logger.info("created the broker's chroot directory \(directory)")
+            }
+            guard try PrivilegeDrop.checkEmptyRoot(directory) else {
+                throw SandboxError(.chroot, PrivilegeDrop.missingRootMessage(directory))
+            }
             if let user = configuration.brokerUser { _ = try PrivilegeDrop.lookUp(user: user) }
             if configuration.authArguments != nil, let user = configuration.authUser { _ = try PrivilegeDrop.lookUp(user: user, role: SeccompPolicy.auth.role) }
         } catch {
             throw SupervisorError(.sandbox, error.message)
         }
     }
+
+    /// The broker's and the helper's environment: PATH, LANG and JOURNAL_STREAM (their stderr is
+    /// the journal's when it is ours), nothing else of the supervisor's.
+    static var childEnvironment: [String] { RoleSpawner.minimalEnvironment(passing: ["JOURNAL_STREAM"]) }
 
     private func spawnBroker() throws(SupervisorError) {
         restartAt = nil
@@ -272,7 +281,7 @@ public final class Supervisor {
         do {
             pid = try RoleSpawner.spawn(
                 executable: configuration.executable, arguments: configuration.brokerArguments,
-                fdMap: [(parent: theirs.rawFD, child: 3)], stderr: logRelay?.writeEnd)
+                fdMap: [(parent: theirs.rawFD, child: 3)], environment: Self.childEnvironment, stderr: logRelay?.writeEnd)
         } catch {
             throw SupervisorError(.spawn, "cannot start the broker (\(configuration.executable)): \(error)")
         }
@@ -280,6 +289,7 @@ public final class Supervisor {
         try wrap { () throws(IPCError) in try mine.setNonBlocking(true) }
         do {
             // The setup phase: TLS material (if any), then hello, which ends it.
+            tls.brokerStarted()
             if tlsMaterial != nil { try sendTLSMaterial(over: mine) }
             try mine.send(type: .hello, message: brokerSettings)
         } catch {
@@ -309,8 +319,8 @@ public final class Supervisor {
             let (mine, theirs) = try HandoffChannel.pair(roles: (.supervisor, .auth))
             let pid = try RoleSpawner.spawn(
                 executable: configuration.executable, arguments: arguments,
-                fdMap: [(parent: helperEnd.rawFD, child: 3), (parent: theirs.rawFD, child: 4)], newProcessGroup: true,
-                stderr: logRelay?.writeEnd)
+                fdMap: [(parent: helperEnd.rawFD, child: 3), (parent: theirs.rawFD, child: 4)],
+                environment: Self.childEnvironment, newSession: true, stderr: logRelay?.writeEnd)
             auth = AuthProcess(pid: pid, channel: mine)
             try mine.setNonBlocking(true)
             try brokerChannel.send(type: .authChannel, fd: brokerEnd.rawFD)
@@ -351,12 +361,13 @@ public final class Supervisor {
     }
 
     /// Sends the current TLS material as one generation of `tlsChunk` frames, waiting (bounded)
-    /// for room in the channel; the encoded key chunks are wiped once sent.
+    /// for room in the channel; the encoded key chunks are wiped once sent. The broker answers
+    /// with a `tlsAck` (see ``TLSHandoff``).
     private func sendTLSMaterial(over channel: HandoffChannel) throws(IPCError) {
         guard let material = tlsMaterial else { return }
         var chunks: [TLSChunk]
         do {
-            chunks = try material.chunks(generation: tlsGeneration)
+            chunks = try material.chunks(generation: tls.currentGeneration)
         } catch {
             throw IPCError(.invalidArgument, error.description)
         }
@@ -377,6 +388,7 @@ public final class Supervisor {
                 }
             }
         }
+        tls.sent(now: monotonicMilliseconds())
     }
 
     private func wrap<T>(_ body: () throws(IPCError) -> T) throws(SupervisorError) -> T {
@@ -401,6 +413,13 @@ public final class Supervisor {
                     broker?.credited = true
                     broker?.full = credit.count == 0
                     flushPending()
+                case .tlsAck:
+                    let ack = try frame.decode(TLSAck.self)
+                    guard tls.answer(ack, brokerPID: broker?.pid, logger: logger) else {
+                        logger.error("broker answered TLS generation \(ack.generation), which it was not sent or already answered; restarting it")
+                        killBroker()
+                        return
+                    }
                 case .stats:
                     if let stats = try? frame.decode(BrokerStats.self) {
                         logger.debug("broker stats: \(stats.registeredPeers) peers, \(stats.openConnections) connections")
@@ -644,15 +663,13 @@ public final class Supervisor {
             logger.error("TLS reload failed, keeping the running certificate and key: \(error)")
             return
         }
-        tlsMaterial?.wipe()
-        tlsMaterial = material
-        tlsGeneration &+= 1
-        guard let channel = broker?.channel else { return }
+        tls.offer(material)
+        guard let channel = broker?.channel else { return }  // the next broker is sent it
         do {
             try sendTLSMaterial(over: channel)
-            logger.notice("TLS certificate and key reloaded")
+            logger.info("TLS generation \(tls.currentGeneration) sent to the broker; the one in force changes when the broker takes it")
         } catch {
-            logger.error("could not hand the new TLS material to the broker (\(error)); it gets it when it restarts")
+            tls.sendFailed(error, logger: logger)
         }
     }
 
@@ -689,6 +706,7 @@ public final class Supervisor {
     }
 
     private func checkTimers(now: Int64) throws(SupervisorError) -> Int32? {
+        tls.checkDeadline(now: now, logger: logger)
         if let interval = watchdogIntervalMs, now - lastWatchdog >= interval / 2 {
             lastWatchdog = now
             Systemd.notify("WATCHDOG=1")
@@ -715,6 +733,7 @@ public final class Supervisor {
         if let restartAt { deadline = min(deadline, restartAt) }
         if let authRestartAt { deadline = min(deadline, authRestartAt) }
         if acceptPausedUntil > now { deadline = min(deadline, acceptPausedUntil) }
+        if let due = tls.answerDue { deadline = min(deadline, due) }
         if let since = drainingSince { deadline = min(deadline, since + Int64(configuration.drainDeadlineMs) + 2001) }
         if let interval = watchdogIntervalMs { deadline = min(deadline, lastWatchdog + interval / 2) }
         return Int32(max(0, deadline - now))

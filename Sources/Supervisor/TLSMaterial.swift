@@ -28,11 +28,22 @@ public struct TLSFiles: Sendable, Equatable {
 ///
 /// The checks use swift-nio-ssl on the supervisor's own files — never on a byte a client sent —
 /// so that every mistake is reported, naming the file, before anything listens.
-struct TLSMaterial {
-    var certificateChainPEM: [UInt8]
-    var privateKeyDER: [UInt8]
+///
+/// The key is kept (a restarted broker needs it) in ``SecretBytes``: one locked, never-dumped
+/// copy, wiped when this material is replaced; every other copy made on the way (the PEM file
+/// as read, the passphrase, the DER from BoringSSL, each chunk and frame) is wiped once used.
+/// A class because it holds that single copy.
+final class TLSMaterial {
+    let certificateChainPEM: [UInt8]
+    private(set) var privateKeyDER: SecretBytes
     /// The leaf certificate's notAfter, seconds since the epoch.
     let notAfter: Int
+
+    private init(certificateChainPEM: [UInt8], privateKeyDER: consuming SecretBytes, notAfter: Int) {
+        self.certificateChainPEM = certificateChainPEM
+        self.privateKeyDER = privateKeyDER
+        self.notAfter = notAfter
+    }
 
     static let maxFileBytes = 1 << 20
 
@@ -91,14 +102,20 @@ struct TLSMaterial {
         } catch {
             throw SupervisorError(.tls, "the private key in \(keyPath) (--sslkey) does not match the certificate in \(certificatePath) (--sslcert); give the key the certificate was issued for (\(error))")
         }
-        let keyDER: [UInt8]
+        var keyDER: [UInt8]
         do {
             keyDER = try key.derBytes
         } catch {
             throw SupervisorError(.tls, "cannot serialise the private key from \(keyPath): \(error)")
         }
+        let keyBytes: SecretBytes
+        do {
+            keyBytes = try SecretBytes(wiping: &keyDER)
+        } catch {
+            throw SupervisorError(.tls, "cannot keep the private key from \(keyPath) in locked memory: \(error)")
+        }
 
-        guard chainPEM.count + keyDER.count <= Int(TLSChunk.maxCount) * TLSChunk.maxDataLength - TLSChunk.maxDataLength else {
+        guard chainPEM.count + keyBytes.count <= Int(TLSChunk.maxCount) * TLSChunk.maxDataLength - TLSChunk.maxDataLength else {
             throw SupervisorError(.tls, "\(certificatePath) (--sslcert) is too large (\(chainPEM.count) bytes) to hand to the broker; give only the server's certificate and its intermediates")
         }
         let now = Int(time(nil))
@@ -110,10 +127,14 @@ struct TLSMaterial {
         } else {
             logger.info("TLS certificate \(certificatePath): \(chain.count) certificate(s), valid until \(utcText(notAfter))")
         }
-        return TLSMaterial(certificateChainPEM: chainPEM, privateKeyDER: keyDER, notAfter: notAfter)
+        if !keyBytes.isLocked {
+            logger.warning("the private key could not be locked in memory (mlock: raise LimitMEMLOCK= / ulimit -l); it may be swapped out")
+        }
+        return TLSMaterial(certificateChainPEM: chainPEM, privateKeyDER: keyBytes, notAfter: notAfter)
     }
 
-    /// The `tlsChunk` payloads of this material as `generation`.
+    /// The `tlsChunk` payloads of this material as `generation`; the key chunks' data is a copy
+    /// of the key, to be wiped once sent.
     func chunks(generation: UInt32) throws(SupervisorError) -> [TLSChunk] {
         do {
             return try TLSChunk.split(generation: generation, certificateChainPEM: certificateChainPEM, privateKeyDER: privateKeyDER)
@@ -122,10 +143,9 @@ struct TLSMaterial {
         }
     }
 
-    /// Zeroes the key bytes (the material is being replaced).
-    mutating func wipe() {
-        TLSChunk.wipe(&privateKeyDER)
-        privateKeyDER = []
+    /// Zeroes the key bytes now (the material is being replaced; dropping it does the same).
+    func wipe() {
+        privateKeyDER.removeAll()
     }
 
     private static func readFile(_ path: String, what: String) throws(SupervisorError) -> [UInt8] {
@@ -179,5 +199,98 @@ struct TLSMaterial {
         var buffer = [CChar](repeating: 0, count: 64)
         let length = strftime(&buffer, buffer.count, "%Y-%m-%d %H:%M:%S UTC", &parts)
         return String(decoding: buffer.prefix(length).map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    }
+}
+
+/// Which TLS material the broker has really taken, so the supervisor never believes a
+/// certificate is in force that the broker did not take (issue 16 item 7): the broker answers
+/// every whole generation of `tlsChunk` frames with a `tlsAck`.
+///
+/// `current` is the newest material the supervisor loaded and checked; it is what a (re)started
+/// broker is sent, whatever the running broker answered. The broker's answers move only
+/// `inForce`: a broker that refuses (or a hand-off that fails half-way) keeps serving what it
+/// had, and the supervisor says so. A broker cannot make the supervisor go back to an older key
+/// (a compromised broker could otherwise undo the key rotation made because of it), and the
+/// supervisor holds one copy of one key. An answer to a generation that was not sent to this
+/// broker, or a second answer, is a protocol violation (the caller restarts the broker).
+struct TLSHandoff {
+    /// How long the broker has to answer a generation before the supervisor logs an error
+    /// (and keeps waiting: a late answer still counts).
+    static let answerDeadlineMs: Int64 = 5000
+    /// At most this many generations wait for their answers (SIGHUPs faster than the broker
+    /// answers); an older one is forgotten, and its answer is then a protocol violation.
+    static let maxAwaited = 8
+
+    private(set) var current: TLSMaterial?
+    private(set) var currentGeneration: UInt32 = 0
+    /// The generation the running broker said it took last; nil before its first answer.
+    private(set) var inForce: UInt32?
+    /// Generations sent to the running broker whole and not answered yet, oldest first.
+    private(set) var awaited: [UInt32] = []
+    /// When the answer for `current` is due (monotonic ms), while one is awaited and not late.
+    private(set) var answerDue: Int64?
+
+    /// A newly loaded (and checked) material becomes `current` under a new generation number;
+    /// the one it replaces is wiped (the broker holds its own copy of what it serves).
+    mutating func offer(_ material: TLSMaterial) {
+        current?.wipe()
+        current = material
+        currentGeneration &+= 1
+        answerDue = nil
+    }
+
+    /// A new broker process: nothing is in force in it and nothing is awaited from it.
+    mutating func brokerStarted() {
+        inForce = nil
+        awaited.removeAll()
+        answerDue = nil
+    }
+
+    /// `current` has been sent whole; its answer is due within the deadline.
+    mutating func sent(now: Int64) {
+        awaited.removeAll { $0 == currentGeneration }
+        awaited.append(currentGeneration)
+        if awaited.count > Self.maxAwaited { awaited.removeFirst(awaited.count - Self.maxAwaited) }
+        answerDue = now + Self.answerDeadlineMs
+    }
+
+    /// The broker's answer (`tlsAck`). Returns false for an answer the supervisor did not ask
+    /// for (a generation not sent to this broker, or one already answered).
+    mutating func answer(_ ack: TLSAck, brokerPID: pid_t?, logger: Logger) -> Bool {
+        guard let index = awaited.firstIndex(of: ack.generation) else { return false }
+        awaited.remove(at: index)
+        if ack.generation == currentGeneration { answerDue = nil }
+        let broker = brokerPID.map { "broker pid=\($0)" } ?? "the broker"
+        let serving = inForce.map { "it keeps serving generation \($0)" } ?? "it serves no earlier generation"
+        if ack.accepted {
+            let reloaded = inForce != nil
+            if ack.generation >= (inForce ?? 0) { inForce = ack.generation }
+            if ack.generation != currentGeneration {
+                logger.info("\(broker) took TLS generation \(ack.generation), which generation \(currentGeneration) has replaced")
+                return true
+            }
+            let until = current.map { " (certificate valid until \(TLSMaterial.utcText($0.notAfter)))" } ?? ""
+            let text = "\(broker) took TLS generation \(ack.generation)\(until); new handshakes use it"
+            if reloaded { logger.notice("\(text)") } else { logger.info("\(text)") }
+        } else {
+            logger.error("\(broker) refused TLS generation \(ack.generation): \(ack.reason); \(serving); a restarted broker is sent generation \(currentGeneration)")
+        }
+        return true
+    }
+
+    /// Sending `current` failed (possibly half-way): the broker did not take it.
+    mutating func sendFailed(_ error: IPCError, logger: Logger) {
+        answerDue = nil
+        let serving = inForce.map { "generation \($0) stays in force" } ?? "no certificate is known to be in force"
+        logger.error("could not hand TLS generation \(currentGeneration) to the broker (\(error)); \(serving); a restarted broker is sent generation \(currentGeneration), or send SIGHUP again")
+    }
+
+    /// Logs once when the answer is late; the supervisor keeps believing the previous
+    /// generation is in force until the answer comes.
+    mutating func checkDeadline(now: Int64, logger: Logger) {
+        guard let due = answerDue, now >= due else { return }
+        answerDue = nil
+        let kept = inForce.map { "generation \($0) stays in force as far as the supervisor knows" } ?? "no certificate is known to be in force"
+        logger.error("the broker has not answered TLS generation \(currentGeneration) within \(Self.answerDeadlineMs / 1000) s; \(kept) (an answer that comes later still counts)")
     }
 }

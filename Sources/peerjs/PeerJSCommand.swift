@@ -146,6 +146,14 @@ struct PeerJSCommand: ParsableCommand {
             help: ArgumentHelp("The token is a JWT (sub = peer id, optional keys claim, exp/nbf enforced) signed with this HS256 secret or ES256/RS256 PEM public key; re-read on SIGHUP.", valueName: "file"))
     var authJWTKey: String?
 
+    @Option(name: [.customLong("auth-jwt-audience"), .customLong("auth_jwt_audience")],
+            help: ArgumentHelp("With --auth-jwt-key: the token's aud claim (a string or an array) must contain this value.", valueName: "aud"))
+    var authJWTAudience: String?
+
+    @Option(name: [.customLong("auth-jwt-issuer"), .customLong("auth_jwt_issuer")],
+            help: ArgumentHelp("With --auth-jwt-key: the token's iss claim must be exactly this value.", valueName: "iss"))
+    var authJWTIssuer: String?
+
     @Option(name: [.customLong("auth-timeout"), .customLong("auth_timeout")],
             help: ArgumentHelp("Milliseconds the broker waits for the auth helper; then the client gets `Auth Timeout`.", valueName: "ms"))
     var authTimeout: Int = 1000
@@ -153,6 +161,10 @@ struct PeerJSCommand: ParsableCommand {
     @Option(name: [.customLong("auth-user"), .customLong("auth_user")],
             help: "The unprivileged user the auth helper runs as when peerjs starts as root.")
     var authUser: String = "_peerjs-auth"
+
+    @Option(name: [.customLong("auth-program-user"), .customLong("auth_program_user")],
+            help: "The user of its own the policy program runs as when peerjs starts as root (never the helper's or the broker's).")
+    var authProgramUser: String = PolicyProgramUser.defaultName
 
     @Option(name: .customLong("role"), help: .private)
     var role: String?
@@ -211,10 +223,19 @@ struct PeerJSCommand: ParsableCommand {
         }
         guard cors.count <= 64 else { throw ValidationError("--cors may be given at most 64 times") }
         if let role, !["broker", "auth", "sandbox-probe"].contains(role) { throw ValidationError("--role: unknown role \(role)") }
+        if authJWTKey == nil, authJWTAudience != nil || authJWTIssuer != nil {
+            throw ValidationError("--auth-jwt-audience and --auth-jwt-issuer need --auth-jwt-key")
+        }
+        for (flag, value) in [("--auth-jwt-audience", authJWTAudience), ("--auth-jwt-issuer", authJWTIssuer)] {
+            if let value, value.isEmpty || value.utf8.count > 1024 {
+                throw ValidationError("\(flag) must be 1 to 1024 bytes")
+            }
+        }
         guard (1...60_000).contains(authTimeout) else {
             throw ValidationError("--auth-timeout must be between 1 and 60000 ms, not \(authTimeout)")
         }
         guard !authUser.isEmpty else { throw ValidationError("--auth-user must not be empty") }
+        guard !authProgramUser.isEmpty else { throw ValidationError("--auth-program-user must not be empty") }
         if let authProgram, !authProgram.hasPrefix("/") {
             throw ValidationError("--auth-program must be an absolute path, not \(authProgram)")
         }
@@ -293,7 +314,9 @@ struct PeerJSCommand: ParsableCommand {
     var authOptions: AuthHelperOptions {
         AuthHelperOptions(
             usersPath: authUsers, programPath: authProgram, timeoutMs: authTimeout, jwtKeyPath: authJWTKey,
-            makeVerifier: { (path) throws(AuthError) in try JWTVerifier.load(path: path) })
+            makeVerifier: { [authJWTAudience, authJWTIssuer] (path) throws(AuthError) in
+                try JWTVerifier.load(path: path, audience: authJWTAudience, issuer: authJWTIssuer)
+            })
     }
 
     var brokerSettings: BrokerSettings {
@@ -344,12 +367,23 @@ struct PeerJSCommand: ParsableCommand {
 
     /// The auth helper's sandbox: its own user, no chroot (it re-reads its policy files), the
     /// `auth` seccomp policy (no network, no new programs); its policy program starts just before
-    /// the filter, as the helper's user.
-    func confineAuthHelper(logger: Logger, beforeFilter: () throws -> Void) throws {
+    /// the helper's change of user, as `--auth-program-user` (as the helper's user when nothing
+    /// can be changed).
+    func confineAuthHelper(
+        logger: Logger, startProgram: (RoleSpawner.ProgramUser?) throws -> Void, beforeFilter: () throws -> Void
+    ) throws {
         let policy = SandboxPolicy(user: authUser, chrootDirectory: nil, openFiles: 64, seccomp: .auth, debug: sandboxDebug)
-        let report = try Sandbox.apply(policy) { () throws(SandboxError) in
+        let report = try Sandbox.apply(policy, beforeUserChange: { (canChangeUser) throws(SandboxError) in
+            do {
+                // The broker's user is not known here; the supervisor checked it at start-up.
+                let user = canChangeUser && authProgram != nil
+                    ? try PolicyProgramUser.lookUp(authProgramUser, helperUser: authUser, brokerUser: nil) : nil
+                try startProgram(user)
+                if let user { logger.info("policy program started as \(user.name) (uid \(user.uid), gid \(user.gid))") }
+            } catch { throw SandboxError(.roleSetup, "\(error)") }
+        }, beforeFilter: { () throws(SandboxError) in
             do { try beforeFilter() } catch { throw SandboxError(.roleSetup, "\(error)") }
-        }
+        })
         let filter = "seccomp auth (\(sandboxDebug ? "trap" : "kill"))"
         if let skipped = report.skipped {
             logger.notice("sandbox: \(skipped); \(filter)")
@@ -369,6 +403,19 @@ struct PeerJSCommand: ParsableCommand {
         LoggingSystem.bootstrap { _ in JournalLogHandler(label: label, journald: journald, logLevel: level) }
         let logger = Logger(label: label)
 
+        // Every process of the service, from its first step: no process of the same user may
+        // ptrace it or read its environment, memory or descriptors (PrivilegeDrop.setNotDumpable).
+        do { try PrivilegeDrop.setNotDumpable() } catch {
+            logger.critical("\(error)")
+            throw ExitCode(role == nil ? 1 : 3)
+        }
+        if role != nil {
+            // Before any thread starts: capabilities are per thread (see PrivilegeDrop).
+            do { try PrivilegeDrop.dropCapabilitiesBeforeThreads() } catch {
+                logger.critical("cannot enter the sandbox: \(error)")
+                throw ExitCode(3)
+            }
+        }
         if role == "broker" {
             throw ExitCode(BrokerRole.run(channelDescriptor: 3, logger: logger) { settings in
                 try confine(openFiles: settings.wantedOpenFiles, logger: logger)
@@ -377,8 +424,8 @@ struct PeerJSCommand: ParsableCommand {
         if role == "auth" {
             throw ExitCode(AuthHelperRole.run(
                 brokerDescriptor: 3, supervisorDescriptor: 4, options: authOptions, logger: logger
-            ) { beforeFilter in
-                try confineAuthHelper(logger: logger, beforeFilter: beforeFilter)
+            ) { startProgram, beforeFilter in
+                try confineAuthHelper(logger: logger, startProgram: startProgram, beforeFilter: beforeFilter)
             })
         }
         if role == "sandbox-probe" {
@@ -402,11 +449,21 @@ struct PeerJSCommand: ParsableCommand {
                 logger.critical("--auth-program \(authProgram) is not an executable file: \(String(cString: strerror(errno)))")
                 throw ExitCode(78)
             }
+            // The program's own user, when it will be used (peerjs can change users).
+            if authProgram != nil, let capabilities = try? PrivilegeDrop.effectiveCapabilities(),
+               PrivilegeDrop.canDrop(capabilities: capabilities) {
+                do { _ = try PolicyProgramUser.lookUp(authProgramUser, helperUser: authUser, brokerUser: user) } catch {
+                    logger.critical("\(error)")
+                    throw ExitCode(78)
+                }
+            }
             var list = [CommandLine.arguments.first ?? "peerjs", "--role", "auth", "--log-level", logLevel,
-                        "--auth-user", authUser, "--auth-timeout", String(authTimeout)]
+                        "--auth-user", authUser, "--auth-program-user", authProgramUser, "--auth-timeout", String(authTimeout)]
             if let authUsers { list += ["--auth-users", authUsers] }
             if let authProgram { list += ["--auth-program", authProgram] }
             if let authJWTKey { list += ["--auth-jwt-key", authJWTKey] }
+            if let authJWTAudience { list += ["--auth-jwt-audience", authJWTAudience] }
+            if let authJWTIssuer { list += ["--auth-jwt-issuer", authJWTIssuer] }
             if sandboxDebug { list.append("--sandbox-debug") }
             authArguments = list
         }

@@ -39,6 +39,19 @@ enum SandboxProbe {
             return baseline(server: server, client: loopback.client, served: loopback.served, pair: (fds[0], fds[1]), logger: logger)
         }
         if attempt == "lost-descriptor" { return lostDescriptor(logger: logger, confine: confine) }
+        if attempt == "i386-syscall" || attempt == "x32-syscall" {
+            // getpid through a foreign ABI: the filter's bad-architecture action must end the
+            // whole process (the broker's event loop threads are running).
+            do { try confine() } catch {
+                logger.critical("probe: cannot enter the sandbox: \(error)")
+                return 3
+            }
+            let result = cshim_foreign_abi_getpid(attempt == "i386-syscall" ? 0 : 1)
+            if result == -2 { return 64 }  // not an x86_64 machine: nothing was tried
+            if result < 0 { return min(errno, 199) }
+            logger.error("probe: \(attempt) ran (returned \(result))")
+            return 200
+        }
         let call = PreparedCall(attempt)
         guard let call else {
             logger.error("probe: unknown system call \(attempt)")
@@ -165,7 +178,8 @@ enum SandboxProbe {
         }
 
         init?(_ attempt: String) {
-            let name = attempt == "mmap-exec" ? "mmap" : attempt == "mprotect-exec" ? "mprotect" : attempt
+            // `call-form` tries `call` with the arguments of that form (mmap-exec, setsockopt-ulp, ...).
+            let name = String(attempt.prefix { $0 != "-" })
             guard let number = SeccompFilter.number(of: name) else { return nil }
             self.number = Int(number)
             let file = Int(bitPattern: strdup("/etc/passwd"))
@@ -194,6 +208,23 @@ enum SandboxProbe {
             case "chroot": arguments = [Int(bitPattern: strdup("/")), 0, 0, 0, 0, 0]
             case "setuid", "setgid": arguments = [0, 0, 0, 0, 0, 0]
             case "process_vm_readv", "process_vm_writev": arguments = [Int(getpid()), buffer, 0, buffer, 0, 0]
+            case "setsockopt-ulp", "setsockopt-tls", "setsockopt-nodelay", "getsockopt-info", "getsockopt-error":
+                // A connected TCP socket made before the filter, as the broker's connections are.
+                let socket = Int(SandboxProbe.makeLoopbackPair()?.served ?? -1)
+                let length = UnsafeMutablePointer<socklen_t>.allocate(capacity: 1)
+                length.pointee = 4096
+                let one = UnsafeMutablePointer<Int32>.allocate(capacity: 1)
+                one.pointee = 1
+                let tcp = Int(IPPROTO_TCP)
+                switch attempt {
+                case "setsockopt-ulp": arguments = [socket, tcp, 31, Int(bitPattern: strdup("tls")), 3, 0]  // TCP_ULP "tls"
+                case "setsockopt-tls": arguments = [socket, 282, 1, buffer, 40, 0]  // SOL_TLS, TLS_TX
+                case "setsockopt-nodelay": arguments = [socket, tcp, 1, Int(bitPattern: one), 4, 0]  // TCP_NODELAY
+                case "getsockopt-info": arguments = [socket, tcp, 11, buffer, Int(bitPattern: length), 0]  // TCP_INFO
+                default: arguments = [socket, Int(SOL_SOCKET), Int(SO_ERROR), buffer, Int(bitPattern: length), 0]
+                }
+            case "prlimit64-other": arguments = [Int(getppid()), Int(RLIMIT_NOFILE.rawValue), 0, buffer, 0, 0]
+            case "prlimit64-self": arguments = [0, Int(RLIMIT_NOFILE.rawValue), 0, buffer, 0, 0]
             default: arguments = [0, 0, 0, 0, 0, 0]
             }
         }

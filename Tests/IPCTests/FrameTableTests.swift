@@ -19,6 +19,7 @@ struct FrameTableTests {
             (.peerEvent, 18, .broker, .auth, false),
             (.authReload, 19, .supervisor, .auth, false),
             (.tlsChunk, 32, .supervisor, .broker, false),
+            (.tlsAck, 33, .broker, .supervisor, false),
         ]
         #expect(expected.count == FrameType.allCases.count)
         for (type, raw, sender, receiver, fd) in expected {
@@ -55,6 +56,9 @@ struct FrameTableTests {
             trustedProxies: Array(repeating: String(repeating: "f", count: BrokerSettings.maxTrustedProxyLength), count: BrokerSettings.maxTrustedProxies))
         #expect(try longest.encodeChecked().count <= FrameType.hello.maxPayload)
         #expect(AdmissionCredit(count: .max).encode().count <= FrameType.credit.maxPayload)
+        let longestAck = TLSAck.refused(generation: .max, reason: String(repeating: "é", count: TLSAck.maxReasonLength))
+        #expect(longestAck.reason.utf8.count <= TLSAck.maxReasonLength)
+        #expect(try longestAck.encodeChecked().count <= FrameType.tlsAck.maxPayload)
         let handoff = ConnectionHandoff(
             peer: sampleV6, listenerName: String(repeating: "l", count: ConnectionHandoff.maxListenerNameLength), tls: true)
         #expect(try handoff.encodeChecked().count <= FrameType.connection.maxPayload)

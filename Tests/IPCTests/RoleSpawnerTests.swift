@@ -110,4 +110,57 @@ struct RoleSpawnerTests {
         let pid = try RoleSpawner.spawn(executable: "/bin/sh", arguments: ["sh", "-c", "exit 7"], fdMap: [])
         #expect(exitStatus(pid) == 7)
     }
+
+    @Test("spawnProgram: the child holds 0, 1 and 2 only, even past a descriptor that is not close-on-exec, and exactly the environment given")
+    func program() throws {
+        let output = makePipe()
+        defer { close(output.read) }
+        var leak: [Int32] = [-1, -1]
+        #expect(pipe(&leak) == 0)  // not close-on-exec
+        defer { close(leak[0]); close(leak[1]) }
+        let input = open("/dev/null", O_RDONLY | O_CLOEXEC)
+        defer { close(input) }
+        // env prints the environment it got: the one given, plus what the shell exports itself.
+        let script = """
+            for fd in /proc/self/fd/*; do n=${fd##*/}; [ -e "$fd" ] && echo "fd=$n"; done
+            exec env
+            """
+        let spawned = Result { () throws(IPCError) in
+            try RoleSpawner.spawnProgram(
+                executable: "/bin/sh", arguments: ["sh", "-c", script], stdin: input, stdout: output.write, stderr: output.write,
+                environment: ["PATH=/usr/bin:/bin", "LANG=C"])
+        }
+        close(output.write)
+        let pid = try spawned.get()
+        let lines = String(decoding: try #require(readToEOF(output.read)), as: UTF8.self).split(separator: "\n").map(String.init)
+        #expect(exitStatus(pid) == 0)
+        let fds = Set(lines.compactMap { $0.hasPrefix("fd=") ? Int32($0.dropFirst(3)) : nil })
+        // 0, 1, 2 and possibly the one descriptor the glob's directory read had open.
+        #expect(fds.isSuperset(of: [0, 1, 2]) && fds.subtracting([0, 1, 2]).count <= 1, "child fds: \(fds.sorted())")
+        #expect(!fds.contains(leak[0]) && !fds.contains(leak[1]))
+        // (dash exports PWD itself.)
+        let environment = lines.filter { !$0.hasPrefix("fd=") && !$0.hasPrefix("PWD=") }
+        #expect(Set(environment) == ["PATH=/usr/bin:/bin", "LANG=C"], "\(environment)")
+        #expect(errorCode { () throws(IPCError) in
+            try RoleSpawner.spawnProgram(executable: "/bin/true", arguments: ["true"], stdin: 0, stdout: 1, stderr: 2, environment: [])
+        } == .invalidArgument)
+    }
+
+    @Test("newSession: the child leads a session and process group of its own")
+    func newSession() throws {
+        let output = makePipe()
+        defer { close(output.read) }
+        let spawned = Result { () throws(IPCError) in
+            try RoleSpawner.spawn(
+                executable: "/bin/dd", arguments: ["dd", "if=/proc/self/stat", "of=/dev/fd/3", "status=none"],
+                fdMap: [(parent: output.write, child: 3)], newSession: true)
+        }
+        close(output.write)
+        let pid = try spawned.get()
+        let stat = String(decoding: try #require(readToEOF(output.read)), as: UTF8.self)
+        #expect(exitStatus(pid) == 0)
+        let close = try #require(stat.lastIndex(of: ")"))
+        let fields = stat[stat.index(close, offsetBy: 2)...].split(separator: " ")  // state ppid pgrp session tty_nr
+        #expect(fields.count > 4 && fields[2] == "\(pid)" && fields[3] == "\(pid)" && fields[4] == "0", "\(stat)")
+    }
 }

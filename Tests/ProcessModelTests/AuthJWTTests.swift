@@ -21,10 +21,12 @@ struct AuthJWTTests {
         return input + "." + base64URL(sign(Array(input.utf8)))
     }
 
-    static func claims(sub: String, exp: Int? = nil, nbf: Int? = nil, keys: [String]? = nil) -> String {
+    static func claims(sub: String, exp: Int? = nil, nbf: Int? = nil, keys: [String]? = nil, aud: String? = nil, iss: String? = nil) -> String {
         var fields = [#""sub":"\#(sub)""#]
         if let exp { fields.append(#""exp":\#(exp)"#) }
         if let nbf { fields.append(#""nbf":\#(nbf)"#) }
+        if let aud { fields.append(#""aud":\#(aud)"#) }
+        if let iss { fields.append(#""iss":"\#(iss)""#) }
         if let keys { fields.append(#""keys":[\#(keys.map { "\"\($0)\"" }.joined(separator: ","))]"#) }
         return "{" + fields.joined(separator: ",") + "}"
     }
@@ -44,7 +46,9 @@ struct AuthJWTTests {
             let s = try T.endpoint(server)
             let valid = hs(Self.claims(sub: "alice", exp: Self.now + 600, keys: ["peerjs"]), key)
             #expect(try await T.attempt(s, id: "alice", token: valid) == ["type": "OPEN"])
-            #expect(try await T.attempt(s, id: "alice", token: hs(Self.claims(sub: "alice"), key)) == ["type": "OPEN"])
+            // Issue 16 item 5: `exp` is required; a token without one would be valid for ever.
+            #expect(try await T.attempt(s, id: "alice", token: hs(Self.claims(sub: "alice"), key)) == errorFrame("Invalid ID"))
+            #expect(try await T.attempt(s, id: "alice", token: hs(Self.claims(sub: "alice", keys: ["peerjs"]), key)) == errorFrame("Invalid ID"))
             #expect(try await T.attempt(s, id: "alice", token: hs(Self.claims(sub: "alice", exp: Self.now - 60), key)) == errorFrame("Invalid ID"))
             #expect(try await T.attempt(s, id: "alice", token: hs(Self.claims(sub: "alice", nbf: Self.now + 600), key)) == errorFrame("Invalid ID"))
             #expect(try await T.attempt(s, id: "alice", token: hs(Self.claims(sub: "alice", exp: Self.now + 600), other)) == errorFrame("Invalid ID"))
@@ -102,6 +106,65 @@ struct AuthJWTTests {
             #expect(try await T.attempt(s, id: "dave", token: rs) == ["type": "OPEN"])
             #expect(try await T.attempt(s, id: "dave", token: es) == errorFrame("Invalid ID"))
             #expect(!server.logLines.contains { $0.contains("auth helper pid=") }, "the helper died")
+        }
+    }
+
+    @Test("Issue 16 item 5: --auth-jwt-audience / --auth-jwt-issuer: wrong or missing aud, wrong or missing iss, no exp → 'Invalid ID'; the right ones (aud as a string or in an array) → OPEN")
+    func audienceAndIssuer() async throws {
+        let secret = "a-shared-secret-of-at-least-32-bytes!"
+        let file = try T.TempFile(secret + "\n", name: "jwt.key")
+        let key = SymmetricKey(data: Array(secret.utf8))
+        func hs(_ claims: String) -> String {
+            Self.token(alg: "HS256", claims: claims) { Array(HMAC<SHA256>.authenticationCode(for: $0, using: key)) }
+        }
+        let exp = Self.now + 600
+        let iss = "https://idp.example.com/"
+        try await ServerProcess.withServer(["--auth-jwt-key", file.path, "--auth-jwt-audience", "peerjs-signalling", "--auth-jwt-issuer", iss]) { server in
+            let s = try T.endpoint(server)
+            let open: JSONValue = ["type": "OPEN"]
+            #expect(try await T.attempt(s, id: "erin", token: hs(Self.claims(sub: "erin", exp: exp, aud: #""peerjs-signalling""#, iss: iss))) == open)
+            #expect(try await T.attempt(s, id: "erin", token: hs(Self.claims(sub: "erin", exp: exp, aud: #"["other","peerjs-signalling"]"#, iss: iss))) == open)
+            #expect(try await T.attempt(s, id: "erin", token: hs(Self.claims(sub: "erin", aud: #""peerjs-signalling""#, iss: iss))) == errorFrame("Invalid ID"), "no exp")
+            #expect(try await T.attempt(s, id: "erin", token: hs(Self.claims(sub: "erin", exp: exp, aud: #""other-service""#, iss: iss))) == errorFrame("Invalid ID"), "wrong aud")
+            #expect(try await T.attempt(s, id: "erin", token: hs(Self.claims(sub: "erin", exp: exp, aud: #"["a","b"]"#, iss: iss))) == errorFrame("Invalid ID"), "aud array without ours")
+            #expect(try await T.attempt(s, id: "erin", token: hs(Self.claims(sub: "erin", exp: exp, iss: iss))) == errorFrame("Invalid ID"), "no aud")
+            #expect(try await T.attempt(s, id: "erin", token: hs(Self.claims(sub: "erin", exp: exp, aud: #""peerjs-signalling""#, iss: "https://evil.example.com/"))) == errorFrame("Invalid ID"), "wrong iss")
+            #expect(try await T.attempt(s, id: "erin", token: hs(Self.claims(sub: "erin", exp: exp, aud: #""peerjs-signalling""#))) == errorFrame("Invalid ID"), "no iss")
+        }
+        // Without the flags, aud and iss are not checked.
+        try await ServerProcess.withServer(["--auth-jwt-key", file.path]) { server in
+            let s = try T.endpoint(server)
+            #expect(try await T.attempt(s, id: "erin", token: hs(Self.claims(sub: "erin", exp: exp, aud: #""other-service""#, iss: "x"))) == ["type": "OPEN"])
+        }
+    }
+
+    @Test("Issue 16 item 5: an identity provider's RS256 token (2048-bit key, kid, typical claims, 1 to 1.5 KiB) passes the token cap and is verified, with aud/iss from the --config file")
+    func realisticRS256() async throws {
+        let rsa = try _RSA.Signing.PrivateKey(keySize: .bits2048)
+        let keyFile = try T.TempFile(rsa.publicKey.pemRepresentation, name: "idp.pem")
+        let iss = "https://login.example-idp.com/8f2c6a4e-1b7d-4c9a-9e3f-2d5b7a1c0e94/v2.0"
+        let aud = "api://peerjs-signalling-7c1e2f"
+        let config = try T.TempFile("auth_jwt_key = \(keyFile.path)\nauth_jwt_audience = \(aud)\nauth_jwt_issuer = \(iss)\n", name: "peerjs.conf")
+        let now = Self.now
+        // The shape of an Entra ID / Auth0 / Keycloak access token.
+        let claims = #"{"aud":["\#(aud)","https://graph.example-idp.com"],"iss":"\#(iss)","iat":\#(now - 60),"nbf":\#(now - 60),"exp":\#(now + 3600),"#
+            + #""azp":"4a1b2c3d-5e6f-7a8b-9c0d-1e2f3a4b5c6d","azpacr":"1","name":"Frank Example","preferred_username":"frank@example.com","#
+            + #""email":"frank@example.com","email_verified":true,"given_name":"Frank","family_name":"Example","oid":"b8c9d0e1-f2a3-4b5c-6d7e-8f9a0b1c2d3e","#
+            + #""scp":"signalling.connect signalling.relay openid profile email","#
+            + #""roles":["peer","viewer"],"realm_access":{"roles":["offline_access","uma_authorization"]},"sid":"3f4e5d6c-7b8a-9c0d-1e2f-3a4b5c6d7e8f","#
+            + #""tid":"8f2c6a4e-1b7d-4c9a-9e3f-2d5b7a1c0e94","uti":"Zk3xq9PLbUe0r7sT6wY5AA","ver":"2.0","jti":"f0e1d2c3-b4a5-9687-7869-5a4b3c2d1e0f","#
+            + #""sub":"frank","keys":["peerjs"]}"#
+        let header = #"{"alg":"RS256","typ":"JWT","kid":"nOo3ZDrODXEK1jKWhXslHR_KXEg","x5t":"nOo3ZDrODXEK1jKWhXslHR_KXEg"}"#
+        let input = base64URL(Array(header.utf8)) + "." + base64URL(Array(claims.utf8))
+        let token = input + "." + base64URL(Array(try rsa.signature(for: Array(input.utf8), padding: .insecurePKCS1v1_5).rawRepresentation))
+        #expect((1024...1600).contains(token.utf8.count), "1 to 1.5 KiB, like a real one: \(token.utf8.count) bytes")
+        let wrongAudienceClaims = claims.replacingOccurrences(of: aud, with: "api://another-service")
+        let wrongInput = base64URL(Array(header.utf8)) + "." + base64URL(Array(wrongAudienceClaims.utf8))
+        let wrongAudience = wrongInput + "." + base64URL(Array(try rsa.signature(for: Array(wrongInput.utf8), padding: .insecurePKCS1v1_5).rawRepresentation))
+        try await ServerProcess.withServer(["--config", config.path]) { server in
+            let s = try T.endpoint(server)
+            #expect(try await T.attempt(s, id: "frank", token: token) == ["type": "OPEN"])
+            #expect(try await T.attempt(s, id: "frank", token: wrongAudience) == errorFrame("Invalid ID"))
         }
     }
 }

@@ -181,11 +181,11 @@ struct InputRulesAuthTests {
             print("policy asked: " + json.dumps(message["id"][:24]), file=sys.stderr, flush=True)
             if message["id"].startswith("forge"):
                 reason = "denied\n<0>peerjs[supervisor] critical: forged by policy\u2028end"
-                sys.stdout.write(json.dumps({"allow": False, "reason": reason}) + "\n")
+                sys.stdout.write(json.dumps({"rid": message["rid"], "allow": False, "reason": reason}) + "\n")
             elif message["id"].startswith("garbage"):
                 sys.stdout.buffer.write("not json\r<0>peerjs[supervisor] critical: forged answer\u2028end\n".encode("utf-8"))
             else:
-                sys.stdout.write(json.dumps({"allow": True}) + "\n")
+                sys.stdout.write(json.dumps({"rid": message["rid"], "allow": True}) + "\n")
             sys.stdout.flush()
         """#
 

@@ -155,6 +155,10 @@ enum OutputBound {
     /// What the broker may grow by besides the limit: allocation overhead of the buffered writes,
     /// a receive buffer, the allocator's slack.
     static let slack = 4 << 20
+    /// Whether the resident set says what the broker holds. Under a sanitizer (scripts/sanitize.sh
+    /// sets PEERJS_SANITIZER) the allocator keeps freed blocks in quarantine and shadow memory
+    /// grows with every allocation, so there the bound is not checked; the plain run checks it.
+    static let measurable = ProcessInfo.processInfo.environment["PEERJS_SANITIZER"] == nil
 }
 
 @Suite(
@@ -183,7 +187,7 @@ struct OutputLimitPongs {
         rss.sample()
         print("[O1] \(sent) of \(frames) pings sent before the close; \(rss.description)")
         #expect(reset, "the server did not close a client that never reads (\(sent) pings sent)")
-        #expect(rss.growth < OutputBound.limit + OutputBound.slack, "\(rss.description)")
+        #expect(!OutputBound.measurable || rss.growth < OutputBound.limit + OutputBound.slack, "\(rss.description)")
         let line = try await server.waitForLog(from: mark, timeout: .seconds(5), "closing … it does not read") {
             $0.contains("it does not read") && $0.contains("--output_limit")
         }
@@ -218,7 +222,7 @@ struct OutputLimitHTTP {
         rss.sample()
         print("[O2] \(sent) of \(requests) requests sent before the close; \(rss.description)")
         #expect(reset, "a pipelining client that never reads was not closed (\(sent) requests sent)")
-        #expect(rss.growth < OutputBound.limit + OutputBound.slack, "\(rss.description)")
+        #expect(!OutputBound.measurable || rss.growth < OutputBound.limit + OutputBound.slack, "\(rss.description)")
         try await s.expectStillServing(brokerBefore: broker)
     }
 }
@@ -258,7 +262,7 @@ struct OutputLimitRelay {
         let heartbeat = rawFrame(firstByte: 0x81, payload: Array(#"{"type":"HEARTBEAT"}"#.utf8))
         let closed = try await deaf.waitForReset(timeout: .seconds(5), probe: heartbeat)
         #expect(closed, "the dropped peer's connection is still open")
-        #expect(rss.growth < OutputBound.limit + OutputBound.slack, "\(rss.description)")
+        #expect(!OutputBound.measurable || rss.growth < OutputBound.limit + OutputBound.slack, "\(rss.description)")
         try await s.expectStillServing(survivor: sender, brokerBefore: broker)
         await sender.ws.close()
     }

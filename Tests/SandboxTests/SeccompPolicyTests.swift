@@ -47,6 +47,14 @@ struct SeccompPolicyTests {
         #expect(policy.rule("clone")?.action == .allowIfMasked(argument: 0, mask: 0x0001_0000, value: 0x0001_0000))
     }
 
+    @Test("socket options and rlimits by argument: setsockopt SOL_TCP/TCP_NODELAY only, getsockopt SOL_SOCKET/SO_ERROR only, prlimit64 pid 0 and RLIMIT_NOFILE only")
+    func argumentRules() {
+        #expect(policy.rule("setsockopt")?.action == .allowIfAll([[SeccompArgument(1, equals: 6), SeccompArgument(2, equals: 1)]]))
+        #expect(policy.rule("getsockopt")?.action == .allowIfAll([[SeccompArgument(1, equals: 1), SeccompArgument(2, equals: 4)]]))
+        #expect(policy.rule("prlimit64")?.action == .allowIfAll([[SeccompArgument(0, equals: 0), SeccompArgument(1, equals: 7)]]))
+        #expect(SeccompPolicy.auth.rule("setsockopt") == nil && SeccompPolicy.auth.rule("getsockopt") == nil)
+    }
+
     @Test("the can-drop decision is made on capabilities, not on uid")
     func dropDecision() {
         #expect(PrivilegeDrop.canDrop(capabilities: (1 << 7) | (1 << 18)))

@@ -128,6 +128,12 @@ final class PeerJSProcess: @unchecked Sendable {
         return process
     }
 
+    /// A TLS server on a free port serving `live.key` and `live.pem` of `certs` (see
+    /// ``CertificateDirectory/goLive(_:)``), once it listens.
+    static func start(live certs: CertificateDirectory) throws -> PeerJSProcess {
+        try start(["--port", "0", "--sslkey", certs.file("live.key"), "--sslcert", certs.file("live.pem")])
+    }
+
     /// The port of the listener named `name` (`http` or `https`), from its `listening on` line.
     func port(_ name: String) throws -> Int {
         let line = try log.waitForLine("a listening line for \(name)") { $0.contains("listening on") && $0.contains("(\(name),") }
@@ -205,6 +211,13 @@ final class CertificateDirectory {
 
     func read(_ name: String) throws -> String {
         try String(contentsOfFile: file(name), encoding: .utf8)
+    }
+
+    /// Makes `live.key` and `live.pem` the key and chain of leaf `name`: the files a reload test
+    /// starts the server on (``PeerJSProcess/start(live:)``) and rewrites before a SIGHUP.
+    func goLive(_ name: String) throws {
+        try write("live.key", try read("\(name).key"))
+        try write("live.pem", try read("\(name)-chain.pem"))
     }
 
     /// Makes `<name>.key` (PKCS#8, P-256), `<name>.pem` (leaf signed by the CA) and
@@ -451,5 +464,14 @@ struct RawClient {
             default: continue
             }
         }
+    }
+}
+
+/// Runs a test body that blocks (condition waits, future waits, waitpid) on a thread of its own
+/// and awaits it, so no cooperative-pool thread is held meanwhile: on two cores the pool has two
+/// threads, and two blocked ones stall every other test of the run (their deadlines then fail).
+func offPool<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
+    try await withCheckedThrowingContinuation { continuation in
+        Thread { continuation.resume(with: Result { try body() }) }.start()
     }
 }

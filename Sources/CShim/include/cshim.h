@@ -14,6 +14,10 @@
  * file_actions points at a posix_spawn_file_actions_t. Returns 0 or an errno value. */
 int cshim_spawn_addclosefrom(void *file_actions, int from);
 
+/* POSIX_SPAWN_SETSID (a GNU extension Swift's Glibc module does not show): the child calls
+ * setsid(2), so it leads a new session and process group with no controlling terminal. */
+int cshim_spawn_setsid_flag(void);
+
 /* accept4(fd, addr, addrlen, SOCK_CLOEXEC | SOCK_NONBLOCK).
  * addr points at a struct sockaddr_storage (or is NULL with addrlen NULL). */
 int cshim_accept4(int fd, void *addr, unsigned int *addrlen);
@@ -40,5 +44,9 @@ int cshim_setresgid(unsigned int id);
 
 /* prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0). Returns 0 or -1 with errno. */
 int cshim_no_new_privs(void);
+
+/* prctl(PR_SET_DUMPABLE, 0): no ptrace, /proc/PID/{mem,environ,fd} or pidfd_getfd by processes of
+ * the same user, no core dump. Returns 0 or -1 with errno. */
+int cshim_not_dumpable(void);
 
 #endif

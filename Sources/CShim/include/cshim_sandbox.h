@@ -14,6 +14,13 @@ int cshim_effective_capabilities(unsigned long long *out);
  * set). 0, or -1 with errno. */
 int cshim_clear_capabilities(void);
 
+/* For a process that cannot drop privileges (no CAP_SETUID + CAP_SYS_CHROOT) and so keeps
+ * its uid: clears the ambient set, empties the bounding set when CAP_SETPCAP is held, then
+ * the effective, permitted and inheritable sets. All of these are
+ * per thread: call it before the process starts its first thread, so every thread inherits the
+ * empty sets. 0, or -1 with errno. */
+int cshim_drop_all_capabilities(void);
+
 /* setgroups(0, NULL): no supplementary groups. 0, or -1 with errno. */
 int cshim_setgroups_none(void);
 
@@ -27,6 +34,11 @@ int cshim_prepare_capability_drop(void);
 
 /* syscall(number, a0..a5) without varargs. Returns the raw result; -1 with errno on failure. */
 long cshim_syscall6(long number, long a0, long a1, long a2, long a3, long a4, long a5);
+
+/* getpid through a foreign system call ABI of this machine (tests of the seccomp filter's
+ * bad-architecture action): abi 0 is i386 (`int 0x80`), 1 is x32 (syscall | 0x40000000). x86_64
+ * only; elsewhere -2 (nothing tried). The pid, or -1 with errno. */
+long cshim_foreign_abi_getpid(int abi);
 
 /* Installs the SIGSYS handler of the debug mode (seccomp SCMP_ACT_TRAP). On a trapped call it
  * writes "peerjs: sandbox: forbidden system call NR (NAME)\n" to fd 2 with write(2) only, then

@@ -22,7 +22,7 @@ func fuzzIPC(_ data: UnsafePointer<UInt8>?, _ size: Int) -> Int32 {
             checkMessage(BrokerSettings.self), checkMessage(BrokerReady.self), checkMessage(ConnectionHandoff.self),
             checkMessage(DrainRequest.self), checkMessage(BrokerStats.self), checkMessage(AdmissionCredit.self),
             checkMessage(AuthQuery.self), checkMessage(AuthVerdict.self), checkMessage(PeerEventMessage.self),
-            checkMessage(TLSChunk.self),
+            checkMessage(TLSChunk.self), checkMessage(TLSAck.self),
         ]
         readers[Int(reader - 2) % readers.count](input)
     }
@@ -76,6 +76,7 @@ func checkPayload(of type: FrameType) -> ([UInt8]) -> Void {
     case .authVerdict: checkMessage(AuthVerdict.self)
     case .peerEvent: checkMessage(PeerEventMessage.self)
     case .tlsChunk: checkMessage(TLSChunk.self)
+    case .tlsAck: checkMessage(TLSAck.self)
     }
 }
 
@@ -110,7 +111,7 @@ func checkTLSChunks(_ input: [UInt8]) {
         guard let chunk = try? TLSChunk(decoding: payload) else { continue }
         do {
             if let material = try assembler.add(chunk) {
-                precondition(!material.certificateChainPEM.isEmpty && !material.privateKeyDER.isEmpty)
+                precondition(!material.certificateChainPEM.isEmpty && !(material.privateKeyDER.count == 0))
                 precondition(!assembler.isIncomplete)
             }
         } catch {
