@@ -164,10 +164,11 @@ extension SharedServer {
             let s = try Endpoint.current()
             let peer = try await s.register("d")
             #expect(try await s.listedPeers().contains(peer.id))
-            let start = Stopwatch.now
             await peer.ws.close()
-            #expect(try await s.waitForPeers(timeout: .seconds(2)) { !$0.contains(peer.id) })
-            #expect(Stopwatch.milliseconds(since: start) < 2000)
+            // Promptly means driven by the close, not by the liveness deadline (60 s on this server, the only
+            // other way the id goes): 10 s is far below that and far above a loaded 2-core machine's worst
+            // (2.2 s was seen once with a 2 s bound while every suite ran at once).
+            #expect(try await s.waitForPeers(timeout: .seconds(10)) { !$0.contains(peer.id) })
         }
 
         @Test("51b dropping TCP without a close frame also unregisters the id")
