@@ -6,6 +6,11 @@
 #   scripts/bench.sh            # default sizes, ≤ ~15 min
 #   scripts/bench.sh --quick    # small sizes, 2 rounds, ≤ ~2 min
 #   options: --runs N  --no-python  --scenarios "connect connect-19k relay relay-paced churn"  --out DIR
+#            --labels "peerjs peerjs-noauth trivial python"   (which servers; default all)
+#            --baseline BIN   adds the server "baseline": another peerjs binary (a release build of an
+#                             earlier commit) run exactly as "peerjs", so before/after is one run:
+#   git worktree add --detach /tmp/base REV && (cd /tmp/base && swift build -c release --product peerjs)
+#   scripts/bench.sh --baseline /tmp/base/.build/release/peerjs --labels "peerjs baseline" --scenarios "connect relay"
 #   scripts/bench.sh --scenarios leak   # the leak check alone: 100,000 sessions to settle, then
 #                                       # 900,000 more (ours only, one run, ~6–8 min, bounded at 15)
 #
@@ -22,7 +27,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="/opt/swift/usr/bin:$PATH"
 
-quick=0 runs="" python=1 scenarios="connect connect-19k relay relay-paced churn" out=""
+quick=0 runs="" python=1 scenarios="connect connect-19k relay relay-paced churn" out="" baseline="" only=""
 while (($#)); do
   case "$1" in
     --quick) quick=1 ;;
@@ -30,7 +35,9 @@ while (($#)); do
     --no-python) python=0 ;;
     --scenarios) scenarios="$2"; shift ;;
     --out) out="$2"; shift ;;
-    -h|--help) sed -n '2,10p' "$0"; exit 0 ;;
+    --baseline) baseline="$2"; shift ;;
+    --labels) only="$2"; shift ;;
+    -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
     *) echo "bench.sh: unknown option $1" >&2; exit 64 ;;
   esac
   shift
@@ -62,6 +69,11 @@ swift build -c release --product peerjs >"$out/build.log" 2>&1 || { cat "$out/bu
 swift build -c release --product peerjs-bench >>"$out/build.log" 2>&1 || { cat "$out/build.log" >&2; exit 1; }
 
 labels="peerjs peerjs-noauth trivial"
+if [ -n "$baseline" ]; then
+  [ -x "$baseline" ] || { echo "bench.sh: --baseline $baseline is not an executable" >&2; exit 64; }
+  labels="peerjs baseline peerjs-noauth trivial"
+fi
+if [ -n "$only" ] && ! [[ " $only " == *" python "* ]]; then python=0; fi
 venv=.build/bench/venv
 if ((python)); then
   py="${PYTHON313:-$HOME/.pyenv/versions/3.13.0/bin/python3}"
@@ -76,6 +88,15 @@ if ((python)); then
       log "SKIPPING python-peerjs-server: pip install python-peerjs-server==1.0.0b2 failed"
     fi
   fi
+fi
+
+if [ -n "$only" ]; then
+  kept=""
+  for l in $only; do
+    [[ " $labels " == *" $l "* ]] || { echo "bench.sh: --labels: no server $l here (have: $labels)" >&2; exit 64; }
+    kept="$kept $l"
+  done
+  labels="${kept# }"
 fi
 
 # The python server's CLI has no --concurrent_limit (its Config default is 5000), so it is
@@ -103,8 +124,9 @@ start_server() {  # $1 label, $2 log file
   local label="$1" err="$2" i
   server_port=""
   case "$label" in
-    peerjs)  # the shipped process model with the auth helper: every registration is a JWT the helper checks
-      "$server" --host 127.0.0.1 --port 0 --log-level notice --concurrent_limit 100000 --ip_limit 0 --ip_handshake_limit 0 "${user_args[@]}" \
+    peerjs|baseline)  # the shipped process model with the auth helper: every registration is a JWT the helper checks
+      local binary="$server"; [ "$label" = baseline ] && binary="$baseline"
+      "$binary" --host 127.0.0.1 --port 0 --log-level notice --concurrent_limit 100000 --ip_limit 0 --ip_handshake_limit 0 "${user_args[@]}" \
         --auth-jwt-key "$jwt_key" 2>"$err" &
       server_pid=$! ;;
     peerjs-noauth)  # the package's default configuration: no auth helper
@@ -166,7 +188,7 @@ for scenario in $scenarios; do
     *) log "unknown scenario $scenario"; exit 64 ;;
   esac
   scenario_labels="$labels" scenario_runs="$runs"
-  if [ "$scenario" = connect-19k ]; then scenario_labels="peerjs peerjs-noauth trivial"; scenario_runs=2; fi
+  if [ "$scenario" = connect-19k ]; then scenario_labels="${labels/ python/}"; scenario_runs=2; fi
   if [ "$scenario" = leak ]; then scenario_labels=peerjs; scenario_runs=1; budget=$((budget + 900)); fi
   read -ra order <<<"$scenario_labels"
   for round in $(seq "$scenario_runs"); do
@@ -179,7 +201,7 @@ for scenario in $scenarios; do
       name=$(printf '%03d-%s-%s-r%d' "$seq" "$scenario" "$label" "$round")
       start_server "$label" "$out/$name.server.log" || { stop_server; continue; }
       log "$scenario round $round: $label (port $server_port, load $(cut -d' ' -f1-3 /proc/loadavg))"
-      jwt=(); [ "$label" = peerjs ] && jwt=(--jwt-secret-file "$jwt_key")
+      jwt=(); [ "$label" = peerjs ] || [ "$label" = baseline ] && jwt=(--jwt-secret-file "$jwt_key")
       if ! "$bench" "${args[@]}" "${jwt[@]}" --port "$server_port" --server-pid "$server_pid" --label "$label" --json \
           >"$out/$name.json" 2>"$out/$name.err"; then
         log "  $name exited $? (see $out/$name.err)"
