@@ -139,7 +139,7 @@ let package = Package(
                 .product(name: "ExtrasBase64", package: "swift-extras-base64"),
             ],
             path: "Sources/Fuzz/fuzz-jwt", swiftSettings: strict),
-        // Test support: runs the real binary, speaks WebSocket and HTTP to it over 127.0.0.1.
+        // Test support: runs the real binary, speaks WebSocket and HTTP (plain or TLS) to it over 127.0.0.1.
         .target(
             name: "PeerJSTesting",
             dependencies: [
@@ -148,6 +148,8 @@ let package = Package(
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "NIOWebSocket", package: "swift-nio"),
+                .product(name: "NIOTLS", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
             ],
             swiftSettings: strict
         ),

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Checks that need no container: the man page against `peerjs --help` (every long option in
-# one appears in the other), `mandoc -Tlint`, `man --warnings`, and the systemd units
+# one appears in the other; every option of --help in the SYNOPSIS and, but --help, --version
+# and --config, in the CONFIGURATION key list, and nothing there that --help lacks), `mandoc -Tlint`, `man --warnings`, and the systemd units
 # (`systemd-analyze verify` where the binary is installed, and the `systemd-analyze security`
 # exposure of peerjs.service, printed and held at or below MAX_EXPOSURE).
 # Usage: packaging/check-static.sh [path/to/peerjs]   (default: .build/debug/peerjs)
@@ -21,6 +22,36 @@ only_page=$(comm -13 <(echo "$help_options") <(echo "$page_options"))
 if [ -n "$only_help" ]; then echo "man drift: in --help but not in $page:" $only_help >&2; status=1; fi
 if [ -n "$only_page" ]; then echo "man drift: in $page but not in --help:" $only_page >&2; status=1; fi
 [ "$status" -eq 0 ] && echo "man page: all $(echo "$help_options" | wc -l) long options of --help documented, none extra"
+
+# The SYNOPSIS and the CONFIGURATION key list, against the options of --help. One line per
+# option of --help, its names (`-p --port`, `--allow_discovery --allow-discovery`): a name
+# stops at its first blank (a value placeholder or the help text follows).
+help_groups=$("$binary" --help | awk '/^  -/ {
+    line = $0; sub(/^ +/, "", line); n = split(line, parts, /, /); names = ""
+    for (i = 1; i <= n; i++) { name = parts[i]; sub(/ .*/, "", name); names = names " " name; if (parts[i] ~ / /) break }
+    print substr(names, 2) }')
+synopsis=$(sed -n '/^\.Sh SYNOPSIS/,/^\.Sh DESCRIPTION/p' "$page" | grep -oE 'Fl -?[A-Za-z][A-Za-z0-9_-]*' | sed 's/^Fl /-/' | sort -u)
+config_keys=$(sed -n '/^The keys are$/,/^\.Bd/p' "$page" | grep '^\.Li' | sed 's/^\.Li//' | grep -oE '[a-z][a-z0-9_]*' | sort -u)
+drift() { echo "man drift: $*" >&2; status=1; }
+while read -r names; do
+    [ -n "$names" ] || continue
+    found=0; keyed=0
+    for name in $names; do
+        grep -qxF -- "$name" <<<"$synopsis" && found=1
+        key=$(echo "${name#--}" | tr - _)
+        [[ $name == --* ]] && grep -qxF -- "$key" <<<"$config_keys" && keyed=1
+    done
+    [ "$found" -eq 1 ] || drift "--help option ($names) missing from the SYNOPSIS of $page"
+    case " $names " in *" --help "*|*" --version "*|*" --config "*) continue ;; esac
+    [ "$keyed" -eq 1 ] || drift "--help option ($names) missing from the CONFIGURATION key list of $page"
+done <<<"$help_groups"
+for name in $synopsis; do
+    grep -qE -- "(^| )$name( |\$)" <<<"$help_groups" || drift "SYNOPSIS option $name of $page is not in --help"
+done
+for key in $config_keys; do
+    grep -qE -- "(^| )--($key|${key//_/-})( |\$)" <<<"$help_groups" || drift "CONFIGURATION key $key of $page is not an option of --help"
+done
+[ "$status" -eq 0 ] && echo "man page: SYNOPSIS and CONFIGURATION keys match the $(echo "$help_groups" | wc -l) options of --help"
 
 # (mandoc also mentions its own outdated database of installed pages; that is not the page's fault.)
 lint=$(mandoc -Tlint -Wstyle "$page" 2>&1) && lint_status=0 || lint_status=$?

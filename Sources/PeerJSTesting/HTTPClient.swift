@@ -2,6 +2,8 @@ import Foundation
 import NIOCore
 import NIOHTTP1
 import NIOPosix
+public import NIOSSL
+import NIOTLS
 
 /// An HTTP response as the tests see it.
 public struct HTTPResponse: Sendable, CustomStringConvertible {
@@ -157,10 +159,20 @@ final class RawCollector: ChannelInboundHandler {
 
     let inbox: Inbox<RawTCPConnection.Event>
     let received: Locked<[UInt8]>
+    let tls: Locked<RawTCPConnection.TLSState>
 
-    init(inbox: Inbox<RawTCPConnection.Event>, received: Locked<[UInt8]>) {
+    init(inbox: Inbox<RawTCPConnection.Event>, received: Locked<[UInt8]>, tls: Locked<RawTCPConnection.TLSState>) {
         self.inbox = inbox
         self.received = received
+        self.tls = tls
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if case .handshakeCompleted(let negotiated) = event as? TLSUserEvent {
+            tls.withLock { $0 = .done(negotiated) }
+            inbox.push(.handshake)
+        }
+        context.fireUserInboundEventTriggered(event)
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -174,47 +186,110 @@ final class RawCollector: ChannelInboundHandler {
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        tls.withLock { if case .pending = $0 { $0 = .failed("\(error)") } }
         context.close(promise: nil)  // e.g. connection reset: counts as closed
     }
 }
 
-/// A plain TCP connection for misbehaving clients: huge headers, silence, garbage.
+/// A TCP connection, with TLS when asked, that sends and receives bytes as they are: for
+/// misbehaving clients (huge headers, silence, garbage), for HTTP by hand, and for what a TLS
+/// test asks of the handshake (the ALPN protocol, the certificate served).
 public final class RawTCPConnection: Sendable {
     enum Event: Sendable {
         case data([UInt8])
+        case handshake
         case end
+    }
+
+    enum TLSState: Sendable {
+        case none
+        case pending
+        case done(String?)
+        case failed(String)
     }
 
     private let channel: any Channel
     private let inbox: Inbox<Event>
     private let receivedBox: Locked<[UInt8]>
+    private let tlsState: Locked<TLSState>
 
-    private init(channel: any Channel, inbox: Inbox<Event>, received: Locked<[UInt8]>) {
+    private init(channel: any Channel, inbox: Inbox<Event>, received: Locked<[UInt8]>, tls: Locked<TLSState>) {
         self.channel = channel
         self.inbox = inbox
         self.receivedBox = received
+        self.tlsState = tls
     }
 
     deinit {
         channel.close(promise: nil)
     }
 
-    /// Connects to `host:port`.
+    /// Connects to `host:port`, and starts a TLS handshake when `tls` is given.
     /// - Parameters:
     ///   - host: server address.
     ///   - port: server port.
-    public static func connect(host: String = "127.0.0.1", port: Int) async throws -> RawTCPConnection {
+    ///   - tls: the client's TLS configuration, or nil for plain TCP.
+    ///   - serverHostname: the name sent (SNI) and checked against the certificate.
+    public static func connect(
+        host: String = "127.0.0.1", port: Int, tls: TLSConfiguration? = nil, serverHostname: String = "localhost"
+    ) async throws -> RawTCPConnection {
         let inbox = Inbox<Event>()
         let received = Locked<[UInt8]>([])
+        let state = Locked<TLSState>(tls == nil ? .none : .pending)
+        let context = try tls.map { try NIOSSLContext(configuration: $0) }
         let channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
             .connectTimeout(.seconds(5))
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHandler(RawCollector(inbox: inbox, received: received))
+                    if let context {
+                        try channel.pipeline.syncOperations.addHandler(
+                            NIOSSLClientHandler(context: context, serverHostname: serverHostname))
+                    }
+                    try channel.pipeline.syncOperations.addHandler(RawCollector(inbox: inbox, received: received, tls: state))
                 }
             }
             .connect(host: host, port: port).get()
-        return RawTCPConnection(channel: channel, inbox: inbox, received: received)
+        return RawTCPConnection(channel: channel, inbox: inbox, received: received, tls: state)
+    }
+
+    /// Waits (bounded) for the TLS handshake; returns the ALPN protocol negotiated, throws when
+    /// the handshake failed or the connection ended first.
+    public func handshake(timeout: Duration = .seconds(10)) async throws -> String? {
+        let deadline = ContinuousClock.now + timeout
+        while true {
+            switch tlsState.current {
+            case .none: throw HarnessError("not a TLS connection")
+            case .done(let negotiated): return negotiated
+            case .failed(let why): throw HarnessError("TLS handshake failed: \(why)")
+            case .pending: break
+            }
+            let remaining = deadline - ContinuousClock.now
+            guard remaining > .zero, let event = await inbox.pop(timeout: remaining) else {
+                throw HarnessError("no TLS handshake within \(timeout)")
+            }
+            if case .end = event, case .pending = tlsState.current {
+                throw HarnessError("TLS handshake failed: the connection ended")
+            }
+        }
+    }
+
+    /// The certificate the server presented, after the handshake.
+    public func peerCertificate() async throws -> NIOSSLCertificate? {
+        _ = try await handshake()
+        return try await channel.nioSSL_peerCertificate().get()
+    }
+
+    /// `GET path` with `Connection: close`, read to the end of the connection (bounded).
+    public func httpGet(_ path: String, timeout: Duration = .seconds(10)) async throws -> (status: Int, body: String) {
+        if let error = await send(Array("GET \(path) HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n".utf8)) {
+            throw HarnessError("GET \(path): \(error)")
+        }
+        guard await waitForEOF(timeout: timeout) else { throw HarnessError("GET \(path): connection still open after \(timeout)") }
+        let text = String(decoding: received, as: UTF8.self)
+        guard let head = text.range(of: "\r\n\r\n"), text.hasPrefix("HTTP/1.1 "), let status = Int(text.dropFirst(9).prefix(3)) else {
+            throw HarnessError("GET \(path): not an HTTP response: \(text.prefix(200))")
+        }
+        return (status, String(text[head.upperBound...]))
     }
 
     /// Writes bytes; errors (the server may already have closed) are returned, not thrown.

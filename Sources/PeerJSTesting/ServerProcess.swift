@@ -5,103 +5,6 @@ import Foundation
     import Glibc
 #endif
 
-/// How a child process ended.
-public enum ExitStatus: Sendable, Equatable, CustomStringConvertible {
-    /// Normal exit with this status.
-    case exited(Int32)
-    /// Terminated by this signal.
-    case signaled(Int32)
-
-    init(waitStatus status: Int32) {
-        if status & 0x7f == 0 {
-            self = .exited((status >> 8) & 0xff)
-        } else {
-            self = .signaled(status & 0x7f)
-        }
-    }
-
-    public var description: String {
-        switch self {
-        case .exited(let code): return "exit status \(code)"
-        case .signaled(let signal): return "signal \(signal)"
-        }
-    }
-}
-
-/// The stderr/stdout lines of a child, collected continuously by a reader thread.
-final class LineLog: @unchecked Sendable {
-    private let lock = NSLock()
-    private var lines: [String] = []
-    private var partial: [UInt8] = []
-    private(set) var reachedEOF = false
-    let echoPrefix: String?
-
-    init(echoPrefix: String?) {
-        self.echoPrefix = echoPrefix
-    }
-
-    var snapshot: [String] {
-        lock.lock()
-        defer { lock.unlock() }
-        return lines
-    }
-
-    var isAtEOF: Bool {
-        lock.lock()
-        defer { lock.unlock() }
-        return reachedEOF
-    }
-
-    func append(_ bytes: ArraySlice<UInt8>) {
-        lock.lock()
-        var newLines: [String] = []
-        for byte in bytes {
-            if byte == UInt8(ascii: "\n") {
-                newLines.append(String(decoding: partial, as: UTF8.self))
-                partial.removeAll(keepingCapacity: true)
-            } else {
-                partial.append(byte)
-            }
-        }
-        lines.append(contentsOf: newLines)
-        lock.unlock()
-        if let echoPrefix {
-            for line in newLines { FileHandle.standardError.write(Data("\(echoPrefix)\(line)\n".utf8)) }
-        }
-    }
-
-    func finish() {
-        lock.lock()
-        if !partial.isEmpty {
-            lines.append(String(decoding: partial, as: UTF8.self))
-            partial.removeAll()
-        }
-        reachedEOF = true
-        lock.unlock()
-    }
-
-    /// Starts a detached thread reading `fd` until EOF, then closes it.
-    func startReading(fd: Int32) {
-        let thread = Thread { [self] in
-            var buffer = [UInt8](repeating: 0, count: 4096)
-            while true {
-                let count = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
-                if count > 0 {
-                    self.append(buffer[0..<count])
-                } else if count < 0 && errno == EINTR {
-                    continue
-                } else {
-                    break
-                }
-            }
-            close(fd)
-            self.finish()
-        }
-        thread.name = "peerjs-log-reader"
-        thread.start()
-    }
-}
-
 /// A running `peerjs` binary (the supervisor) started by a test, with its output captured.
 ///
 /// Launch with ``launch(_:startupTimeout:)`` or, better, ``withServer(_:_:)``, which stops it whatever happens.
@@ -124,27 +27,17 @@ public final class ServerProcess: @unchecked Sendable {
     /// The full argument list given to the binary.
     public let arguments: [String]
 
-    private let log: LineLog
-    private let state = Locked<ExitStatus?>(nil)
+    /// The supervisor as a child of the test: its output, its end.
+    public let process: ChildProcess
 
-    private init(pid: Int32, host: String, port: Int, basePath: String, key: String, arguments: [String], log: LineLog)
-    {
-        self.pid = pid
+    private init(process: ChildProcess, host: String, port: Int, basePath: String, key: String, arguments: [String]) {
+        self.process = process
+        self.pid = process.pid
         self.host = host
         self.port = port
         self.basePath = basePath
         self.key = key
         self.arguments = arguments
-        self.log = log
-    }
-
-    deinit {
-        if state.current == nil {
-            Glibc.kill(-pid, SIGKILL)
-            Glibc.kill(pid, SIGKILL)
-            var status: Int32 = 0
-            _ = waitpid(pid, &status, 0)
-        }
     }
 
     // MARK: Locating and spawning
@@ -174,12 +67,22 @@ public final class ServerProcess: @unchecked Sendable {
         )
     }
 
-    /// Spawns `binary arguments` (see ``ChildSpawner``) with its output read into a ``LineLog``.
-    static func spawn(binary: String, arguments: [String], environment: [String]? = nil, echoPrefix: String?) throws -> (Int32, LineLog) {
-        let (pid, output) = try ChildSpawner.spawn(binary, arguments, environment: environment)
-        let log = LineLog(echoPrefix: echoPrefix)
-        log.startReading(fd: output)
-        return (pid, log)
+    /// Starts `peerjs arguments` (with ``sandboxUserArguments(_:)`` added), or `launcher…
+    /// peerjs arguments` (`systemd-socket-activate`, `setpriv`), without waiting for anything.
+    /// - Parameters:
+    ///   - environment: the whole environment (`NAME=value`); nil passes the test's on, without
+    ///     the journal and socket activation variables of the test's own service manager.
+    public static func spawn(_ arguments: [String], launcher: [String] = [], environment: [String]? = nil) throws -> ChildProcess {
+        let peerjs = try locateBinary()
+        let full = arguments + sandboxUserArguments(arguments)
+        let inherited = ProcessInfo.processInfo.environment
+            .filter { !["JOURNAL_STREAM", "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES", "NOTIFY_SOCKET"].contains($0.key) }
+            .map { "\($0.key)=\($0.value)" }
+        let echo = ProcessInfo.processInfo.environment["PEERJS_TEST_ECHO"] != nil ? "[peerjs] " : nil
+        if let first = launcher.first {
+            return try ChildProcess(first, Array(launcher.dropFirst()) + [peerjs] + full, environment: environment ?? inherited, echoPrefix: echo)
+        }
+        return try ChildProcess(peerjs, full, environment: environment ?? inherited, echoPrefix: echo)
     }
 
     /// Launches the server and waits (bounded) for its `Started PeerServer on …` line.
@@ -201,52 +104,25 @@ public final class ServerProcess: @unchecked Sendable {
         if !full.contains(where: { ["--port", "-p"].contains($0) || $0.hasPrefix("--port=") }) {
             full = ["--port", "0"] + full
         }
-        full += sandboxUserArguments(full)
-        let binary = try locateBinary()
-        let echo = ProcessInfo.processInfo.environment["PEERJS_TEST_ECHO"] != nil
-        let (pid, log) = try spawn(binary: binary, arguments: full, environment: environment, echoPrefix: echo ? "[peerjs] " : nil)
-
-        let deadline = ContinuousClock.now + startupTimeout
-        var startedLine: String?
-        while ContinuousClock.now < deadline {
-            if let line = log.snapshot.first(where: { $0.contains("Started PeerServer on") }) {
-                startedLine = line
-                break
+        let process = try spawn(full, environment: environment)
+        let startedLine: String
+        do {
+            startedLine = try await process.waitForLine(timeout: startupTimeout, "'Started PeerServer on …' line") {
+                $0.contains("Started PeerServer on")
             }
-            if !isAlive(pid) {
-                Glibc.kill(-pid, SIGKILL)
-                var status: Int32 = 0
-                _ = waitpid(pid, &status, 0)
-                try? await Task.sleep(for: .milliseconds(50))
-                throw HarnessError(
-                    "peerjs \(full.joined(separator: " ")) exited (\(ExitStatus(waitStatus: status))) before starting; output:\n"
-                        + log.snapshot.joined(separator: "\n")
-                )
-            }
-            try? await Task.sleep(for: .milliseconds(20))
+        } catch {
+            process.killGroup()
+            throw HarnessError("\(error) (\(process.exitStatus.map { "\($0)" } ?? "killed"))")
         }
-        guard let startedLine, let port = Self.parse(startedLine, after: "port: ").flatMap({ Int($0) }) else {
-            Glibc.kill(-pid, SIGKILL)
-            Glibc.kill(pid, SIGKILL)
-            var status: Int32 = 0
-            _ = waitpid(pid, &status, 0)
-            throw HarnessError(
-                "peerjs \(full.joined(separator: " ")) printed no parsable 'Started PeerServer on <host>, port: <port>, path: <path>' line within \(startupTimeout); output:\n"
-                    + log.snapshot.joined(separator: "\n")
-            )
+        guard let port = Self.parse(startedLine, after: "port: ").flatMap({ Int($0) }) else {
+            process.killGroup()
+            throw HarnessError("no port in the Started line: \(startedLine)")
         }
         let host = Self.value(of: ["--host", "-H"], in: full) ?? "127.0.0.1"
         let key = Self.value(of: ["--key", "-k"], in: full) ?? "peerjs"
         let path = Self.value(of: ["--path"], in: full) ?? "/"
         return ServerProcess(
-            pid: pid,
-            host: host,
-            port: port,
-            basePath: normalizeBasePath(path),
-            key: key,
-            arguments: full,
-            log: log
-        )
+            process: process, host: host, port: port, basePath: normalizeBasePath(path), key: key, arguments: full)
     }
 
     /// Run as root, the broker drops to `--user` (default `_peerjs`) and the auth helper to
@@ -283,27 +159,7 @@ public final class ServerProcess: @unchecked Sendable {
     ) async throws -> (
         status: ExitStatus, output: [String]
     ) {
-        let (pid, log) = try spawn(binary: try locateBinary(binary), arguments: arguments, echoPrefix: nil)
-        let deadline = ContinuousClock.now + timeout
-        while ContinuousClock.now < deadline {
-            var status: Int32 = 0
-            if waitpid(pid, &status, WNOHANG) == pid {
-                // Let the reader thread drain the pipe.
-                let drainDeadline = ContinuousClock.now + .seconds(2)
-                while !log.isAtEOF && ContinuousClock.now < drainDeadline {
-                    try? await Task.sleep(for: .milliseconds(10))
-                }
-                return (ExitStatus(waitStatus: status), log.snapshot)
-            }
-            try? await Task.sleep(for: .milliseconds(20))
-        }
-        Glibc.kill(-pid, SIGKILL)
-        var status: Int32 = 0
-        _ = waitpid(pid, &status, 0)
-        throw HarnessError(
-            "\(binary) \(arguments.joined(separator: " ")) did not exit within \(timeout); output:\n"
-                + log.snapshot.joined(separator: "\n")
-        )
+        try await ChildProcess.run(try locateBinary(binary), arguments, timeout: timeout)
     }
 
     /// Starts a server, runs `body`, and stops the server even when `body` throws. On error, prints its output.
@@ -348,7 +204,7 @@ public final class ServerProcess: @unchecked Sendable {
     // MARK: Output
 
     /// Every line the process group printed so far (stdout and stderr interleaved).
-    public var logLines: [String] { log.snapshot }
+    public var logLines: [String] { process.lines }
 
     /// Prints the captured output (the last `limit` lines) to standard output.
     /// - Parameters:
@@ -364,6 +220,7 @@ public final class ServerProcess: @unchecked Sendable {
     }
 
     /// Waits (bounded) for an output line, at index `startIndex` or later, for which `predicate` holds.
+    /// (``ChildProcess/waitForLine(from:timeout:_:where:)``, which also stops at the end of the output.)
     /// - Parameters:
     ///   - startIndex: ignore lines before this index (use `logLines.count` taken before an action).
     ///   - timeout: bound of the wait.
@@ -375,20 +232,7 @@ public final class ServerProcess: @unchecked Sendable {
         _ description: String,
         where predicate: (String) -> Bool
     ) async throws -> String {
-        let deadline = ContinuousClock.now + timeout
-        while true {
-            let lines = logLines
-            if startIndex < lines.count, let line = lines[startIndex...].first(where: predicate) {
-                return line
-            }
-            if ContinuousClock.now >= deadline {
-                throw HarnessError(
-                    "no output line \(description) within \(timeout); lines since #\(startIndex):\n"
-                        + lines.dropFirst(startIndex).joined(separator: "\n")
-                )
-            }
-            try await Task.sleep(for: .milliseconds(20))
-        }
+        try await process.waitForLine(from: startIndex, timeout: timeout, description, where: predicate)
     }
 
     // MARK: Processes
@@ -455,54 +299,24 @@ public final class ServerProcess: @unchecked Sendable {
     }
 
     /// How the supervisor ended, once it has been reaped.
-    public var exitStatus: ExitStatus? { state.current }
+    public var exitStatus: ExitStatus? { process.exitStatus }
 
     /// Sends `signal` to the supervisor only.
     /// - Parameters:
     ///   - signal: e.g. `SIGTERM`.
-    public func signal(_ signal: Int32) {
-        if state.current == nil { Glibc.kill(pid, signal) }
-    }
+    public func signal(_ signal: Int32) { process.signal(signal) }
 
-    /// Polls for the supervisor's exit (reaping it) until `timeout`; returns its status or `nil`.
-    /// - Parameters:
-    ///   - timeout: bound of the wait.
-    public func waitForExit(timeout: Duration) async -> ExitStatus? {
-        let deadline = ContinuousClock.now + timeout
-        while true {
-            if let done = state.current { return done }
-            if !Self.isAlive(pid) {
-                // A zombie still holds its pid, so its process group id cannot have been reused: clear the group
-                // (a broker that outlived the supervisor) before reaping.
-                Glibc.kill(-pid, SIGKILL)
-                var status: Int32 = 0
-                _ = waitpid(pid, &status, 0)
-                let exit = ExitStatus(waitStatus: status)
-                state.withLock { $0 = exit }
-                return exit
-            }
-            if ContinuousClock.now >= deadline { return nil }
-            try? await Task.sleep(for: .milliseconds(20))
-        }
-    }
+    /// Waits for the supervisor's exit (reaping it, and killing what is left of its group) until
+    /// `timeout`; returns its status, or `nil` (the group killed) when it is still running.
+    public func waitForExit(timeout: Duration) async -> ExitStatus? { await process.wait(timeout: timeout) }
 
     /// Stops the server: SIGTERM, then SIGKILL to the whole process group after `timeout`; reaps the supervisor and
     /// kills any descendant left in the group. Returns how the supervisor ended.
-    /// - Parameters:
-    ///   - timeout: how long SIGTERM is given before SIGKILL.
     @discardableResult
-    public func stop(timeout: Duration = .seconds(5)) async -> ExitStatus {
-        if let done = state.current { return done }
-        Glibc.kill(pid, SIGTERM)
-        if let status = await waitForExit(timeout: timeout) { return status }
-        Glibc.kill(-pid, SIGKILL)
-        Glibc.kill(pid, SIGKILL)
-        var status: Int32 = 0
-        _ = waitpid(pid, &status, 0)
-        let exit = ExitStatus(waitStatus: status)
-        state.withLock { $0 = exit }
-        return exit
-    }
+    public func stop(timeout: Duration = .seconds(5)) async -> ExitStatus { await process.stop(timeout: timeout) }
+
+    /// The port of the listener named `name` (`http` or `https`), from its `listening on` line.
+    public func listenerPort(_ name: String) async throws -> Int { try await process.listenerPort(name) }
 
     // MARK: Parsing helpers
 

@@ -1,6 +1,7 @@
 import Foundation
 import NIOCore
 import NIOPosix
+public import NIOSSL
 import NIOWebSocket
 
 /// One frame received from the server (continuation frames are reassembled into one text/binary frame).
@@ -400,8 +401,8 @@ final class WSFrameHandler: ChannelInboundHandler {
     }
 }
 
-/// A WebSocket client for tests, built on SwiftNIO: an opening handshake on raw bytes (see `HandshakeHandler`), then
-/// NIOWebSocket's frame encoder and decoder.
+/// The one WebSocket client of the tests (`ws://` and, with a TLS configuration, `wss://`), built on SwiftNIO: an
+/// opening handshake on raw bytes (see `HandshakeHandler`), then NIOWebSocket's frame encoder and decoder.
 ///
 /// Frames are queued as they arrive and read with bounded waits: ``nextFrame(timeout:)``, ``nextJSON(timeout:)``,
 /// ``expectNoFrame(within:)``, ``waitForClose(timeout:)``. Server pings are answered while ``autoPong`` is on.
@@ -444,6 +445,7 @@ public final class WSClient: Sendable {
     ///   - path: the WebSocket path, e.g. `/peerjs`.
     ///   - query: appended raw after `?` (e.g. `key=peerjs&id=a&token=t`), or `nil` for none.
     ///   - autoPong: answer server pings.
+    ///   - tls: the client's TLS configuration for `wss://` (the server name checked is `localhost`), or nil.
     ///   - timeout: bound for TCP connect plus upgrade.
     public static func connect(
         host: String = "127.0.0.1",
@@ -451,6 +453,7 @@ public final class WSClient: Sendable {
         path: String = "/peerjs",
         query: String? = nil,
         autoPong: Bool = true,
+        tls: TLSConfiguration? = nil,
         timeout: Duration = .seconds(5)
     ) async throws -> WSClient {
         switch try await connectRaw(
@@ -459,6 +462,7 @@ public final class WSClient: Sendable {
             path: path,
             query: query,
             autoPong: autoPong,
+            tls: tls,
             timeout: timeout
         ) {
         case .success(let client): return client
@@ -474,6 +478,7 @@ public final class WSClient: Sendable {
     ///   - path: the WebSocket path.
     ///   - query: appended raw after `?`, or `nil`.
     ///   - autoPong: answer server pings.
+    ///   - tls: the client's TLS configuration for `wss://` (the server name checked is `localhost`), or nil.
     ///   - timeout: bound for TCP connect plus upgrade.
     public static func connectRaw(
         host: String = "127.0.0.1",
@@ -481,6 +486,7 @@ public final class WSClient: Sendable {
         path: String = "/peerjs",
         query: String? = nil,
         autoPong: Bool = true,
+        tls: TLSConfiguration? = nil,
         timeout: Duration = .seconds(5)
     ) async throws -> Swift.Result<WSClient, UpgradeRefusal> {
         let loop = MultiThreadedEventLoopGroup.singleton.next()
@@ -489,11 +495,16 @@ public final class WSClient: Sendable {
         let rawBox = Locked<NIOLoopBound<RawWriteHandler>?>(nil)
 
         let requestKey = Data((0..<16).map { _ in UInt8.random(in: 0...255) }).base64EncodedString()
+        let tlsContext = try tls.map { try NIOSSLContext(configuration: $0) }
 
         let bootstrap = ClientBootstrap(group: loop)
             .connectTimeout(.milliseconds(Int64(timeout.components.seconds * 1000)))
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
+                    if let tlsContext {
+                        try channel.pipeline.syncOperations.addHandler(
+                            NIOSSLClientHandler(context: tlsContext, serverHostname: "localhost"))
+                    }
                     let raw = RawWriteHandler()
                     rawBox.withLock { $0 = NIOLoopBound(raw, eventLoop: channel.eventLoop) }
                     try channel.pipeline.syncOperations.addHandler(raw)

@@ -122,20 +122,6 @@ extension SharedServer {
                 }
             }
         }
-
-        @Test(
-            "12 [DIFF] old-server HTTP quirks",
-            .disabled(
-                "old 0.2.x behaviour (16-char ids, 404 /peers for unused keys, ACAO *); this server implements the 1.x behaviour, tested by 2, 5, 7"
-            )
-        )
-        func oldServerQuirks() {}
-
-        @Test(
-            "4 custom id generator",
-            .disabled("no CLI flag configures generateClientId; covered at the unit level (PeerProtocolTests)")
-        )
-        func customIDGenerator() {}
     }
 }
 

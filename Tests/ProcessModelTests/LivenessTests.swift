@@ -113,12 +113,4 @@ struct Liveness {
         #expect(try await s.listedPeers().contains(peer.id))
         await peer.ws.close()
     }
-
-    @Test(
-        "50 [DIFF] old server had no liveness timeout",
-        .disabled(
-            "old 0.2.x behaviour; this server drops silent peers (46) and keeps 0.x clients alive through pings (48b)"
-        )
-    )
-    func noLivenessInOldServer() {}
 }

@@ -66,14 +66,9 @@ struct ProcessModel {
             #expect(ServerProcess.isAlive(server.pid), "the supervisor must survive its broker")
             // Connections of the dead broker are gone.
             try await before.ws.waitForClose(timeout: .seconds(5))
-            // The new broker serves new clients (retry the first registration briefly while it comes up).
-            var a: Peer?
-            let deadline = ContinuousClock.now + .seconds(10)
-            while a == nil && ContinuousClock.now < deadline {
-                a = try? await s.register("a")
-                if a == nil { try await Task.sleep(for: .milliseconds(100)) }
-            }
-            let first = try #require(a, "no registration on the restarted broker within 10 s")
+            // The new broker serves new clients once it says it is ready.
+            _ = try await server.waitForLog(from: mark, "the new broker's ready line") { $0.contains("broker pid=\(new) ready") }
+            let first = try await s.register("a")
             let b = try await s.register("b")
             try await first.send(type: "OFFER", to: b.id, payload: offerPayload)
             #expect(

@@ -249,13 +249,5 @@ extension SharedServer {
             let other = try await s.register(id: a.id, token: "any-other-token")
             await other.ws.close()
         }
-
-        @Test(
-            "34 relay failure sends LEAVE back",
-            .disabled(
-                "hard to provoke over real sockets; tested at the registry level with a failing transport (PeerProtocolTests)"
-            )
-        )
-        func relayFailure() {}
     }
 }

@@ -15,16 +15,6 @@ struct Supervision {
                  arguments: server.arguments)
     }
 
-    /// Registers with retries while a broker (re)starts; nil if nothing registered in time.
-    static func registerEventually(_ s: Endpoint, within timeout: Duration = .seconds(10)) async -> Peer? {
-        let deadline = ContinuousClock.now + timeout
-        while ContinuousClock.now < deadline {
-            if let peer = try? await s.register("r") { return peer }
-            try? await Task.sleep(for: .milliseconds(50))
-        }
-        return nil
-    }
-
     /// Whether `pid` has ended (gone, or a zombie nobody has reaped yet).
     static func hasEnded(_ pid: Int32) -> Bool {
         guard let status = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8) else { return true }
@@ -108,83 +98,53 @@ struct Supervision {
         let notify = try NotifySocket()
         defer { notify.close() }
         let port = try freePort()
-        guard let (process, _) = try Self.socketActivate(port: port, name: "http", notifySocket: notify.path) else { return }
-        defer { Self.end(process) }
-        // The first connection starts the service; it waits in the listen queue meanwhile. Until
-        // systemd-socket-activate has bound the port, connecting is refused: retry, bounded.
-        var first: WSClient?
-        let deadline = ContinuousClock.now + .seconds(10)
-        while first == nil, ContinuousClock.now < deadline {
-            first = try? await WSClient.connect(port: port, query: "key=peerjs&id=sa-a&token=t", timeout: .seconds(10))
-            if first == nil { try await Task.sleep(for: .milliseconds(50)) }
-        }
-        let a = try #require(first, "could not connect to systemd-socket-activate on port \(port)")
+        guard let process = try await Self.socketActivate(port: port, name: "http", notifySocket: notify.path) else { return }
+        // The first connection starts the service; it waits in the listen queue meanwhile.
+        let a = try await WSClient.connect(port: port, query: "key=peerjs&id=sa-a&token=t", timeout: .seconds(10))
         #expect(try await a.nextJSON() == ["type": "OPEN"])
-        let messages = notify.receive(until: { $0.contains("READY=1") }, timeout: .seconds(10))
+        let messages = try await notify.receive(until: { $0.contains("READY=1") }, timeout: .seconds(10))
         #expect(messages.contains { $0.contains("READY=1") }, "notify messages: \(messages)")
         let b = try await WSClient.connect(port: port, query: "key=peerjs&id=sa-b&token=t")
         #expect(try await b.nextJSON() == ["type": "OPEN"])
         try await a.sendText(#"{"type":"OFFER","dst":"sa-b","payload":{"n":1}}"#)
         #expect(try await b.nextJSON()["src"] == .string("sa-a"))
-        process.terminate()
-        let stopping = notify.receive(until: { $0.contains("STOPPING=1") }, timeout: .seconds(10))
+        process.signal(SIGTERM)
+        let stopping = try await notify.receive(until: { $0.contains("STOPPING=1") }, timeout: .seconds(10))
         #expect(stopping.contains { $0.contains("STOPPING=1") })
+        await process.stop()
     }
 
     @Test("S5b a socket-activated listener named longer than the hand-off allows is refused at start, saying how to fix it")
     func socketActivationLongName() async throws {
         let port = try freePort()
-        guard let (process, output) = try Self.socketActivate(port: port, name: String(repeating: "n", count: 65)) else { return }
-        defer { Self.end(process) }
+        guard let process = try await Self.socketActivate(port: port, name: String(repeating: "n", count: 65)) else { return }
         // The service starts at the first connection (which it never serves).
-        let deadline = ContinuousClock.now + .seconds(10)
-        while process.isRunning, ContinuousClock.now < deadline {
-            _ = try? await HTTPClient.get(port: port, "/")
-            try await Task.sleep(for: .milliseconds(50))
-        }
-        let exited = !process.isRunning
-        #expect(exited, "the server kept running with a 65-byte listener name")
-        Self.end(process)
-        process.waitUntilExit()  // bounded: end() killed it if it was still running
-        let text = String(decoding: output.fileHandleForReading.availableData, as: UTF8.self)
-        #expect(process.terminationReason == .exit && process.terminationStatus != 0)
-        #expect(text.contains("FileDescriptorName= of at most 64 bytes"), "\(text)")
+        let first = try await RawTCPConnection.connect(port: port)
+        let status = await process.wait(timeout: .seconds(10))
+        #expect(status != nil, "the server kept running with a 65-byte listener name")
+        if case .exited(let code) = status { #expect(code != 0) } else { Issue.record("ended by \(String(describing: status))") }
+        #expect(process.output.contains("FileDescriptorName= of at most 64 bytes"), "\(process.output)")
+        await first.close()
     }
 
     /// Starts our binary under `systemd-socket-activate` listening on 127.0.0.1:`port` with one
-    /// socket named `name` (and NOTIFY_SOCKET passed through when given); stdout and stderr go
-    /// to the returned pipe. Nil, with an issue recorded, when the tool is missing.
-    static func socketActivate(port: Int, name: String, notifySocket: String? = nil) throws -> (Process, Pipe)? {
+    /// socket named `name` (and NOTIFY_SOCKET passed through when given), once it listens. Nil,
+    /// with an issue recorded, when the tool is missing.
+    static func socketActivate(port: Int, name: String, notifySocket: String? = nil) async throws -> ChildProcess? {
         guard FileManager.default.isExecutableFile(atPath: "/usr/bin/systemd-socket-activate") else {
             Issue.record("systemd-socket-activate is missing: scripts/setup.sh installs the systemd package")
             return nil
         }
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/systemd-socket-activate")
-        process.arguments = ["-l", "127.0.0.1:\(port)", "--fdname=\(name)"] + (notifySocket == nil ? [] : ["-E", "NOTIFY_SOCKET"])
-            + [try ServerProcess.locateBinary(), "--log-level", "notice"] + ServerProcess.sandboxUserArguments([])
+        var environment: [String]?
         if let notifySocket {
-            var environment = ProcessInfo.processInfo.environment
-            environment["NOTIFY_SOCKET"] = notifySocket
-            process.environment = environment
+            environment = ProcessInfo.processInfo.environment.filter { $0.key != "NOTIFY_SOCKET" }.map { "\($0.key)=\($0.value)" }
+                + ["NOTIFY_SOCKET=\(notifySocket)"]
         }
-        let output = Pipe()
-        process.standardError = output
-        process.standardOutput = output
-        try process.run()
-        return (process, output)
-    }
-
-    /// Stops a helper process, by SIGKILL if SIGTERM is not enough (systemd-socket-activate ignores
-    /// SIGTERM until it has started the service), and reaps it; bounded.
-    static func end(_ process: Process) {
-        guard process.isRunning else { return }
-        process.terminate()
-        let deadline = Date().addingTimeInterval(5)
-        while process.isRunning && Date() < deadline { usleep(20_000) }
-        if process.isRunning { kill(process.processIdentifier, SIGKILL) }
-        let reapDeadline = Date().addingTimeInterval(5)
-        while process.isRunning && Date() < reapDeadline { usleep(20_000) }
+        let launcher = ["/usr/bin/systemd-socket-activate", "-l", "127.0.0.1:\(port)", "--fdname=\(name)"]
+            + (notifySocket == nil ? [] : ["-E", "NOTIFY_SOCKET"])
+        let process = try ServerProcess.spawn(["--log-level", "notice"], launcher: launcher, environment: environment)
+        _ = try await process.waitForLine("systemd-socket-activate's listening line") { $0.contains("as 3.") }
+        return process
     }
 
     @Test("S6 SIGKILL of the broker under 1,000 peers: the listener stays open, a new broker serves")
@@ -214,12 +174,14 @@ struct Supervision {
             // lost with it; later ones wait in the listen queue for the new broker.)
             let raw = try await RawTCPConnection.connect(port: s.port)
             await raw.close()
-            let early = try #require(await Self.registerEventually(s, within: .seconds(10)))
+            let new = try await server.waitForBroker(other: old)
+            _ = try await server.waitForLog(from: mark, "the new broker's ready line") { $0.contains("broker pid=\(new) ready") }
+            let early = try await s.register("r")
             let restart = ContinuousClock.now - start
             print("S6: broker restart under 1,000 peers: first new registration \(restart) after SIGKILL")
             _ = try await server.waitForLog(from: mark, "the broker's signal") { $0.contains("signal 9") }
             #expect(restart < .seconds(5))
-            let later = try #require(await Self.registerEventually(s))
+            let later = try await s.register("r")
             try await later.send(type: "OFFER", to: early.id, payload: offerPayload)
             #expect(try await early.ws.nextJSON()["src"] == .string(later.id))
             for ws in peers.prefix(20) {
@@ -249,13 +211,17 @@ final class NotifySocket: @unchecked Sendable {
         guard bound == 0 else { throw HarnessError("bind \(path): errno \(errno)") }
     }
 
-    /// Messages received until one satisfies `done` or `timeout` passes.
-    func receive(until done: (String) -> Bool, timeout: Duration) -> [String] {
+    /// Messages received until one satisfies `done` or `timeout` passes (looking without
+    /// blocking, and sleeping between looks).
+    func receive(until done: (String) -> Bool, timeout: Duration) async throws -> [String] {
         var messages: [String] = []
         let deadline = ContinuousClock.now + timeout
         while ContinuousClock.now < deadline {
             var entry = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
-            guard poll(&entry, 1, 100) > 0 else { continue }
+            guard poll(&entry, 1, 0) > 0 else {
+                try await Task.sleep(for: .milliseconds(10))
+                continue
+            }
             var buffer = [UInt8](repeating: 0, count: 4096)
             let count = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
             guard count > 0 else { continue }

@@ -1,6 +1,4 @@
 import Foundation
-import NIOCore
-import NIOPosix
 import NIOSSL
 import PeerJSTesting
 import Testing
@@ -15,37 +13,32 @@ import Testing
 @Suite("TLS key handling and reload acknowledgement (issue 16)", .serialized)
 struct KeyHandlingTests {
     /// Connects, completes a handshake and returns the certificate the broker served.
-    private func servedCertificate(port: Int, certs: CertificateDirectory, group: any EventLoopGroup) throws -> [UInt8]? {
-        let client = try RawClient.connect(port: port, tls: try certs.clientTLS(), group: group)
-        defer { client.close() }
-        let served = try client.peerCertificate()?.toDERBytes()
-        #expect(try client.get("/peerjs/id").status == 200)
+    private func servedCertificate(port: Int, certs: CertificateDirectory) async throws -> [UInt8]? {
+        let client = try await RawTCPConnection.connect(port: port, tls: try certs.clientTLS())
+        let served = try await client.peerCertificate()?.toDERBytes()
+        #expect(try await client.httpGet("/peerjs/id").status == 200)
         return served
     }
 
-    @Test("item 4: after start and a SIGHUP, no process holds a DER or PEM copy of either private key outside the supervisor's one locked, never-dumped mapping (the broker's TLS context holds the key in force in BoringSSL's own form); core dumps are off")
+    @Test("item 4: after start and a SIGHUP, no process holds a DER or PEM copy of either private key outside the supervisor's one locked, never-dumped mapping (the broker's TLS context holds the key in force in BoringSSL's own form); core dumps are off",
+          .enabled(if: geteuid() == 0, "reading another process's memory needs CAP_SYS_PTRACE"))
     func noStrayKeyCopies() async throws {
-        try await offPool {
-            guard geteuid() == 0 else { return }  // reading another process's memory needs CAP_SYS_PTRACE
-            let certs = try CertificateDirectory()
-            try certs.makeLeaf("one")
-            try certs.makeLeaf("two")
-            try certs.goLive("one")
-            let server = try PeerJSProcess.start(live: certs)
-            defer { server.stop() }
-            let port = try server.port("https")
-            let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
-            defer { try? group.syncShutdownGracefully() }
-            _ = try server.log.waitForLine("the broker's first acknowledgement") { $0.contains("took TLS generation 1") }
-            #expect(try servedCertificate(port: port, certs: certs, group: group) == certs.certificate("one.pem").toDERBytes())
+        let certs = try await CertificateDirectory.make()
+        try await certs.makeLeaf("one")
+        try await certs.makeLeaf("two")
+        try certs.goLive("one")
+        try await ServerProcess.withServer(certs.liveArguments) { server in
+            let port = try await server.listenerPort("https")
+            _ = try await server.waitForLog("the broker's first acknowledgement") { $0.contains("took TLS generation 1") }
+            #expect(try await servedCertificate(port: port, certs: certs) == certs.certificate("one.pem").toDERBytes())
 
             try certs.goLive("two")
-            let mark = server.log.snapshot.count
+            let mark = server.logLines.count
             server.signal(SIGHUP)
-            _ = try server.log.waitForLine(from: mark, "the supervisor's reload acknowledgement") { $0.contains("took TLS generation 2") }
-            #expect(try servedCertificate(port: port, certs: certs, group: group) == certs.certificate("two.pem").toDERBytes())
+            _ = try await server.waitForLog(from: mark, "the supervisor's reload acknowledgement") { $0.contains("took TLS generation 2") }
+            #expect(try await servedCertificate(port: port, certs: certs) == certs.certificate("two.pem").toDERBytes())
 
-            let broker = try server.brokerPID()
+            let broker = try #require(server.brokerPID())
             var needles: [(String, [UInt8])] = []
             for name in ["one", "two"] {
                 let (scalar, pemText) = try Self.keyNeedles(certs.file("\(name).key"))
@@ -76,146 +69,136 @@ struct KeyHandlingTests {
         }
     }
 
-    @Test("item 4: a supervisor that is not root and serves TLS is not dumpable (its /proc files turn root's), nor is its broker; both have RLIMIT_CORE 0/0")
+    @Test("item 4: a supervisor that is not root and serves TLS is not dumpable (its /proc files turn root's), nor is its broker; both have RLIMIT_CORE 0/0",
+          .enabled(if: geteuid() == 0, "starting peerjs as another user needs root"))
     func notDumpable() async throws {
-        try await offPool {
-            guard geteuid() == 0 else { return }  // starting peerjs as another user needs root
-            let certs = try CertificateDirectory()
-            try certs.makeLeaf("one")
-            chmod(certs.path, 0o755)
-            for name in ["one.key", "one-chain.pem"] { chmod(certs.file(name), 0o644) }
-            let nobody: uid_t = 65534
-            let server = try PeerJSProcess.spawn(
-                ["--host", "127.0.0.1", "--port", "0", "--sslkey", certs.file("one.key"), "--sslcert", certs.file("one-chain.pem")],
-                launcher: ["/usr/bin/setpriv", "--reuid=\(nobody)", "--regid=\(nobody)", "--clear-groups", "--inh-caps=-all"])
-            defer { server.stop() }
-            _ = try server.log.waitForLine("the Started line") { $0.contains("Started PeerServer on") }
-            let broker = try server.brokerPID()
-            for (role, pid) in [("supervisor", server.pid), ("broker", broker)] {
-                let uidLine = try readProcFile("/proc/\(pid)/status").split(separator: "\n").first { $0.hasPrefix("Uid:") } ?? ""
-                let uids = uidLine.split(whereSeparator: { $0 == " " || $0 == "\t" }).dropFirst().compactMap { uid_t($0) }
-                #expect(!uids.isEmpty && uids.allSatisfy { $0 == nobody }, "the \(role) does not run as nobody (\(uidLine)); the test proves nothing")
-                var environ = stat()
-                #expect(stat("/proc/\(pid)/environ", &environ) == 0)
-                // A dumpable process owns its /proc/PID files; a non-dumpable one's belong to root.
-                #expect(environ.st_uid == 0, "the \(role) is dumpable: /proc/\(pid)/environ belongs to uid \(environ.st_uid)")
-                let limits = try readProcFile("/proc/\(pid)/limits")
-                let core = limits.split(separator: "\n").first { $0.hasPrefix("Max core file size") }.map(String.init) ?? ""
-                let fields = core.split(separator: " ", omittingEmptySubsequences: true)
-                #expect(fields.count >= 6 && fields[4] == "0" && fields[5] == "0", "\(role): \(core)")
-            }
+        let certs = try await CertificateDirectory.make()
+        try await certs.makeLeaf("one")
+        chmod(certs.path, 0o755)
+        for name in ["one.key", "one-chain.pem"] { chmod(certs.file(name), 0o644) }
+        let nobody: uid_t = 65534
+        let server = try ServerProcess.spawn(
+            ["--host", "127.0.0.1", "--port", "0", "--sslkey", certs.file("one.key"), "--sslcert", certs.file("one-chain.pem")],
+            launcher: ["/usr/bin/setpriv", "--reuid=\(nobody)", "--regid=\(nobody)", "--clear-groups", "--inh-caps=-all"])
+        _ = try await server.waitForLine("the Started line") { $0.contains("Started PeerServer on") }
+        let broker = try #require(server.childPIDs.first)
+        for (role, pid) in [("supervisor", server.pid), ("broker", broker)] {
+            let uidLine = try readProcFile("/proc/\(pid)/status").split(separator: "\n").first { $0.hasPrefix("Uid:") } ?? ""
+            let uids = uidLine.split(whereSeparator: { $0 == " " || $0 == "\t" }).dropFirst().compactMap { uid_t($0) }
+            #expect(!uids.isEmpty && uids.allSatisfy { $0 == nobody }, "the \(role) does not run as nobody (\(uidLine)); the test proves nothing")
+            var environ = stat()
+            #expect(stat("/proc/\(pid)/environ", &environ) == 0)
+            // A dumpable process owns its /proc/PID files; a non-dumpable one's belong to root.
+            #expect(environ.st_uid == 0, "the \(role) is dumpable: /proc/\(pid)/environ belongs to uid \(environ.st_uid)")
+            let limits = try readProcFile("/proc/\(pid)/limits")
+            let core = limits.split(separator: "\n").first { $0.hasPrefix("Max core file size") }.map(String.init) ?? ""
+            let fields = core.split(separator: " ", omittingEmptySubsequences: true)
+            #expect(fields.count >= 6 && fields[4] == "0" && fields[5] == "0", "\(role): \(core)")
         }
+        await server.stop()
     }
 
     @Test("item 7: a key that does not match its certificate on SIGHUP is an error and the old certificate is still served; a broker that does not answer is an error after 5 s and nothing changes in the supervisor's belief until it takes the new one")
     func reloadIsAcknowledged() async throws {
-        try await offPool {
-            let certs = try CertificateDirectory()
-            try certs.makeLeaf("one")
-            try certs.makeLeaf("two")
-            try certs.makeLeaf("three")
-            try certs.goLive("one")
-            let server = try PeerJSProcess.start(live: certs)
-            defer { server.stop() }
-            let port = try server.port("https")
-            let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
-            defer { try? group.syncShutdownGracefully() }
+        let certs = try await CertificateDirectory.make()
+        try await certs.makeLeaf("one")
+        try await certs.makeLeaf("two")
+        try await certs.makeLeaf("three")
+        try certs.goLive("one")
+        try await ServerProcess.withServer(certs.liveArguments) { server in
+            let port = try await server.listenerPort("https")
             let one = try certs.certificate("one.pem").toDERBytes()
             let two = try certs.certificate("two.pem").toDERBytes()
             let three = try certs.certificate("three.pem").toDERBytes()
-            _ = try server.log.waitForLine("the broker's first acknowledgement") { $0.contains("took TLS generation 1") }
+            _ = try await server.waitForLog("the broker's first acknowledgement") { $0.contains("took TLS generation 1") }
 
             // The key of "two" with the certificate of "one": refused, and "one" is still served.
             try certs.write("live.key", try certs.read("two.key"))
-            var mark = server.log.snapshot.count
+            var mark = server.logLines.count
             server.signal(SIGHUP)
-            let refused = try server.log.waitForLine(from: mark, "the refused reload") { $0.contains("TLS reload failed") }
+            let refused = try await server.waitForLog(from: mark, "the refused reload") { $0.contains("TLS reload failed") }
             #expect(refused.contains("does not match"), "\(refused)")
-            #expect(try servedCertificate(port: port, certs: certs, group: group) == one)
+            #expect(try await servedCertificate(port: port, certs: certs) == one)
 
             // A broker that cannot answer (stopped): the supervisor sends generation 2 and, 5 s
             // later, says it has no answer; it does not claim the new certificate is in force.
             try certs.write("live.pem", try certs.read("two-chain.pem"))
-            let broker = try server.brokerPID()
+            let broker = try #require(server.brokerPID())
             kill(broker, SIGSTOP)
             var resumed = false
             defer { if !resumed { kill(broker, SIGCONT) } }
-            mark = server.log.snapshot.count
+            mark = server.logLines.count
             server.signal(SIGHUP)
-            let late = try server.log.waitForLine(from: mark, "the missing-answer error") { $0.contains("has not answered TLS generation") }
+            let late = try await server.waitForLog(from: mark, "the missing-answer error") { $0.contains("has not answered TLS generation") }
             #expect(late.contains("generation 1 stays in force"), "\(late)")
-            #expect(!server.log.snapshot[mark...].contains { $0.contains("took TLS generation") || $0.contains("TLS certificate and key reloaded") },
-                    "the supervisor claimed a reload the broker had not done: \(server.log.snapshot[mark...])")
+            #expect(!server.logLines[mark...].contains { $0.contains("took TLS generation") || $0.contains("TLS certificate and key reloaded") },
+                    "the supervisor claimed a reload the broker had not done: \(server.logLines[mark...])")
             kill(broker, SIGCONT)
             resumed = true
-            let taken = try server.log.waitForLine(from: mark, "the late acknowledgement") { $0.contains("took TLS generation") }
+            let taken = try await server.waitForLog(from: mark, "the late acknowledgement") { $0.contains("took TLS generation") }
             #expect(taken.contains("broker pid=\(broker) took TLS generation 2"), "\(taken)")
-            #expect(try servedCertificate(port: port, certs: certs, group: group) == two)
+            #expect(try await servedCertificate(port: port, certs: certs) == two)
 
             // A good pair is taken, logged, and served; a restarted broker is sent it too.
             try certs.goLive("three")
-            mark = server.log.snapshot.count
+            mark = server.logLines.count
             server.signal(SIGHUP)
-            _ = try server.log.waitForLine(from: mark, "the acknowledgement of generation 3") { $0.contains("took TLS generation 3") }
-            #expect(try servedCertificate(port: port, certs: certs, group: group) == three)
-            mark = server.log.snapshot.count
-            kill(try server.brokerPID(), SIGKILL)
-            let again = try server.log.waitForLine(from: mark, "the restarted broker's acknowledgement") { $0.contains("took TLS generation") }
+            _ = try await server.waitForLog(from: mark, "the acknowledgement of generation 3") { $0.contains("took TLS generation 3") }
+            #expect(try await servedCertificate(port: port, certs: certs) == three)
+            mark = server.logLines.count
+            kill(try #require(server.brokerPID()), SIGKILL)
+            let again = try await server.waitForLog(from: mark, "the restarted broker's acknowledgement") { $0.contains("took TLS generation") }
             #expect(again.contains("generation 3"), "\(again)")
-            _ = try server.log.waitForLine(from: mark, "the restarted broker's ready line") { $0.contains("ready; accepting again") }
-            #expect(try servedCertificate(port: port, certs: certs, group: group) == three)
+            _ = try await server.waitForLog(from: mark, "the restarted broker's ready line") { $0.contains("ready; accepting again") }
+            #expect(try await servedCertificate(port: port, certs: certs) == three)
         }
     }
 
     @Test("item 7: a hand-off that fails half-way (the broker stopped, a 400 KB chain fills its channel) is an error and the old certificate stays in force; a restarted broker is sent the new one, which the supervisor checked")
     func failedHandOffKeepsTheOldCertificate() async throws {
-        try await offPool {
-            let certs = try CertificateDirectory()
-            try certs.makeLeaf("one")
-            try certs.makeLeaf("two")
-            try certs.goLive("one")
-            let server = try PeerJSProcess.start(live: certs)
-            defer { server.stop() }
-            let port = try server.port("https")
-            let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
-            defer { try? group.syncShutdownGracefully() }
+        let certs = try await CertificateDirectory.make()
+        try await certs.makeLeaf("one")
+        try await certs.makeLeaf("two")
+        try certs.goLive("one")
+        try await ServerProcess.withServer(certs.liveArguments) { server in
+            let port = try await server.listenerPort("https")
             let one = try certs.certificate("one.pem").toDERBytes()
             let two = try certs.certificate("two.pem").toDERBytes()
-            _ = try server.log.waitForLine("the broker's first acknowledgement") { $0.contains("took TLS generation 1") }
+            _ = try await server.waitForLog("the broker's first acknowledgement") { $0.contains("took TLS generation 1") }
 
             // A valid but long chain (the CA repeated): more than the channel's socket buffer.
             let ca = try certs.read("ca.pem")
             let padding = String(repeating: ca, count: 400 * 1024 / ca.utf8.count)
             try certs.write("live.key", try certs.read("two.key"))
             try certs.write("live.pem", try certs.read("two-chain.pem") + padding)
-            let broker = try server.brokerPID()
+            let broker = try #require(server.brokerPID())
             kill(broker, SIGSTOP)
             var resumed = false
             defer { if !resumed { kill(broker, SIGCONT) } }
-            var mark = server.log.snapshot.count
+            var mark = server.logLines.count
             server.signal(SIGHUP)
-            let failed = try server.log.waitForLine(from: mark, "the failed hand-off") { $0.contains("could not hand TLS generation 2") }
+            let failed = try await server.waitForLog(from: mark, "the failed hand-off") { $0.contains("could not hand TLS generation 2") }
             #expect(failed.contains("generation 1") && failed.contains("stays in force"), "\(failed)")
             kill(broker, SIGCONT)
             resumed = true
-            #expect(try servedCertificate(port: port, certs: certs, group: group) == one)
-            #expect(!server.log.snapshot[mark...].contains { $0.contains("took TLS generation 2") })
+            #expect(try await servedCertificate(port: port, certs: certs) == one)
+            #expect(!server.logLines[mark...].contains { $0.contains("took TLS generation 2") })
 
             // The broker cannot make the supervisor go back to an older key: a new broker gets
             // generation 2, the newest the supervisor loaded and checked.
-            mark = server.log.snapshot.count
+            mark = server.logLines.count
             kill(broker, SIGKILL)
-            let again = try server.log.waitForLine(from: mark, "the restarted broker's acknowledgement") { $0.contains("took TLS generation") }
+            let again = try await server.waitForLog(from: mark, "the restarted broker's acknowledgement") { $0.contains("took TLS generation") }
             #expect(again.contains("took TLS generation 2"), "\(again)")
-            _ = try server.log.waitForLine(from: mark, "the restarted broker's ready line") { $0.contains("ready; accepting again") }
+            _ = try await server.waitForLog(from: mark, "the restarted broker's ready line") { $0.contains("ready; accepting again") }
             // (Not served here: no client accepts a 400 KB chain.)
 
             // Fixed files on the next SIGHUP are taken.
             try certs.write("live.pem", try certs.read("two-chain.pem"))
-            mark = server.log.snapshot.count
+            mark = server.logLines.count
             server.signal(SIGHUP)
-            _ = try server.log.waitForLine(from: mark, "the acknowledgement of generation 3") { $0.contains("took TLS generation 3") }
-            #expect(try servedCertificate(port: port, certs: certs, group: group) == two)
+            _ = try await server.waitForLog(from: mark, "the acknowledgement of generation 3") { $0.contains("took TLS generation 3") }
+            #expect(try await servedCertificate(port: port, certs: certs) == two)
         }
     }
 
@@ -226,13 +209,13 @@ struct KeyHandlingTests {
         let der = try NIOSSLPrivateKey(file: path, format: .pem).derBytes
         // SEC1 ECPrivateKey: 30 77 02 01 01 04 20 <32-byte scalar> …
         guard let start = (0..<(der.count - 40)).first(where: { der[$0..<($0 + 5)].elementsEqual([0x02, 0x01, 0x01, 0x04, 0x20]) }) else {
-            throw TestFailure("\(path): no SEC1 private scalar in the key's DER")
+            throw HarnessError("\(path): no SEC1 private scalar in the key's DER")
         }
         let scalar = Array(der[(start + 5 + 8)..<(start + 5 + 24)])
         let lines = try String(contentsOfFile: path, encoding: .utf8).split(separator: "\n")
         let prefix = "MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQg"  // PKCS#8 P-256 header, then the scalar
         guard lines.count > 2, lines[1].hasPrefix(prefix), lines[1].count == 64 else {
-            throw TestFailure("\(path) is not a PKCS#8 P-256 PEM key")
+            throw HarnessError("\(path) is not a PKCS#8 P-256 PEM key")
         }
         return (scalar, Array(lines[1].utf8.suffix(16)))
     }
@@ -266,7 +249,7 @@ enum MemoryScan {
             }
         }
         let fd = open("/proc/\(pid)/mem", O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { throw TestFailure("cannot open /proc/\(pid)/mem: \(String(cString: strerror(errno)))") }
+        guard fd >= 0 else { throw HarnessError("cannot open /proc/\(pid)/mem: \(String(cString: strerror(errno)))") }
         defer { close(fd) }
         let longest = needles.map(\.count).max() ?? 0
         let block = 1 << 20

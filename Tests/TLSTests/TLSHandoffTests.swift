@@ -36,11 +36,11 @@ final class CapturedLog: @unchecked Sendable {
 @Suite("The supervisor's TLS generations (issue 16 item 7)")
 struct TLSHandoffTests {
     @Test("taken → in force; refused → an error, the broker keeps the old one, and a restarted broker is sent the newest checked one (a broker cannot roll the key back); late → an error, and a late answer still counts; an answer nobody asked for is refused")
-    func answers() throws {
-        let certs = try CertificateDirectory()
-        try certs.makeLeaf("one")
-        try certs.makeLeaf("two")
-        try certs.makeLeaf("three")
+    func answers() async throws {
+        let certs = try await CertificateDirectory.make()
+        try await certs.makeLeaf("one")
+        try await certs.makeLeaf("two")
+        try await certs.makeLeaf("three")
         let capture = CapturedLog()
         let logger = capture.logger
         func load(_ name: String) throws -> TLSMaterial {
