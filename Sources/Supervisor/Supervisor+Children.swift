@@ -2,77 +2,93 @@ import Glibc
 import IPC
 import Logging
 
+/// A channel end for another child, sent to it once the new child runs.
+struct Introduction {
+    /// That child's supervisor channel.
+    let via: HandoffChannel
+    let end: HandoffChannel
+    let frame: FrameType
+}
+
 /// Starting, reading and reaping the children: one path for every role.
 extension Supervisor {
+    /// A role's name in log lines.
+    func name(_ role: Role) -> String { rows[role]?.name ?? "\(role)" }
+
     /// The children's environment: PATH, LANG and JOURNAL_STREAM (their stderr is the journal's
     /// when it is ours), nothing else of the supervisor's.
     static var childEnvironment: [String] { RoleSpawner.minimalEnvironment(passing: ["JOURNAL_STREAM"]) }
 
-    /// Starts `role` (a child it replaces is forgotten, and reaped as an unknown one) and says
-    /// how that went.
-    func spawn(_ role: Role) -> SupervisorPolicy.Event {
+    /// Starts `role` from its row (a child it replaces is forgotten, and reaped as an unknown
+    /// one) and says how that went: a child whose channels cannot be set up after it started is
+    /// killed, and restarted like any child that died.
+    func spawn(_ role: Role) -> [SupervisorPolicy.Event] {
         children[role] = nil
-        let name = SupervisorPolicy.name(role)
+        guard let row = rows[role] else { return [.childFailedToStart(role)] }
+        let child: Child
+        let introductions: [Introduction]
         do {
-            let child = try role == .broker ? startBroker() : startAuthHelper()
-            children[role] = child
-            logger.info("\(name) started pid=\(child.pid)")
-            return .childStarted(role, pid: child.pid)
+            (child, introductions) = try start(row)
         } catch {
             let consequence = role == .auth ? "; registrations are denied until it runs" : ""
-            logger.error("cannot start the \(name) (\(configuration.executable)): \(error)\(consequence)")
-            return .childFailedToStart(role)
+            logger.error("cannot start the \(row.name) (\(configuration.executable)): \(error)\(consequence)")
+            return [.childFailedToStart(role)]
         }
-    }
-
-    /// The broker: its channel as fd 3, then the setup phase (TLS material, if any, and `hello`).
-    private func startBroker() throws(SupervisorError) -> Child {
-        let (mine, theirs) = try wrap { () throws(IPCError) in try HandoffChannel.pair() }
-        let pid = try wrap { () throws(IPCError) in
-            try RoleSpawner.spawn(
-                executable: configuration.executable, arguments: configuration.brokerArguments,
-                fdMap: [(parent: theirs.rawFD, child: 3)], environment: Self.childEnvironment, stderr: logRelay?.writeEnd)
-        }
-        _ = consume theirs
+        children[role] = child
+        logger.info("\(row.name) started pid=\(child.pid)")
         do {
-            try mine.setNonBlocking(true)
-            tls.brokerStarted()
-            if tlsMaterial != nil { try sendTLSMaterial(over: mine) }
-            try mine.send(type: .hello, message: brokerSettings)
+            try setUpChannels(of: row, channel: child.channel, introductions: introductions)
         } catch {
-            logger.error("cannot send hello to the broker: \(error)")
+            logger.error("cannot set up the channels of the \(row.name) pid=\(child.pid) (\(error)); restarting it")
+            return [.childStarted(role, pid: child.pid), .channelFailed(role)]
         }
-        return Child(pid: pid, channel: mine, ownGroup: false)
+        return [.childStarted(role, pid: child.pid)]
     }
 
-    /// The auth helper, in a session of its own (it and its policy program die together), with
-    /// a fresh broker↔helper socketpair: the helper gets its end as fd 3 (and its supervisor
-    /// channel as fd 4), the running broker gets the other end in an `authChannel` frame — so a
-    /// helper restart drops no peer. Without the broker's channel it cannot start.
-    private func startAuthHelper() throws(SupervisorError) -> Child {
-        guard let arguments = configuration.authArguments else {
-            throw SupervisorError(.spawn, "no auth helper is configured")
-        }
-        guard let brokerChannel = children[.broker]?.channel else {
-            throw SupervisorError(.spawn, "the broker has no channel to connect the helper to")
-        }
-        return try wrap { () throws(IPCError) in
-            let (brokerEnd, helperEnd) = try HandoffChannel.pair(roles: (.broker, .auth))
-            let (mine, theirs) = try HandoffChannel.pair(roles: (.supervisor, .auth))
-            let pid = try RoleSpawner.spawn(
-                executable: configuration.executable, arguments: arguments,
-                fdMap: [(parent: helperEnd.rawFD, child: 3), (parent: theirs.rawFD, child: 4)],
-                environment: Self.childEnvironment, newSession: true, stderr: logRelay?.writeEnd)
-            let child = Child(pid: pid, channel: mine, ownGroup: true)
-            do throws(IPCError) {
-                try mine.setNonBlocking(true)
-                try brokerChannel.send(type: .authChannel, fd: brokerEnd.rawFD)
-            } catch {
-                child.kill()  // reaped as an unknown child
-                throw error
+    /// Spawns any row: a socketpair per channel, each child end at its descriptor number, the
+    /// other end kept (the supervisor's) or handed to the peer role after the spawn.
+    private func start(_ row: RoleRow) throws(SupervisorError) -> (Child, [Introduction]) {
+        try wrap { () throws(IPCError) in
+            var fdMap: [(parent: Int32, child: Int32)] = []
+            var childEnds: [HandoffChannel] = []
+            var mine: HandoffChannel?
+            var introductions: [Introduction] = []
+            for end in row.channels {
+                let (near, far) = try HandoffChannel.pair(roles: (end.peer, row.role))
+                if end.peer == .supervisor {
+                    mine = near
+                } else {
+                    guard let via = children[end.peer]?.channel, let frame = end.introducedBy else {
+                        throw IPCError(.invalidArgument, "the \(rows[end.peer]?.name ?? "\(end.peer)") has no channel to connect it to")
+                    }
+                    introductions.append(Introduction(via: via, end: near, frame: frame))
+                }
+                childEnds.append(far)
+                fdMap.append((parent: far.rawFD, child: end.descriptor))
             }
-            return child
+            let pid = try RoleSpawner.spawn(
+                executable: configuration.executable, arguments: row.arguments, fdMap: fdMap,
+                environment: Self.childEnvironment, newSession: row.ownSession, stderr: logRelay?.writeEnd)
+            childEnds.removeAll()  // the child holds them now; the parent's copies close
+            return (Child(pid: pid, channel: mine, ownGroup: row.ownSession), introductions)
         }
+    }
+
+    /// After the spawn: the peers get their ends, then the setup phase ends with `hello`.
+    private func setUpChannels(of row: RoleRow, channel: HandoffChannel?, introductions: [Introduction]) throws(IPCError) {
+        for introduction in introductions {
+            try introduction.via.send(type: introduction.frame, fd: introduction.end.rawFD)
+        }
+        guard let channel else { return }
+        try channel.setNonBlocking(true)
+        try row.hello(self, channel)
+    }
+
+    /// The broker's setup phase: TLS material (if any), then `hello` with its settings.
+    func brokerHello(over channel: HandoffChannel) throws(IPCError) {
+        tls.brokerStarted()
+        if tlsMaterial != nil { try sendTLSMaterial(over: channel) }
+        try channel.send(type: .hello, message: brokerSettings)
     }
 
     private func wrap<T>(_ body: () throws(IPCError) -> T) throws(SupervisorError) -> T {
@@ -82,7 +98,6 @@ extension Supervisor {
     /// Reads what `role` sent, for every role: EOF and a bad frame are events for the policy, a
     /// good frame goes to the role's handler.
     func readFrames(from role: Role) {
-        let name = SupervisorPolicy.name(role)
         for _ in 0..<64 {
             guard let channel = children[role]?.channel, exitStatus == nil else { return }
             do {
@@ -91,25 +106,25 @@ extension Supervisor {
                     feed(.channelClosed(role))
                     return
                 }
-                if let event = try role == .broker ? brokerFrame(frame) : unexpected(frame, from: role) { feed(event) }
+                if let event = try rows[role]?.frames(self, frame) { feed(event) }
                 flushPending()  // a `ready` or a `credit` may let the waiting connection go
             } catch where error.code == .wouldBlock {
                 return
             } catch {
-                logger.error("the \(name) sent a bad frame (\(error)); restarting it")
+                logger.error("the \(name(role)) sent a bad frame (\(error)); restarting it")
                 feed(.channelFailed(role))
                 return
             }
         }
     }
 
-    private func unexpected(_ frame: borrowing ReceivedFrame, from role: Role) -> SupervisorPolicy.Event? {
-        logger.error("the \(SupervisorPolicy.name(role)) sent an unexpected \(frame.type) frame; restarting it")
+    func unexpected(_ frame: borrowing ReceivedFrame, from role: Role) -> SupervisorPolicy.Event? {
+        logger.error("the \(name(role)) sent an unexpected \(frame.type) frame; restarting it")
         return .channelFailed(role)
     }
 
     /// The broker's frames: `ready`, `credit`, `tlsAck`.
-    private func brokerFrame(_ frame: borrowing ReceivedFrame) throws(IPCError) -> SupervisorPolicy.Event? {
+    func brokerFrame(_ frame: borrowing ReceivedFrame) throws(IPCError) -> SupervisorPolicy.Event? {
         switch frame.type {
         case .ready:
             return .childReady(.broker)

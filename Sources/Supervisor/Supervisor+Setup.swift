@@ -55,8 +55,8 @@ extension Supervisor {
     }
 
     /// Creates the broker's chroot directory (root-owned, 0555, empty) when it is missing and
-    /// this process runs as root (never through a symlink), and checks the broker's user exists
-    /// when the broker will be able to drop to it — a clear error now instead of a broker crash
+    /// this process runs as root (never through a symlink), and checks each role's user exists
+    /// when the children will be able to drop to it — a clear error now instead of a broker crash
     /// loop. When the children could drop privileges, a missing or unsuitable directory stops
     /// the start (fail closed), as does uid 0 without the capabilities to leave it.
     private func prepareBrokerSandbox() throws(SupervisorError) {
@@ -76,8 +76,9 @@ extension Supervisor {
             guard try PrivilegeDrop.checkEmptyRoot(directory) else {
                 throw SandboxError(.chroot, PrivilegeDrop.missingRootMessage(directory))
             }
-            if let user = configuration.brokerUser { _ = try PrivilegeDrop.lookUp(user: user) }
-            if configuration.authArguments != nil, let user = configuration.authUser { _ = try PrivilegeDrop.lookUp(user: user, role: SeccompPolicy.auth.role) }
+            for role in policy.order {
+                if let row = rows[role], let user = row.user { _ = try PrivilegeDrop.lookUp(user: user, role: row.seccomp.role) }
+            }
         } catch {
             throw SupervisorError(.sandbox, error.message)
         }

@@ -32,6 +32,8 @@ public final class Supervisor {
     var brokerSettings: BrokerSettings
     let logger: Logger
     var listeners: [Listener] = []
+    /// The process table's rows for this configuration.
+    let rows: [Role: RoleRow]
     var children: [Role: Child] = [:]
     var policy: SupervisorPolicy
     var handOff = HandOffState()
@@ -48,10 +50,10 @@ public final class Supervisor {
         self.configuration = configuration
         self.brokerSettings = configuration.broker
         self.logger = logger
-        var roles: [(Role, RestartPolicy)] = [(.broker, .broker)]
-        if configuration.authArguments != nil { roles.append((.auth, .authHelper)) }
+        let table = ProcessTable.rows(for: configuration)
+        rows = Dictionary(uniqueKeysWithValues: table.map { ($0.role, $0) })
         policy = SupervisorPolicy(
-            roles: roles, drainDeadlineMs: configuration.drainDeadlineMs, watchdogIntervalMs: Systemd.watchdogIntervalMs(),
+            roles: table.map { ($0.role, $0.name, $0.restart) }, drainDeadlineMs: configuration.drainDeadlineMs, watchdogIntervalMs: Systemd.watchdogIntervalMs(),
             reloadable: configuration.reload != nil || configuration.tls != nil)
     }
 
@@ -141,7 +143,7 @@ public final class Supervisor {
     private func execute(_ action: SupervisorPolicy.Action) -> [SupervisorPolicy.Event] {
         switch action {
         case .spawn(let role):
-            return [spawn(role)]
+            return spawn(role)
         case .kill(let role):
             children[role]?.kill()
             children[role]?.channel = nil

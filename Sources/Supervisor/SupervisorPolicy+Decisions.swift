@@ -25,7 +25,7 @@ extension SupervisorPolicy {
         children[role]?.pid = nil
         children[role]?.hasChannel = false
         if policy.failedStartIsFatal {
-            return [.log(.critical, "cannot start the \(Self.name(role)); stopping (see the error above)")] + finish(status: 1)
+            return [.log(.critical, "cannot start the \(name(role)); stopping (see the error above)")] + finish(status: 1)
         }
         if drainingSince != nil { return [] }
         return scheduleRestart(role, now: now)
@@ -60,7 +60,7 @@ extension SupervisorPolicy {
         children[role]?.ready = false
         children[role]?.killSent = false
         children[role]?.killAt = nil
-        let name = Self.name(role)
+        let name = name(role)
         if drainingSince != nil {
             var actions: [Action] = [.log(.info, "\(name) pid=\(pid) \(status)")]
             // The drain ends when the broker is gone.
@@ -77,7 +77,7 @@ extension SupervisorPolicy {
         let deaths = (children[role]?.deaths ?? []).filter { now - $0 < policy.crashWindowMs } + [now]
         children[role]?.deaths = deaths
         if let limit = policy.crashLimit, deaths.count > limit {
-            let text = "the \(Self.name(role)) died \(deaths.count) times within \(policy.crashWindowMs / 1000) s; giving up so that the service manager's restart policy takes over (see the log lines above for why it died)"
+            let text = "the \(name(role)) died \(deaths.count) times within \(policy.crashWindowMs / 1000) s; giving up so that the service manager's restart policy takes over (see the log lines above for why it died)"
             return [.log(.critical, text)] + finish(status: 1)
         }
         let delay = policy.delayMs(afterDeaths: deaths.count)
@@ -87,7 +87,7 @@ extension SupervisorPolicy {
             return [.spawn(role)]
         }
         guard delay > 0 else { return [] }
-        return [.log(.warning, "restarting the \(Self.name(role)) in \(delay) ms")]
+        return [.log(.warning, "restarting the \(name(role)) in \(delay) ms")]
     }
 
     mutating func tick(now: Int64) -> [Action] {
@@ -107,11 +107,11 @@ extension SupervisorPolicy {
                 actions.append(.spawn(role))
             }
             if let at = child.killAt, now >= at, child.isUp {
-                actions.append(.log(.warning, "the \(Self.name(role)) pid=\(child.pid ?? 0) closed its channel but did not exit within \(Self.exitGraceMs) ms; killing it"))
+                actions.append(.log(.warning, "the \(name(role)) pid=\(child.pid ?? 0) closed its channel but did not exit within \(Self.exitGraceMs) ms; killing it"))
                 actions += kill(role)
             }
             if let limit = child.policy.startupDeadlineMs, child.isUp, !child.ready, !child.killSent, now - child.startedAt > limit {
-                actions.append(.log(.error, "\(Self.name(role)) pid=\(child.pid ?? 0) did not report ready within \(limit) ms; killing it"))
+                actions.append(.log(.error, "\(name(role)) pid=\(child.pid ?? 0) did not report ready within \(limit) ms; killing it"))
                 actions += kill(role)
             }
         }

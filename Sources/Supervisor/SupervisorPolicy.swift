@@ -95,6 +95,8 @@ struct SupervisorPolicy: Sendable {
     static let maxSleepMs: Int64 = 1000
 
     var children: [Role: Child]
+    /// Each role's name in log lines.
+    let names: [Role: String]
     /// The roles in start order (a role after the one it starts with).
     let order: [Role]
     let drainDeadlineMs: Int64
@@ -109,14 +111,16 @@ struct SupervisorPolicy: Sendable {
     var finished = false
 
     /// - Parameters:
-    ///   - roles: each child role with its restart policy, leaders before the roles started with them.
+    ///   - roles: each child role with its name in logs and its restart policy, leaders before the
+    ///     roles started with them.
     ///   - drainDeadlineMs: how long a draining broker may take (it is killed 2 s after).
     ///   - watchdogIntervalMs: systemd's `WatchdogSec=`, nil when not set.
     ///   - reloadable: whether SIGHUP has a configuration file or TLS files to re-read.
-    init(roles: [(Role, RestartPolicy)], drainDeadlineMs: UInt32, watchdogIntervalMs: Int64?, reloadable: Bool) {
+    init(roles: [(Role, String, RestartPolicy)], drainDeadlineMs: UInt32, watchdogIntervalMs: Int64?, reloadable: Bool) {
         var children: [Role: Child] = [:]
-        for (role, policy) in roles { children[role] = Child(policy: policy) }
+        for (role, _, policy) in roles { children[role] = Child(policy: policy) }
         self.children = children
+        self.names = Dictionary(uniqueKeysWithValues: roles.map { ($0.0, $0.1) })
         self.order = roles.map(\.0)
         self.drainDeadlineMs = Int64(drainDeadlineMs)
         self.watchdogIntervalMs = watchdogIntervalMs
@@ -203,8 +207,6 @@ struct SupervisorPolicy: Sendable {
         return children[leader]?.hasChannel == true
     }
 
-    /// Display name for logs.
-    static func name(_ role: Role) -> String {
-        role == .auth ? "auth helper" : "\(role)"
-    }
+    /// A role's name in log lines.
+    func name(_ role: Role) -> String { names[role] ?? "\(role)" }
 }

@@ -12,8 +12,8 @@ struct SupervisorPolicyTests {
 
     /// A policy for a broker and (unless `auth` is false) an auth helper.
     static func make(auth: Bool = true, watchdogMs: Int64? = nil, reloadable: Bool = true) -> SupervisorPolicy {
-        var roles: [(Role, RestartPolicy)] = [(.broker, .broker)]
-        if auth { roles.append((.auth, .authHelper)) }
+        var roles: [(Role, String, RestartPolicy)] = [(.broker, "broker", .broker)]
+        if auth { roles.append((.auth, "auth helper", .authHelper)) }
         return SupervisorPolicy(roles: roles, drainDeadlineMs: 3000, watchdogIntervalMs: watchdogMs, reloadable: reloadable)
     }
 
