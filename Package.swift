@@ -166,6 +166,10 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
+        // The supervisor's decisions (SupervisorPolicy) without processes, at injected times.
+        .testTarget(
+            name: "SupervisorTests", dependencies: ["Supervisor", "IPC", .product(name: "Logging", package: "swift-log")],
+            swiftSettings: strict),
         .testTarget(name: "IPCTests", dependencies: ["IPC", "CShim", "PeerJSTesting"], swiftSettings: strict),
         .testTarget(name: "AuthHelperTests", dependencies: ["AuthHelper", "IPC"], swiftSettings: strict),
         .testTarget(name: "PeerJSConfigurationTests", dependencies: ["PeerJSConfiguration"], swiftSettings: strict),

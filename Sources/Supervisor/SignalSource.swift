@@ -26,7 +26,7 @@ struct SignalSource {
 }
 
 /// How a child process ended, from a waitpid(2) status.
-enum ChildExit: CustomStringConvertible {
+enum ChildExit: CustomStringConvertible, Sendable, Equatable {
     case exited(Int32)
     case signalled(Int32)
 

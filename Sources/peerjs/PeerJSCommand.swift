@@ -417,13 +417,14 @@ struct PeerJSCommand: ParsableCommand {
             }
         }
         if role == "broker" {
-            throw ExitCode(BrokerRole.run(channelDescriptor: 3, logger: logger) { settings in
+            throw ExitCode(BrokerRole.run(channelDescriptor: ProcessTable.descriptor(of: .broker, to: .supervisor), logger: logger) { settings in
                 try confine(openFiles: settings.wantedOpenFiles, logger: logger)
             })
         }
         if role == "auth" {
             throw ExitCode(AuthHelperRole.run(
-                brokerDescriptor: 3, supervisorDescriptor: 4, options: authOptions, logger: logger
+                brokerDescriptor: ProcessTable.descriptor(of: .auth, to: .broker),
+                supervisorDescriptor: ProcessTable.descriptor(of: .auth, to: .supervisor), options: authOptions, logger: logger
             ) { startProgram, beforeFilter in
                 try confineAuthHelper(logger: logger, startProgram: startProgram, beforeFilter: beforeFilter)
             })

@@ -1,0 +1,90 @@
+import Glibc
+import IPC
+import Logging
+
+/// SIGHUP: the helper re-reads its policy files; the supervisor re-reads the configuration and
+/// the TLS files and hands the broker its new settings and material. A broken file keeps what
+/// is running. Listen addresses and the TLS file paths change only on restart.
+extension Supervisor {
+    static let setupSendDeadlineMs: Int64 = 2000
+
+    func reloadAuth() {
+        guard let channel = children[.auth]?.channel else { return }
+        do {
+            try channel.send(type: .authReload)
+            logger.notice("SIGHUP: the auth helper re-reads its policy files")
+        } catch {
+            logger.error("could not ask the auth helper to reload (\(error))")
+        }
+    }
+
+    func reloadConfiguration() {
+        if let files = configuration.tls { reloadTLS(files) }
+        guard let reload = configuration.reload else { return }
+        let settings: BrokerSettings
+        do {
+            settings = try reload()
+        } catch {
+            logger.error("reload failed, keeping the running configuration: \(error)")
+            return
+        }
+        brokerSettings = settings
+        do {
+            try children[.broker]?.channel?.send(type: .reload, message: settings)
+            logger.notice("configuration reloaded")
+        } catch {
+            logger.error("could not hand the new configuration to the broker (\(error)); it gets it when it restarts")
+        }
+    }
+
+    /// Re-reads key and certificate; on success the broker uses them for new handshakes, while
+    /// established connections keep theirs (a certificate renewal drops no one).
+    private func reloadTLS(_ files: TLSFiles) {
+        let material: TLSMaterial
+        do {
+            material = try TLSMaterial.load(files, logger: logger)
+        } catch {
+            logger.error("TLS reload failed, keeping the running certificate and key: \(error)")
+            return
+        }
+        tls.offer(material)
+        guard let channel = children[.broker]?.channel else { return }  // the next broker is sent it
+        do {
+            try sendTLSMaterial(over: channel)
+            logger.info("TLS generation \(tls.currentGeneration) sent to the broker; the one in force changes when the broker takes it")
+        } catch {
+            tls.sendFailed(error, logger: logger)
+        }
+    }
+
+    /// Sends the current TLS material as one generation of `tlsChunk` frames, waiting (bounded)
+    /// for room in the channel; the encoded key chunks are wiped once sent. The broker answers
+    /// with a `tlsAck` (see ``TLSHandoff``).
+    func sendTLSMaterial(over channel: HandoffChannel) throws(IPCError) {
+        guard let material = tlsMaterial else { return }
+        var chunks: [TLSChunk]
+        do {
+            chunks = try material.chunks(generation: tls.currentGeneration)
+        } catch {
+            throw IPCError(.invalidArgument, error.description)
+        }
+        defer { for index in chunks.indices { TLSChunk.wipe(&chunks[index].data) } }
+        let deadline = monotonicMilliseconds() + Self.setupSendDeadlineMs
+        for chunk in chunks {
+            var payload = chunk.encode()
+            defer { TLSChunk.wipe(&payload) }
+            while true {
+                do {
+                    try channel.send(type: .tlsChunk, payload: payload)
+                    break
+                } catch where error.code == .wouldBlock {
+                    let left = deadline - monotonicMilliseconds()
+                    guard left > 0 else { throw error }
+                    var entry = pollfd(fd: channel.rawFD, events: Int16(POLLOUT), revents: 0)
+                    _ = poll(&entry, 1, Int32(left))
+                }
+            }
+        }
+        tls.sent(now: monotonicMilliseconds())
+    }
+}

@@ -1,0 +1,59 @@
+public import IPC
+
+/// What the supervisor needs: where to listen, what to tell the broker, how to start it.
+public struct SupervisorConfiguration: Sendable {
+    /// Listen addresses; nil listens on every address (IPv6 and IPv4).
+    public var host: String?
+    public var port: UInt16
+    /// The broker's settings, sent in its `hello` frame.
+    public var broker: BrokerSettings
+    /// The binary to start for the broker role (this same binary).
+    public var executable: String
+    /// The broker's argv, starting with argv[0]; the role shows on its command line.
+    public var brokerArguments: [String]
+    /// How long a draining broker may take to close its peers after SIGTERM.
+    public var drainDeadlineMs: UInt32
+    /// Re-reads the configuration on SIGHUP and returns the broker's new settings; nil when
+    /// there is nothing to re-read (settings came from the command line only).
+    public var reload: (@Sendable () throws -> BrokerSettings)?
+    /// The TLS key and certificate (read at start and on every SIGHUP); nil serves no TLS.
+    public var tls: TLSFiles?
+    /// With `tls`: a TLS listener on this port beside the plain one on `port`. Without it, the
+    /// `port` listener itself is TLS (as in peerjs-server). Ignored under socket activation,
+    /// where a socket named `https` is TLS and any other is plain.
+    public var httpsPort: UInt16?
+    /// The address of the `httpsPort` listener; nil means the same as `host`.
+    public var httpsHost: String?
+
+    /// The empty directory the broker chroots into (also passed in `brokerArguments`); created
+    /// root-owned 0555 when missing and this process runs as root. nil: none.
+    public var chrootDirectory: String?
+    /// The broker's user (also passed in `brokerArguments`); checked before the first spawn when
+    /// the broker will be able to drop to it.
+    public var brokerUser: String?
+    /// The auth helper's argv (starting with argv[0]); nil: no helper, everyone is allowed.
+    public var authArguments: [String]?
+    /// The auth helper's user (also in `authArguments`); checked before the first spawn.
+    public var authUser: String?
+
+    public init(host: String?, port: UInt16, broker: BrokerSettings, executable: String, brokerArguments: [String],
+                drainDeadlineMs: UInt32 = 3000, reload: (@Sendable () throws -> BrokerSettings)? = nil,
+                tls: TLSFiles? = nil, httpsPort: UInt16? = nil, httpsHost: String? = nil,
+                chrootDirectory: String? = nil, brokerUser: String? = nil,
+                authArguments: [String]? = nil, authUser: String? = nil) {
+        self.host = host
+        self.port = port
+        self.broker = broker
+        self.executable = executable
+        self.brokerArguments = brokerArguments
+        self.drainDeadlineMs = drainDeadlineMs
+        self.reload = reload
+        self.tls = tls
+        self.httpsPort = httpsPort
+        self.httpsHost = httpsHost
+        self.chrootDirectory = chrootDirectory
+        self.brokerUser = brokerUser
+        self.authArguments = authArguments
+        self.authUser = authUser
+    }
+}
