@@ -115,7 +115,7 @@ public enum AuthHelperRole {
             }
             for entry in unanswered {
                 do {
-                    try broker.send(type: .authVerdict, message: entry.verdict, requestID: entry.requestID)
+                    try broker.send(entry.verdict, requestID: entry.requestID)
                     sent += 1
                 } catch where error.code == .wouldBlock {
                     if !holding {

@@ -86,10 +86,10 @@ public enum BrokerRole {
                             tls = try NIOSSLTLSProvider(certificateChainPEM: material.certificateChainPEM, privateKeyDER: material.privateKeyDER)
                         } catch {
                             logger.error("the TLS material from the supervisor is unusable: \(error)")
-                            try? channel.send(type: .tlsAck, message: TLSAck.refused(generation: material.generation, reason: "\(error)"))
+                            try? channel.send(TLSAck.refused(generation: material.generation, reason: "\(error)"))
                             return 2
                         }
-                        try channel.send(type: .tlsAck, message: TLSAck(generation: material.generation, accepted: true))
+                        try channel.send(TLSAck(generation: material.generation, accepted: true))
                     }
                 default:
                     logger.error("expected hello from the supervisor, got \(frame.type)")
@@ -112,7 +112,7 @@ public enum BrokerRole {
                 logger.critical("cannot enter the sandbox: \(error)")
                 return 3
             }
-            try channel.send(type: .ready)
+            try channel.send(BrokerReady())
             server.startAdmission(channel: channel)
         } catch {
             logger.error("broker start-up failed: \(error)")
@@ -148,7 +148,7 @@ public enum BrokerRole {
                     }
                     server.attachAuth(descriptor: descriptor.release())
                 case .reload:
-                    server.reload(BrokerConfiguration(try frame.decode(BrokerSettings.self)))
+                    server.reload(BrokerConfiguration(try frame.decode(BrokerReload.self).settings))
                     logger.notice("configuration reloaded")
                 case .tlsChunk:
                     defer { frame.wipePayload() }  // also when the chunk is refused
@@ -164,7 +164,7 @@ public enum BrokerRole {
                             logger.error("the new TLS material is unusable, keeping the old: \(error)")
                             ack = TLSAck.refused(generation: material.generation, reason: "\(error)")
                         }
-                        try channel.send(type: .tlsAck, message: ack)
+                        try channel.send(ack)
                     }
                 case .drain:
                     let request = try frame.decode(DrainRequest.self)

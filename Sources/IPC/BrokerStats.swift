@@ -5,6 +5,8 @@
 ///   - openConnections: client connections currently open.
 ///   - queuedMessages: messages waiting for a peer that has not connected yet.
 public struct BrokerStats: IPCMessage {
+    @inlinable public static var frameType: FrameType { .stats }
+
     public var registeredPeers: UInt32
     public var openConnections: UInt32
     public var queuedMessages: UInt32

@@ -6,6 +6,8 @@
 ///     64 bytes.
 ///   - tls: whether the broker must run TLS on this connection.
 public struct ConnectionHandoff: IPCMessage {
+    @inlinable public static var frameType: FrameType { .connection }
+
     public static let maxListenerNameLength = 64
 
     public var peer: PeerAddress
@@ -16,6 +18,15 @@ public struct ConnectionHandoff: IPCMessage {
         self.peer = peer
         self.listenerName = listenerName
         self.tls = tls
+    }
+
+    /// The address is fixed-size, so only the listener name's cap needs a check: no second
+    /// decoding on the hand-off path.
+    public func encodeChecked() throws(IPCError) -> [UInt8] {
+        guard listenerName.utf8.count <= Self.maxListenerNameLength else {
+            throw IPCError(.oversize, "listener name of \(listenerName.utf8.count) bytes exceeds \(Self.maxListenerNameLength)")
+        }
+        return encode()
     }
 
     public init(decoding payload: [UInt8]) throws(IPCError) {

@@ -291,7 +291,7 @@ public final class Supervisor {
             // The setup phase: TLS material (if any), then hello, which ends it.
             tls.brokerStarted()
             if tlsMaterial != nil { try sendTLSMaterial(over: mine) }
-            try mine.send(type: .hello, message: brokerSettings)
+            try mine.send(brokerSettings)
         } catch {
             logger.error("cannot send hello to the broker: \(error)")
         }
@@ -323,7 +323,7 @@ public final class Supervisor {
                 environment: Self.childEnvironment, newSession: true, stderr: logRelay?.writeEnd)
             auth = AuthProcess(pid: pid, channel: mine)
             try mine.setNonBlocking(true)
-            try brokerChannel.send(type: .authChannel, fd: brokerEnd.rawFD)
+            try brokerChannel.send(AuthChannelHandoff(), fd: brokerEnd.rawFD)
             logger.info("auth helper started pid=\(pid)")
         } catch {
             logger.error("cannot start the auth helper or connect it to the broker (\(error)); registrations are denied until it runs")
@@ -374,11 +374,9 @@ public final class Supervisor {
         defer { for index in chunks.indices { TLSChunk.wipe(&chunks[index].data) } }
         let deadline = monotonicMilliseconds() + Self.setupSendDeadlineMs
         for chunk in chunks {
-            var payload = chunk.encode()
-            defer { TLSChunk.wipe(&payload) }
             while true {
                 do {
-                    try channel.send(type: .tlsChunk, payload: payload)
+                    try channel.send(chunk)  // the encoded copy of a key chunk is wiped by send
                     break
                 } catch where error.code == .wouldBlock {
                     let left = deadline - monotonicMilliseconds()
@@ -564,9 +562,9 @@ public final class Supervisor {
 
     private func hand(_ connection: PendingHandoff, over channel: HandoffChannel) {
         do {
-            // encode() without encodeChecked's decode-and-compare: the address is fixed-size and
-            // listener names are checked at start (≤ maxListenerNameLength).
-            try channel.send(type: .connection, payload: connection.handoff.encode(), fd: connection.descriptor)
+            // ConnectionHandoff.encodeChecked is its encode() (the address is fixed-size): no
+            // decode-and-compare on this path.
+            try channel.send(connection.handoff, fd: connection.descriptor)
             close(connection.descriptor)
             broker?.credits -= 1
         } catch where error.code == .wouldBlock {
@@ -622,7 +620,7 @@ public final class Supervisor {
     private func reloadConfiguration() {
         if let channel = auth?.channel {
             do {
-                try channel.send(type: .authReload)
+                try channel.send(AuthReloadRequest())
                 logger.notice("SIGHUP: the auth helper re-reads its policy files")
             } catch {
                 logger.error("could not ask the auth helper to reload (\(error))")
@@ -646,7 +644,7 @@ public final class Supervisor {
         }
         brokerSettings = settings
         do {
-            try broker?.channel?.send(type: .reload, message: settings)
+            try broker?.channel?.send(BrokerReload(settings))
             logger.notice("configuration reloaded")
         } catch {
             logger.error("could not hand the new configuration to the broker (\(error)); it gets it when it restarts")
@@ -682,7 +680,7 @@ public final class Supervisor {
         if let pending { close(pending.descriptor) }
         pending = nil
         do {
-            try broker?.channel?.send(type: .drain, message: DrainRequest(deadlineMs: configuration.drainDeadlineMs))
+            try broker?.channel?.send(DrainRequest(deadlineMs: configuration.drainDeadlineMs))
         } catch {
             killBroker()
         }

@@ -45,7 +45,7 @@ struct AcceptHandoffTests {
         #expect(handoff.peer.description.hasPrefix("127.0.0.1:"))
 
         let (supervisor, broker) = try HandoffChannel.pair(roles: (.supervisor, .broker))
-        try supervisor.send(type: .connection, message: handoff, fd: accepted.rawValue)
+        try supervisor.send(handoff, fd: accepted.rawValue)
         accepted.close()  // the supervisor's copy goes; the broker's copy keeps the connection open
 
         var frame = try receiveFrame(broker)

@@ -66,8 +66,11 @@ func checkRecord(_ record: [UInt8], fdAttached: Bool, roles: ChannelRoles?) {
 /// frame type does not build until its payload reader is fuzzed here too.
 func checkPayload(of type: FrameType) -> ([UInt8]) -> Void {
     switch type {
-    case .hello, .reload: checkMessage(BrokerSettings.self)
-    case .ready, .authChannel, .authReload: checkMessage(BrokerReady.self)
+    case .hello: checkMessage(BrokerSettings.self)
+    case .reload: checkMessage(BrokerReload.self)
+    case .ready: checkMessage(BrokerReady.self)
+    case .authChannel: checkMessage(AuthChannelHandoff.self)
+    case .authReload: checkMessage(AuthReloadRequest.self)
     case .connection: checkMessage(ConnectionHandoff.self)
     case .drain: checkMessage(DrainRequest.self)
     case .stats: checkMessage(BrokerStats.self)
