@@ -34,6 +34,60 @@ struct FrameTableTests {
         #expect(FrameType.connection.maxPayload == 512)
     }
 
+    @Test("phase and answer columns are the documented ones")
+    func phasesAndAnswers() {
+        let expected: [(FrameType, FramePhase, FrameType?)] = [
+            (.hello, .opening, .ready),
+            (.ready, .opening, nil),
+            (.connection, .afterOpening, nil),
+            (.drain, .afterOpening, nil),
+            (.stats, .afterOpening, nil),
+            (.reload, .afterOpening, nil),
+            (.authChannel, .anyTime, nil),
+            (.credit, .afterOpening, nil),
+            (.authQuery, .anyTime, .authVerdict),
+            (.authVerdict, .anyTime, nil),
+            (.peerEvent, .anyTime, nil),
+            (.authReload, .anyTime, nil),
+            (.tlsChunk, .anyTime, .tlsAck),
+            (.tlsAck, .anyTime, nil),
+        ]
+        #expect(expected.count == FrameType.allCases.count)
+        for (type, phase, answer) in expected {
+            #expect(type.phase == phase, "\(type.name)")
+            #expect(type.answer == answer, "\(type.name)")
+        }
+    }
+
+    @Test("every answer travels the reverse way of its question, answers one question and asks none")
+    func answersAreConsistent() {
+        for question in FrameType.allCases {
+            guard let answer = question.answer else { continue }
+            #expect(answer.sender == question.receiver && answer.receiver == question.sender, "\(question.name) → \(answer.name)")
+            #expect(answer.answer == nil, "\(answer.name) answers \(question.name) and asks a question itself")
+            #expect(answer.question == question)
+            #expect(FrameType.allCases.filter { $0.answer == answer }.count == 1, "\(answer.name) answers more than one question")
+        }
+        for type in FrameType.allCases where type.question != nil {
+            #expect(type.question?.answer == type)
+        }
+    }
+
+    @Test("each direction has at most one opening frame, and every after-opening frame has one")
+    func phasesAreConsistent() {
+        for type in FrameType.allCases {
+            let sameWay = FrameType.allCases.filter { $0.sender == type.sender && $0.receiver == type.receiver }
+            let openings = sameWay.filter { $0.phase == .opening }
+            #expect(openings.count <= 1, "\(type.sender) → \(type.receiver) has \(openings.count) opening frames")
+            if type.phase == .afterOpening {
+                #expect(openings.count == 1, "\(type.name) waits for an opening frame its direction does not have")
+            }
+            if type.phase == .opening {
+                #expect(!type.carriesFD, "\(type.name) opens a channel and must not carry a descriptor")
+            }
+        }
+    }
+
     @Test("every cap is at most 64 KiB and names are unique")
     func capsAndNames() {
         for type in FrameType.allCases {
