@@ -55,6 +55,7 @@ public enum BrokerRole {
         let channel = HandoffChannel(adopting: channelDescriptor, roles: ChannelRoles(local: .broker, remote: .supervisor))
         let server: BrokerServer
         var assembler = TLSChunkAssembler()
+        var gate = FrameGate(local: .broker, remote: .supervisor)  // refuses frames out of phase
         var keyProtected = false
         do {
             var tls: (any TLSProvider)?
@@ -66,6 +67,7 @@ public enum BrokerRole {
                     logger.notice("supervisor went away before hello")
                     return 0
                 }
+                try gate.accept(frame)
                 switch frame.type {
                 case .hello:
                     hello = try frame.decode(BrokerSettings.self)
@@ -125,6 +127,7 @@ public enum BrokerRole {
                     logger.notice("supervisor channel closed; exiting")
                     return 0
                 }
+                try gate.accept(frame)
                 switch frame.type {
                 case .connection:
                     let handoff = try frame.decode(ConnectionHandoff.self)
