@@ -54,7 +54,7 @@ public enum FrameType: UInt16, CaseIterable, Sendable {
     case ready = 2
     case connection = 3
     case drain = 4
-    case stats = 5
+    // 5 was `stats` (never sent; removed in issue 17): retired, see ``retiredRawValues``.
     case reload = 6
     /// A fresh broker end of the broker↔auth-helper socketpair (at start and after a helper restart).
     case authChannel = 7
@@ -72,6 +72,10 @@ public enum FrameType: UInt16, CaseIterable, Sendable {
     /// broker -> supervisor: one generation of TLS material taken or refused (see ``TLSAck``).
     case tlsAck = 33
 
+    /// Numbers once used by a type that is gone, never to be given to a new one: a peer of an
+    /// older build would read that frame as the old type. 5: `stats` (never sent).
+    public static let retiredRawValues: Set<UInt16> = [5]
+
     /// No frame type may declare a payload cap above this (64 KiB).
     public static let maxPayloadCap = 64 * 1024
 
@@ -83,7 +87,6 @@ public enum FrameType: UInt16, CaseIterable, Sendable {
         case .ready:       FrameSpec(name: "ready",       sender: .broker,     receiver: .supervisor, carriesFD: false, maxPayload: 0,         phase: .opening,      answer: nil)
         case .connection:  FrameSpec(name: "connection",  sender: .supervisor, receiver: .broker,     carriesFD: true,  maxPayload: 512,       phase: .afterOpening, answer: nil)
         case .drain:       FrameSpec(name: "drain",       sender: .supervisor, receiver: .broker,     carriesFD: false, maxPayload: 16,        phase: .afterOpening, answer: nil)
-        case .stats:       FrameSpec(name: "stats",       sender: .broker,     receiver: .supervisor, carriesFD: false, maxPayload: 64,        phase: .afterOpening, answer: nil)
         case .reload:      FrameSpec(name: "reload",      sender: .supervisor, receiver: .broker,     carriesFD: false, maxPayload: 32 * 1024, phase: .afterOpening, answer: nil)
         case .authChannel: FrameSpec(name: "authChannel", sender: .supervisor, receiver: .broker,     carriesFD: true,  maxPayload: 0,         phase: .anyTime,      answer: nil)
         case .credit:      FrameSpec(name: "credit",      sender: .broker,     receiver: .supervisor, carriesFD: false, maxPayload: 4,         phase: .afterOpening, answer: nil)

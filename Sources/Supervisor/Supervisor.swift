@@ -418,10 +418,6 @@ public final class Supervisor {
                         killBroker()
                         return
                     }
-                case .stats:
-                    if let stats = try? frame.decode(BrokerStats.self) {
-                        logger.debug("broker stats: \(stats.registeredPeers) peers, \(stats.openConnections) connections")
-                    }
                 default:
                     logger.error("broker sent an unexpected \(frame.type) frame; restarting it")
                     killBroker()
@@ -542,7 +538,7 @@ public final class Supervisor {
                 }
                 continue
             }
-            let handoff = ConnectionHandoff(peer: PeerAddress(storage), listenerName: listener.name, tls: listener.tls)
+            let handoff = ConnectionHandoff(peer: PeerAddress(storage), tls: listener.tls)
             hand(PendingHandoff(descriptor: fd, handoff: handoff), over: channel)
         }
     }

@@ -86,7 +86,7 @@ enum SandboxProbe {
             logger.critical("probe: cannot enter the sandbox: \(error)")
             return 3
         }
-        let handoff = ConnectionHandoff(peer: .none, listenerName: "http", tls: false)
+        let handoff = ConnectionHandoff(peer: .none, tls: false)
         do {
             try pair.0.send(handoff, fd: 0)  // stdin stands in for a connection
             try pair.0.send(DrainRequest(deadlineMs: 1))

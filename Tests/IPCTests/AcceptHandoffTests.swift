@@ -40,7 +40,7 @@ struct AcceptHandoffTests {
         _ = withUnsafeMutablePointer(to: &clientAddress) {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(client.rawValue, $0, &clientLength) }
         }
-        let handoff = ConnectionHandoff(peer: PeerAddress(peer), listenerName: "http", tls: false)
+        let handoff = ConnectionHandoff(peer: PeerAddress(peer), tls: false)
         #expect(handoff.peer == PeerAddress(clientAddress))
         #expect(handoff.peer.description.hasPrefix("127.0.0.1:"))
 

@@ -10,7 +10,6 @@ struct FrameTableTests {
             (.ready, 2, .broker, .supervisor, false),
             (.connection, 3, .supervisor, .broker, true),
             (.drain, 4, .supervisor, .broker, false),
-            (.stats, 5, .broker, .supervisor, false),
             (.reload, 6, .supervisor, .broker, false),
             (.authChannel, 7, .supervisor, .broker, true),
             (.credit, 8, .broker, .supervisor, false),
@@ -41,7 +40,6 @@ struct FrameTableTests {
             (.ready, .opening, nil),
             (.connection, .afterOpening, nil),
             (.drain, .afterOpening, nil),
-            (.stats, .afterOpening, nil),
             (.reload, .afterOpening, nil),
             (.authChannel, .anyTime, nil),
             (.credit, .afterOpening, nil),
@@ -88,6 +86,15 @@ struct FrameTableTests {
         }
     }
 
+    @Test("no type uses a retired number (5 was stats)")
+    func retiredNumbers() {
+        #expect(FrameType.retiredRawValues.contains(5))
+        #expect(FrameType(rawValue: 5) == nil)
+        for type in FrameType.allCases {
+            #expect(!FrameType.retiredRawValues.contains(type.rawValue), "\(type.name) uses retired number \(type.rawValue)")
+        }
+    }
+
     @Test("every cap is at most 64 KiB and names are unique")
     func capsAndNames() {
         for type in FrameType.allCases {
@@ -113,11 +120,8 @@ struct FrameTableTests {
         let longestAck = TLSAck.refused(generation: .max, reason: String(repeating: "é", count: TLSAck.maxReasonLength))
         #expect(longestAck.reason.utf8.count <= TLSAck.maxReasonLength)
         #expect(try longestAck.encodeChecked().count <= FrameType.tlsAck.maxPayload)
-        let handoff = ConnectionHandoff(
-            peer: sampleV6, listenerName: String(repeating: "l", count: ConnectionHandoff.maxListenerNameLength), tls: true)
-        #expect(try handoff.encodeChecked().count <= FrameType.connection.maxPayload)
+        #expect(ConnectionHandoff(peer: sampleV6, tls: true).encodeChecked().count <= FrameType.connection.maxPayload)
         #expect(DrainRequest(deadlineMs: 1).encode().count <= FrameType.drain.maxPayload)
-        #expect(BrokerStats(registeredPeers: 1, openConnections: 2, queuedMessages: 3).encode().count <= FrameType.stats.maxPayload)
         #expect(BrokerReady().encode().count <= FrameType.ready.maxPayload)
     }
 }

@@ -77,12 +77,12 @@ struct HandoffChannelTests {
         #expect(pipeReachedEOF(pipe.read))
     }
 
-    @Test("hello, ready, stats and drain travel with their typed payloads")
+    @Test("hello, ready, credit and drain travel with their typed payloads")
     func typedMessages() throws {
         let (supervisor, broker) = try HandoffChannel.pair(roles: (.supervisor, .broker))
         try supervisor.send(sampleSettings)
         try broker.send(BrokerReady())
-        try broker.send(BrokerStats(registeredPeers: 3, openConnections: 4, queuedMessages: 5), requestID: 9)
+        try broker.send(AdmissionCredit(count: 5), requestID: 9)
         try supervisor.send(DrainRequest(deadlineMs: 30_000))
 
         let hello = try receiveFrame(broker)
@@ -92,9 +92,9 @@ struct HandoffChannelTests {
         #expect(!helloHasFD)
         let ready = try receiveFrame(supervisor)
         #expect(ready.type == .ready && ready.payload.isEmpty)
-        let stats = try receiveFrame(supervisor)
-        #expect(stats.requestID == 9)
-        #expect(try stats.decode(BrokerStats.self) == BrokerStats(registeredPeers: 3, openConnections: 4, queuedMessages: 5))
+        let credit = try receiveFrame(supervisor)
+        #expect(credit.requestID == 9)
+        #expect(try credit.decode(AdmissionCredit.self) == AdmissionCredit(count: 5))
         let drain = try receiveFrame(broker)
         #expect(try drain.decode(DrainRequest.self).deadlineMs == 30_000)
     }

@@ -5,7 +5,7 @@ import Testing
 struct TypedMessageTests {
     /// One message type per frame type.
     static let messageTypes: [any IPCMessage.Type] = [
-        BrokerSettings.self, BrokerReady.self, ConnectionHandoff.self, DrainRequest.self, BrokerStats.self,
+        BrokerSettings.self, BrokerReady.self, ConnectionHandoff.self, DrainRequest.self,
         BrokerReload.self, AuthChannelHandoff.self, AdmissionCredit.self, AuthQuery.self, AuthVerdict.self,
         PeerEventMessage.self, AuthReloadRequest.self, TLSChunk.self, TLSAck.self,
     ]

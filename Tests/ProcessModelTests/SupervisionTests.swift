@@ -131,26 +131,6 @@ struct Supervision {
         #expect(stopping.contains { $0.contains("STOPPING=1") })
     }
 
-    @Test("S5b a socket-activated listener named longer than the hand-off allows is refused at start, saying how to fix it")
-    func socketActivationLongName() async throws {
-        let port = try freePort()
-        guard let (process, output) = try Self.socketActivate(port: port, name: String(repeating: "n", count: 65)) else { return }
-        defer { Self.end(process) }
-        // The service starts at the first connection (which it never serves).
-        let deadline = ContinuousClock.now + .seconds(10)
-        while process.isRunning, ContinuousClock.now < deadline {
-            _ = try? await HTTPClient.get(port: port, "/")
-            try await Task.sleep(for: .milliseconds(50))
-        }
-        let exited = !process.isRunning
-        #expect(exited, "the server kept running with a 65-byte listener name")
-        Self.end(process)
-        process.waitUntilExit()  // bounded: end() killed it if it was still running
-        let text = String(decoding: output.fileHandleForReading.availableData, as: UTF8.self)
-        #expect(process.terminationReason == .exit && process.terminationStatus != 0)
-        #expect(text.contains("FileDescriptorName= of at most 64 bytes"), "\(text)")
-    }
-
     /// Starts our binary under `systemd-socket-activate` listening on 127.0.0.1:`port` with one
     /// socket named `name` (and NOTIFY_SOCKET passed through when given); stdout and stderr go
     /// to the returned pipe. Nil, with an issue recorded, when the tool is missing.
