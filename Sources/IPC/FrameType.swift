@@ -82,7 +82,7 @@ public enum FrameType: UInt16, CaseIterable, Sendable {
     /// This type's row of the table.
     public var spec: FrameSpec {
         switch self {
-        //                                  name           sender               receiver              fd                max payload            phase                answer
+        //                           name                 sender               receiver               fd                max payload            phase                 answer
         case .hello:       FrameSpec(name: "hello",       sender: .supervisor, receiver: .broker,     carriesFD: false, maxPayload: 32 * 1024, phase: .opening,      answer: .ready)
         case .ready:       FrameSpec(name: "ready",       sender: .broker,     receiver: .supervisor, carriesFD: false, maxPayload: 0,         phase: .opening,      answer: nil)
         case .connection:  FrameSpec(name: "connection",  sender: .supervisor, receiver: .broker,     carriesFD: true,  maxPayload: 512,       phase: .afterOpening, answer: nil)
