@@ -73,6 +73,9 @@ public enum AuthHelperRole {
     ) -> Int32 {
         let broker = HandoffChannel(adopting: brokerDescriptor, roles: ChannelRoles(local: .auth, remote: .broker))
         let supervisor = HandoffChannel(adopting: supervisorDescriptor, roles: ChannelRoles(local: .auth, remote: .supervisor))
+        // Every received frame passes its channel's gate before it is dispatched.
+        var brokerGate = FrameGate(local: .auth, remote: .broker)
+        var supervisorGate = FrameGate(local: .auth, remote: .supervisor)
         var policy: AuthPolicy
         do {
             policy = try options.loadPolicy()
@@ -115,7 +118,7 @@ public enum AuthHelperRole {
             }
             for entry in unanswered {
                 do {
-                    try broker.send(type: .authVerdict, message: entry.verdict, requestID: entry.requestID)
+                    try broker.send(entry.verdict, requestID: entry.requestID)
                     sent += 1
                 } catch where error.code == .wouldBlock {
                     if !holding {
@@ -218,7 +221,8 @@ public enum AuthHelperRole {
             if fds[1].revents != 0 {
                 do {
                     while let frame = try supervisor.receive() {
-                        guard frame.type == .authReload else { continue }
+                        try supervisorGate.accept(frame)
+                        _ = try frame.decode(AuthReloadRequest.self)  // the only type the gate lets through
                         do {
                             let fresh = try options.loadPolicy()
                             policy = fresh
@@ -257,6 +261,7 @@ public enum AuthHelperRole {
                             logger.notice("broker channel closed; exiting")
                             return 0
                         }
+                        try brokerGate.accept(frame)
                         switch frame.type {
                         case .authQuery:
                             let query = try frame.decode(AuthQuery.self)

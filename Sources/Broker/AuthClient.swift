@@ -48,7 +48,7 @@ final class AuthClient {
     /// Frames the channel had no room for, sent in order as the helper catches up: the socket
     /// holds ~270 questions (its send buffer, 208 KiB by default), and a helper a few
     /// milliseconds behind a burst of registrations must slow them down, not deny them.
-    private var unsent = CircularBuffer<OutgoingFrame>()
+    private var unsent = CircularBuffer<EncodedFrame>()
     private var retry: Scheduled<Void>?
     private var retryDelay = AuthClient.firstRetry
 
@@ -60,11 +60,6 @@ final class AuthClient {
     static let firstRetry = TimeAmount.milliseconds(1)
     static let longestRetry = TimeAmount.milliseconds(64)
 
-    private struct OutgoingFrame {
-        let type: FrameType
-        let requestID: UInt32
-        let payload: [UInt8]
-    }
     /// Client addresses of allowed peers, for their events (a closed connection has left the
     /// connection table by the time its `disconnect` event fires).
     private var addresses: [ConnectionID: String] = [:]
@@ -112,9 +107,9 @@ final class AuthClient {
         nextRequestID &+= 1
         if nextRequestID == 0 { nextRequestID = 1 }
         let requestID = nextRequestID
-        // fitsCaps was checked above, so the payload decodes at the helper: encode() without
-        // encodeChecked's decode-and-compare round trip.
-        if let refusal = transmit(OutgoingFrame(type: .authQuery, requestID: requestID, payload: query.encode()), over: link) {
+        // fitsCaps was checked above, so this does not throw (AuthQuery.encodeChecked checks
+        // only the caps: one encoding, no decode-and-compare).
+        if let refusal = transmit(try? EncodedFrame(query, requestID: requestID), over: link) {
             logger.error("cannot ask the auth helper (\(refusal)); denying \(query.id)")
             decide(connection, request, Self.failureReason)
             return
@@ -136,24 +131,25 @@ final class AuthClient {
             message = PeerEventMessage(kind: .disconnect, id: id, key: key, ip: addresses.removeValue(forKey: connection) ?? "")
         }
         guard let link else { return }
-        let payload: [UInt8]
+        let frame: EncodedFrame
         do {
-            payload = try message.encodeChecked()
+            frame = try EncodedFrame(message)
         } catch {
             logger.warning("could not pass a \(message.kind) event for \(message.id) to the auth helper: \(error)")
             return
         }
-        if let refusal = transmit(OutgoingFrame(type: .peerEvent, requestID: 0, payload: payload), over: link) {
+        if let refusal = transmit(frame, over: link) {
             logger.warning("could not pass a \(message.kind) event for \(message.id) to the auth helper: \(refusal)")
         }
     }
 
     /// Sends `frame` now, or queues it behind earlier ones while the channel is full. Returns why
     /// it was neither (the queue is full, or the channel failed), or nil.
-    private func transmit(_ frame: OutgoingFrame, over link: HandoffChannel) -> String? {
+    private func transmit(_ frame: EncodedFrame?, over link: HandoffChannel) -> String? {
+        guard let frame else { return "the question does not fit its frame" }
         if unsent.isEmpty {
             do {
-                try link.send(type: frame.type, requestID: frame.requestID, payload: frame.payload)
+                try link.send(frame)
                 return nil
             } catch where error.code == .wouldBlock {
             } catch {
@@ -186,7 +182,7 @@ final class AuthClient {
                 continue
             }
             do {
-                try link.send(type: frame.type, requestID: frame.requestID, payload: frame.payload)
+                try link.send(frame)
                 unsent.removeFirst()
                 progressed = true
             } catch where error.code == .wouldBlock {

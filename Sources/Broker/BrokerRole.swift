@@ -55,6 +55,7 @@ public enum BrokerRole {
         let channel = HandoffChannel(adopting: channelDescriptor, roles: ChannelRoles(local: .broker, remote: .supervisor))
         let server: BrokerServer
         var assembler = TLSChunkAssembler()
+        var gate = FrameGate(local: .broker, remote: .supervisor)  // refuses frames out of phase
         var keyProtected = false
         do {
             var tls: (any TLSProvider)?
@@ -66,6 +67,7 @@ public enum BrokerRole {
                     logger.notice("supervisor went away before hello")
                     return 0
                 }
+                try gate.accept(frame)
                 switch frame.type {
                 case .hello:
                     hello = try frame.decode(BrokerSettings.self)
@@ -86,10 +88,10 @@ public enum BrokerRole {
                             tls = try NIOSSLTLSProvider(certificateChainPEM: material.certificateChainPEM, privateKeyDER: material.privateKeyDER)
                         } catch {
                             logger.error("the TLS material from the supervisor is unusable: \(error)")
-                            try? channel.send(type: .tlsAck, message: TLSAck.refused(generation: material.generation, reason: "\(error)"))
+                            try? channel.send(TLSAck.refused(generation: material.generation, reason: "\(error)"))
                             return 2
                         }
-                        try channel.send(type: .tlsAck, message: TLSAck(generation: material.generation, accepted: true))
+                        try channel.send(TLSAck(generation: material.generation, accepted: true))
                     }
                 default:
                     logger.error("expected hello from the supervisor, got \(frame.type)")
@@ -112,7 +114,7 @@ public enum BrokerRole {
                 logger.critical("cannot enter the sandbox: \(error)")
                 return 3
             }
-            try channel.send(type: .ready)
+            try channel.send(BrokerReady())
             server.startAdmission(channel: channel)
         } catch {
             logger.error("broker start-up failed: \(error)")
@@ -125,6 +127,7 @@ public enum BrokerRole {
                     logger.notice("supervisor channel closed; exiting")
                     return 0
                 }
+                try gate.accept(frame)
                 switch frame.type {
                 case .connection:
                     let handoff = try frame.decode(ConnectionHandoff.self)
@@ -148,7 +151,7 @@ public enum BrokerRole {
                     }
                     server.attachAuth(descriptor: descriptor.release())
                 case .reload:
-                    server.reload(BrokerConfiguration(try frame.decode(BrokerSettings.self)))
+                    server.reload(BrokerConfiguration(try frame.decode(BrokerReload.self).settings))
                     logger.notice("configuration reloaded")
                 case .tlsChunk:
                     defer { frame.wipePayload() }  // also when the chunk is refused
@@ -164,7 +167,7 @@ public enum BrokerRole {
                             logger.error("the new TLS material is unusable, keeping the old: \(error)")
                             ack = TLSAck.refused(generation: material.generation, reason: "\(error)")
                         }
-                        try channel.send(type: .tlsAck, message: ack)
+                        try channel.send(ack)
                     }
                 case .drain:
                     let request = try frame.decode(DrainRequest.self)

@@ -185,7 +185,7 @@ public final class BrokerServer: Sendable {
             let logger = state.value.logger
             admission.sendCredit = { count in
                 do throws(IPCError) {
-                    try channel.send(type: .credit, message: AdmissionCredit(count: UInt32(clamping: count)), nonBlocking: true)
+                    try channel.send(AdmissionCredit(count: UInt32(clamping: count)), nonBlocking: true)
                     return true
                 } catch where error.code == .wouldBlock {
                     return false

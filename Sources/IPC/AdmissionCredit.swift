@@ -5,6 +5,8 @@
 /// - Parameters:
 ///   - count: connections the supervisor may hand over beyond those already granted.
 public struct AdmissionCredit: IPCMessage {
+    @inlinable public static var frameType: FrameType { .credit }
+
     public var count: UInt32
 
     public init(count: UInt32) {
@@ -22,4 +24,7 @@ public struct AdmissionCredit: IPCMessage {
         w.writeUInt32(count)
         return w.bytes
     }
+
+    /// Every field has a fixed size, so every value decodes back: no second decoding.
+    public func encodeChecked() -> [UInt8] { encode() }
 }

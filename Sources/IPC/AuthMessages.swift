@@ -8,6 +8,8 @@
 ///   - ip: the client's address without port (at most 64 bytes).
 ///   - version: the client library's `version=` parameter, empty when absent (at most 64 bytes).
 public struct AuthQuery: IPCMessage {
+    @inlinable public static var frameType: FrameType { .authQuery }
+
     public static let maxIDLength = 512
     public static let maxTokenLength = 4096  // the broker's token rule: real identity-provider JWTs fit
     public static let maxKeyLength = 256
@@ -33,6 +35,15 @@ public struct AuthQuery: IPCMessage {
         id.utf8.count <= Self.maxIDLength && token.utf8.count <= Self.maxTokenLength
             && key.utf8.count <= Self.maxKeyLength && ip.utf8.count <= Self.maxIPLength
             && version.utf8.count <= Self.maxVersionLength
+    }
+
+    /// The payload, once ``fitsCaps`` holds (every Swift string is valid UTF-8, so nothing else
+    /// can fail at the helper): one encoding on the registration path, no second decoding.
+    public func encodeChecked() throws(IPCError) -> [UInt8] {
+        guard fitsCaps else {
+            throw IPCError(.oversize, "an authQuery field exceeds its cap (id \(id.utf8.count), token \(token.utf8.count), key \(key.utf8.count) bytes); deny it without asking")
+        }
+        return encode()
     }
 
     public init(decoding payload: [UInt8]) throws(IPCError) {
@@ -62,6 +73,8 @@ public struct AuthQuery: IPCMessage {
 ///   - allow: whether the peer may register.
 ///   - reason: for a denial, the client-visible reason (at most 256 bytes); empty when allowed.
 public struct AuthVerdict: IPCMessage {
+    @inlinable public static var frameType: FrameType { .authVerdict }
+
     public static let maxReasonLength = 256
 
     public var allow: Bool
@@ -95,6 +108,8 @@ public struct AuthVerdict: IPCMessage {
 ///   - key: the room (at most 256 bytes).
 ///   - ip: the client's address without port (at most 64 bytes).
 public struct PeerEventMessage: IPCMessage {
+    @inlinable public static var frameType: FrameType { .peerEvent }
+
     /// The wire byte of the event kind.
     public enum Kind: UInt8, Sendable {
         case connection = 1

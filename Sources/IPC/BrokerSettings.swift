@@ -28,6 +28,8 @@
 ///   - trustedProxies: with `proxied`, the addresses of the proxies whose `X-Forwarded-For`
 ///     entries are believed (numeric, checked with inet_pton); empty trusts the connecting peer.
 public struct BrokerSettings: IPCMessage {
+    @inlinable public static var frameType: FrameType { .hello }
+
     public static let maxKeyLength = 256
     public static let maxPathLength = 1024
     public static let maxCorsOrigins = 64

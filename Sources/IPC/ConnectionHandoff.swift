@@ -2,26 +2,25 @@
 /// that travels beside it as SCM_RIGHTS, so it never has to ask the kernel or the supervisor.
 /// - Parameters:
 ///   - peer: the client's address as accept(2) reported it.
-///   - listenerName: which listener accepted it (for example the systemd fd name `http`), at most
-///     64 bytes.
 ///   - tls: whether the broker must run TLS on this connection.
 public struct ConnectionHandoff: IPCMessage {
-    public static let maxListenerNameLength = 64
+    @inlinable public static var frameType: FrameType { .connection }
 
     public var peer: PeerAddress
-    public var listenerName: String
     public var tls: Bool
 
-    public init(peer: PeerAddress, listenerName: String, tls: Bool) {
+    public init(peer: PeerAddress, tls: Bool) {
         self.peer = peer
-        self.listenerName = listenerName
         self.tls = tls
     }
+
+    /// Every field has a fixed size, so every value decodes back: no second decoding on the
+    /// hand-off path.
+    public func encodeChecked() -> [UInt8] { encode() }
 
     public init(decoding payload: [UInt8]) throws(IPCError) {
         var r = PayloadReader(payload)
         peer = try r.readPeerAddress()
-        listenerName = try r.readString(maxLength: Self.maxListenerNameLength)
         tls = try r.readBool()
         try r.finish()
     }
@@ -29,7 +28,6 @@ public struct ConnectionHandoff: IPCMessage {
     public func encode() -> [UInt8] {
         var w = PayloadWriter()
         w.writePeerAddress(peer)
-        w.writeString(listenerName)
         w.writeBool(tls)
         return w.bytes
     }

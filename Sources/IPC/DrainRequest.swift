@@ -3,6 +3,8 @@
 /// - Parameters:
 ///   - deadlineMs: how long the broker may take before it must exit.
 public struct DrainRequest: IPCMessage {
+    @inlinable public static var frameType: FrameType { .drain }
+
     public var deadlineMs: UInt32
 
     public init(deadlineMs: UInt32) {
@@ -20,4 +22,7 @@ public struct DrainRequest: IPCMessage {
         w.writeUInt32(deadlineMs)
         return w.bytes
     }
+
+    /// Every field has a fixed size, so every value decodes back: no second decoding.
+    public func encodeChecked() -> [UInt8] { encode() }
 }

@@ -34,7 +34,12 @@ public enum FrameCodec {
             throw IPCError(.fdMismatch, type.carriesFD ? "\(type.name) frames must carry exactly one descriptor" : "\(type.name) frames must not carry a descriptor")
         }
         let header = FrameHeader(type: type, payloadLength: UInt32(payload.count), requestID: requestID, hasFD: hasFD)
-        return header.encode() + payload
+        // One exactly sized buffer: one allocation per record, and no reallocation that would
+        // leave an unwiped copy of a key chunk behind.
+        var record = PayloadWriter(reservingCapacity: FrameHeader.size + payload.count)
+        header.encode(into: &record)
+        record.writeRaw(payload)
+        return record.bytes
     }
 
     /// Checks one received record strictly: header (version, flags, reserved, known type, cap),

@@ -31,14 +31,19 @@ public struct FrameHeader: Equatable, Sendable {
 
     /// The 16 header bytes.
     public func encode() -> [UInt8] {
-        var w = PayloadWriter()
+        var w = PayloadWriter(reservingCapacity: Self.size)
+        encode(into: &w)
+        return w.bytes
+    }
+
+    /// Appends the 16 header bytes to `w` (a record is built in one buffer).
+    public func encode(into w: inout PayloadWriter) {
         w.writeUInt8(Self.currentVersion)
         w.writeUInt8(hasFD ? Self.hasFDFlag : 0)
         w.writeUInt16(type.rawValue)
         w.writeUInt32(payloadLength)
         w.writeUInt32(requestID)
         w.writeUInt32(0)
-        return w.bytes
     }
 
     /// Decodes and checks the first 16 bytes of `bytes`: version, flag bits, reserved word,

@@ -6,8 +6,24 @@ public enum Role: String, CaseIterable, Sendable {
     case auth
 }
 
+/// When in a channel's life a frame type may arrive, so a receiver's ``FrameGate`` can refuse a
+/// frame out of order instead of each role's loop remembering it.
+public enum FramePhase: Sendable {
+    /// Exactly once on its channel, and it opens its direction: `hello` (the broker's settings)
+    /// and `ready` (the broker is confined). A second one is refused.
+    case opening
+    /// Only after the opening frame of its direction (hand-offs before `hello`, credit before
+    /// `ready`: refused).
+    case afterOpening
+    /// At any time, before the opening frame too: the setup material that comes before `hello`
+    /// (TLS chunks, the auth channel), their answers, and the traffic of channels that have no
+    /// opening frame (broker↔auth helper, supervisor→auth helper).
+    case anyTime
+}
+
 /// The row of the frame table that describes one ``FrameType``: it is looked up on every send
-/// and every receive, so direction, descriptor passing and size caps live in one place.
+/// and every receive, so direction, descriptor passing, size caps, phase and answer live in one
+/// place.
 /// - Parameters:
 ///   - name: the name used in logs.
 ///   - sender: the only role that may send this type.
@@ -15,24 +31,30 @@ public enum Role: String, CaseIterable, Sendable {
 ///   - carriesFD: whether exactly one descriptor travels with every frame of this type (and
 ///     never with any other type).
 ///   - maxPayload: the largest payload in bytes (at most ``FrameType/maxPayloadCap``).
+///   - phase: when in the channel's life it may arrive.
+///   - answer: the frame type that answers it (travelling the other way), nil when none does.
+///     A `tlsChunk` generation is answered once, after its last chunk.
 public struct FrameSpec: Equatable, Sendable {
     public let name: String
     public let sender: Role
     public let receiver: Role
     public let carriesFD: Bool
     public let maxPayload: Int
+    public let phase: FramePhase
+    public let answer: FrameType?
 }
 
 /// THE table of IPC frame types: every type any channel may carry, with its direction, whether
-/// it carries a descriptor, and its payload cap. Adding a type means adding one case and one line
-/// in ``spec``; nothing else in the module knows the list.
+/// it carries a descriptor, its payload cap, when it may arrive and what answers it. Adding a
+/// type means adding one case, one line in ``spec`` and its message type (``IPCMessage``);
+/// nothing else in the module knows the list.
 public enum FrameType: UInt16, CaseIterable, Sendable {
     // supervisor <-> broker
     case hello = 1
     case ready = 2
     case connection = 3
     case drain = 4
-    case stats = 5
+    // 5 was `stats` (never sent; removed in issue 17): retired, see ``retiredRawValues``.
     case reload = 6
     /// A fresh broker end of the broker↔auth-helper socketpair (at start and after a helper restart).
     case authChannel = 7
@@ -50,27 +72,30 @@ public enum FrameType: UInt16, CaseIterable, Sendable {
     /// broker -> supervisor: one generation of TLS material taken or refused (see ``TLSAck``).
     case tlsAck = 33
 
+    /// Numbers once used by a type that is gone, never to be given to a new one: a peer of an
+    /// older build would read that frame as the old type. 5: `stats` (never sent).
+    public static let retiredRawValues: Set<UInt16> = [5]
+
     /// No frame type may declare a payload cap above this (64 KiB).
     public static let maxPayloadCap = 64 * 1024
 
     /// This type's row of the table.
     public var spec: FrameSpec {
         switch self {
-        //                                  name           sender       receiver    fd     max payload
-        case .hello:       FrameSpec(name: "hello",       sender: .supervisor, receiver: .broker,     carriesFD: false, maxPayload: 32 * 1024)
-        case .ready:       FrameSpec(name: "ready",       sender: .broker,     receiver: .supervisor, carriesFD: false, maxPayload: 0)
-        case .connection:  FrameSpec(name: "connection",  sender: .supervisor, receiver: .broker,     carriesFD: true,  maxPayload: 512)
-        case .drain:       FrameSpec(name: "drain",       sender: .supervisor, receiver: .broker,     carriesFD: false, maxPayload: 16)
-        case .stats:       FrameSpec(name: "stats",       sender: .broker,     receiver: .supervisor, carriesFD: false, maxPayload: 64)
-        case .reload:      FrameSpec(name: "reload",      sender: .supervisor, receiver: .broker,     carriesFD: false, maxPayload: 32 * 1024)
-        case .authChannel: FrameSpec(name: "authChannel", sender: .supervisor, receiver: .broker,     carriesFD: true,  maxPayload: 0)
-        case .credit:      FrameSpec(name: "credit",      sender: .broker,     receiver: .supervisor, carriesFD: false, maxPayload: 4)
-        case .authQuery:   FrameSpec(name: "authQuery",   sender: .broker,     receiver: .auth,       carriesFD: false, maxPayload: 6 * 1024)
-        case .authVerdict: FrameSpec(name: "authVerdict", sender: .auth,       receiver: .broker,     carriesFD: false, maxPayload: 512)
-        case .peerEvent:   FrameSpec(name: "peerEvent",   sender: .broker,     receiver: .auth,       carriesFD: false, maxPayload: 1024)
-        case .authReload:  FrameSpec(name: "authReload",  sender: .supervisor, receiver: .auth,       carriesFD: false, maxPayload: 0)
-        case .tlsChunk:    FrameSpec(name: "tlsChunk",    sender: .supervisor, receiver: .broker,     carriesFD: false, maxPayload: 16 * 1024)
-        case .tlsAck:      FrameSpec(name: "tlsAck",      sender: .broker,     receiver: .supervisor, carriesFD: false, maxPayload: 1024)
+        //                           name                 sender               receiver               fd                max payload            phase                 answer
+        case .hello:       FrameSpec(name: "hello",       sender: .supervisor, receiver: .broker,     carriesFD: false, maxPayload: 32 * 1024, phase: .opening,      answer: .ready)
+        case .ready:       FrameSpec(name: "ready",       sender: .broker,     receiver: .supervisor, carriesFD: false, maxPayload: 0,         phase: .opening,      answer: nil)
+        case .connection:  FrameSpec(name: "connection",  sender: .supervisor, receiver: .broker,     carriesFD: true,  maxPayload: 512,       phase: .afterOpening, answer: nil)
+        case .drain:       FrameSpec(name: "drain",       sender: .supervisor, receiver: .broker,     carriesFD: false, maxPayload: 16,        phase: .afterOpening, answer: nil)
+        case .reload:      FrameSpec(name: "reload",      sender: .supervisor, receiver: .broker,     carriesFD: false, maxPayload: 32 * 1024, phase: .afterOpening, answer: nil)
+        case .authChannel: FrameSpec(name: "authChannel", sender: .supervisor, receiver: .broker,     carriesFD: true,  maxPayload: 0,         phase: .anyTime,      answer: nil)
+        case .credit:      FrameSpec(name: "credit",      sender: .broker,     receiver: .supervisor, carriesFD: false, maxPayload: 4,         phase: .afterOpening, answer: nil)
+        case .authQuery:   FrameSpec(name: "authQuery",   sender: .broker,     receiver: .auth,       carriesFD: false, maxPayload: 6 * 1024,  phase: .anyTime,      answer: .authVerdict)
+        case .authVerdict: FrameSpec(name: "authVerdict", sender: .auth,       receiver: .broker,     carriesFD: false, maxPayload: 512,       phase: .anyTime,      answer: nil)
+        case .peerEvent:   FrameSpec(name: "peerEvent",   sender: .broker,     receiver: .auth,       carriesFD: false, maxPayload: 1024,      phase: .anyTime,      answer: nil)
+        case .authReload:  FrameSpec(name: "authReload",  sender: .supervisor, receiver: .auth,       carriesFD: false, maxPayload: 0,         phase: .anyTime,      answer: nil)
+        case .tlsChunk:    FrameSpec(name: "tlsChunk",    sender: .supervisor, receiver: .broker,     carriesFD: false, maxPayload: 16 * 1024, phase: .anyTime,      answer: .tlsAck)
+        case .tlsAck:      FrameSpec(name: "tlsAck",      sender: .broker,     receiver: .supervisor, carriesFD: false, maxPayload: 1024,      phase: .anyTime,      answer: nil)
         }
     }
 
@@ -79,6 +104,14 @@ public enum FrameType: UInt16, CaseIterable, Sendable {
     public var receiver: Role { spec.receiver }
     public var carriesFD: Bool { spec.carriesFD }
     public var maxPayload: Int { spec.maxPayload }
+    public var phase: FramePhase { spec.phase }
+    public var answer: FrameType? { spec.answer }
+
+    /// The question this type answers (the type whose ``answer`` it is), nil when it answers none.
+    public var question: FrameType? { Self.questions[self] }
+
+    private static let questions: [FrameType: FrameType] = Dictionary(
+        uniqueKeysWithValues: allCases.compactMap { question in question.answer.map { ($0, question) } })
 
     /// Whether frames of this type carry private-key bytes: their records and payloads are
     /// wiped (explicit_bzero) once used, so no copy stays in freed memory.

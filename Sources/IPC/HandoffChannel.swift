@@ -43,7 +43,7 @@ public final class HandoffChannel: Sendable {
 
     public var rawFD: Int32 { socket.rawValue }
 
-    /// Switches O_NONBLOCK on or off. When on, ``send(type:requestID:payload:fd:)`` and
+    /// Switches O_NONBLOCK on or off. When on, ``send(_:requestID:fd:nonBlocking:)`` and
     /// ``receive()`` throw ``IPCError/Code/wouldBlock`` instead of waiting.
     public func setNonBlocking(_ on: Bool) throws(IPCError) {
         let flags = fcntl(rawFD, F_GETFL)
@@ -52,16 +52,32 @@ public final class HandoffChannel: Sendable {
         guard wanted == flags || fcntl(rawFD, F_SETFL, wanted) == 0 else { throw IPCError.system("fcntl(F_SETFL)") }
     }
 
-    /// Sends one frame in one sendmsg(2). `fd` is only borrowed: the kernel passes a duplicate, so
-    /// the caller closes its own copy after a successful send (and keeps it to retry after
-    /// ``IPCError/Code/wouldBlock``).
+    /// Sends `message` as one frame of its own type (``IPCMessage/frameType``) in one sendmsg(2),
+    /// after ``IPCMessage/encodeChecked()`` (so an over-long field fails here, not at the peer).
+    /// `fd` is only borrowed: the kernel passes a duplicate, so the caller closes its own copy
+    /// after a successful send (and keeps it to retry after ``IPCError/Code/wouldBlock``).
     ///
     /// Throws ``IPCError/Code/wouldBlock`` when a non-blocking socket is full (nothing was sent),
     /// a table error (wrong direction, oversize payload, fd where the type carries none or vice
     /// versa) before anything is sent, or ``IPCError/Code/system(_:)`` (EPIPE: the peer is gone).
     /// With `nonBlocking`, this one send does not wait for room even on a blocking socket
     /// (MSG_DONTWAIT): a thread that must never stall sends this way.
-    public func send(
+    @inlinable
+    public func send<M: IPCMessage>(_ message: M, requestID: UInt32 = 0, fd: Int32? = nil, nonBlocking: Bool = false) throws(IPCError) {
+        var frame = try EncodedFrame(message, requestID: requestID)
+        // A key chunk's payload is a copy of the key: zero it before it is freed.
+        defer { frame.wipeSecret() }
+        try send(frame, fd: fd, nonBlocking: nonBlocking)
+    }
+
+    /// Sends a frame encoded earlier (see ``EncodedFrame``); otherwise as ``send(_:requestID:fd:nonBlocking:)``.
+    public func send(_ frame: EncodedFrame, fd: Int32? = nil, nonBlocking: Bool = false) throws(IPCError) {
+        try send(type: frame.type, requestID: frame.requestID, payload: frame.payload, fd: fd, nonBlocking: nonBlocking)
+    }
+
+    /// One frame of `type` with a raw payload: internal, so outside this module a payload goes
+    /// out only under its own message's type (tests reach it with `@testable import`).
+    func send(
         type: FrameType, requestID: UInt32 = 0, payload: [UInt8] = [], fd: Int32? = nil, nonBlocking: Bool = false
     ) throws(IPCError) {
         if let fd, fd < 0 {
@@ -90,14 +106,6 @@ public final class HandoffChannel: Sendable {
             }
         }
         throw IPCError.system("sendmsg(\(type.name))", errno: EINTR)
-    }
-
-    /// Sends `message` as a frame of `type`, after checking that its encoding decodes back (so an
-    /// over-long field fails here, not at the peer).
-    public func send(
-        type: FrameType, message: some IPCMessage, requestID: UInt32 = 0, fd: Int32? = nil, nonBlocking: Bool = false
-    ) throws(IPCError) {
-        try send(type: type, requestID: requestID, payload: message.encodeChecked(), fd: fd, nonBlocking: nonBlocking)
     }
 
     /// Receives and checks one frame. Returns nil at end of stream (the peer closed its end, or

@@ -13,7 +13,7 @@ public struct IPCError: Error, Equatable, CustomStringConvertible, Sendable {
     public struct Code: Hashable, CustomStringConvertible, Sendable {
         private enum Base: Hashable, Sendable {
             case truncated, oversize, unknownType, badVersion, badFlags, badReserved
-            case fdMismatch, wrongDirection, malformedPayload, wouldBlock, invalidArgument
+            case fdMismatch, wrongDirection, outOfPhase, unsolicitedAnswer, malformedPayload, wouldBlock, invalidArgument
             case system(Int32)
         }
         private let base: Base
@@ -35,6 +35,11 @@ public struct IPCError: Error, Equatable, CustomStringConvertible, Sendable {
         public static let fdMismatch = Code(.fdMismatch)
         /// The frame type may not travel from this sender to this receiver.
         public static let wrongDirection = Code(.wrongDirection)
+        /// The frame may not come now (see ``FramePhase``): before its channel's opening frame,
+        /// or a second opening frame.
+        public static let outOfPhase = Code(.outOfPhase)
+        /// The frame answers a question that was not sent on this channel (see ``FrameGate``).
+        public static let unsolicitedAnswer = Code(.unsolicitedAnswer)
         /// The payload does not decode (bad bool, invalid UTF-8, trailing bytes, bad address…).
         public static let malformedPayload = Code(.malformedPayload)
         /// The non-blocking socket is full (send) or empty (receive): retry when poll(2) says so.
@@ -60,6 +65,8 @@ public struct IPCError: Error, Equatable, CustomStringConvertible, Sendable {
             case .badReserved: "badReserved"
             case .fdMismatch: "fdMismatch"
             case .wrongDirection: "wrongDirection"
+            case .outOfPhase: "outOfPhase"
+            case .unsolicitedAnswer: "unsolicitedAnswer"
             case .malformedPayload: "malformedPayload"
             case .wouldBlock: "wouldBlock"
             case .invalidArgument: "invalidArgument"

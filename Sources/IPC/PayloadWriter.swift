@@ -45,9 +45,16 @@ public struct PayloadWriter: Sendable {
         bytes.append(contentsOf: value)
     }
 
-    /// u32 byte count, then the UTF-8 bytes.
+    /// u32 byte count, then the UTF-8 bytes (copied straight from the string: no array between).
     public mutating func writeString(_ value: String) {
-        writeBytes(Array(value.utf8))
+        let utf8 = value.utf8
+        writeUInt32(UInt32(truncatingIfNeeded: utf8.count))
+        bytes.append(contentsOf: utf8)
+    }
+
+    /// The bytes as they are, without a count (a payload after its frame header).
+    public mutating func writeRaw(_ value: [UInt8]) {
+        bytes.append(contentsOf: value)
     }
 
     /// u32 element count, then each string as in ``writeString(_:)``.

@@ -23,9 +23,15 @@ public struct ReceivedFrame: ~Copyable, Sendable {
     public var type: FrameType { header.type }
     public var requestID: UInt32 { header.requestID }
 
-    /// Decodes the payload as `M` (strictly: caps, UTF-8, no trailing bytes).
+    /// Decodes the payload as `M` (strictly: caps, UTF-8, no trailing bytes), only if this frame
+    /// is of `M`'s own type: asking for another is a bug in the receiver
+    /// (``IPCError/Code/invalidArgument``).
+    @inlinable
     public func decode<M: IPCMessage>(_: M.Type = M.self) throws(IPCError) -> M {
-        try M(decoding: payload)
+        guard header.type == M.frameType else {
+            throw IPCError(.invalidArgument, "a \(header.type.name) frame cannot be decoded as \(M.self), which travels in \(M.frameType.name) frames; this is a bug in the receiver")
+        }
+        return try M(decoding: payload)
     }
 
     /// Zeroes the payload (explicit_bzero) once it has been decoded, for types that carry key

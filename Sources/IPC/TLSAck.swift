@@ -9,6 +9,8 @@
 ///     refused it and keeps what it had.
 ///   - reason: why it was refused (empty when accepted), at most ``maxReasonLength`` bytes.
 public struct TLSAck: IPCMessage {
+    @inlinable public static var frameType: FrameType { .tlsAck }
+
     public static let maxReasonLength = 512
 
     public var generation: UInt32

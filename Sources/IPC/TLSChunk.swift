@@ -17,6 +17,8 @@ import Glibc
 ///   - count: how many chunks the generation has (1 to ``maxCount``).
 ///   - data: at most ``maxDataLength`` bytes.
 public struct TLSChunk: IPCMessage {
+    @inlinable public static var frameType: FrameType { .tlsChunk }
+
     /// What a chunk's data is a piece of.
     public enum Kind: UInt8, Sendable {
         /// The certificate chain as PEM text, leaf first (the `--sslcert` file as read).
@@ -59,6 +61,15 @@ public struct TLSChunk: IPCMessage {
         }
         data = try r.readBytes(maxLength: Self.maxDataLength)
         try r.finish()
+    }
+
+    /// The payload, after checking the fields' ranges directly: decoding it again would leave one
+    /// more copy of key bytes in freed memory.
+    public func encodeChecked() throws(IPCError) -> [UInt8] {
+        guard count >= 1, count <= Self.maxCount, index < count, data.count <= Self.maxDataLength else {
+            throw IPCError(.oversize, "tlsChunk \(index) of \(count) with \(data.count) bytes is out of range (1 to \(Self.maxCount) chunks of at most \(Self.maxDataLength) bytes)")
+        }
+        return encode()
     }
 
     public func encode() -> [UInt8] {

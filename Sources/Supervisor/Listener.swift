@@ -11,9 +11,6 @@ struct Listener {
 
     /// The systemd `FileDescriptorName=` that marks a socket-activated listener as TLS.
     static let tlsName = "https"
-    /// The longest socket-activated listener name accepted (names appear in log lines; systemd
-    /// itself allows 255 bytes).
-    static let maxNameLength = 64
 
     /// Binds `port` on `host` (every address it resolves to), or on all addresses, IPv6 and
     /// IPv4 together, when `host` is nil. Sockets are close-on-exec and non-blocking.

@@ -70,14 +70,17 @@ extension Supervisor {
                 executable: configuration.executable, arguments: row.arguments, fdMap: fdMap,
                 environment: Self.childEnvironment, newSession: row.ownSession, stderr: logRelay?.writeEnd)
             childEnds.removeAll()  // the child holds them now; the parent's copies close
-            return (Child(pid: pid, channel: mine, ownGroup: row.ownSession), introductions)
+            return (Child(pid: pid, channel: mine, gate: FrameGate(local: .supervisor, remote: row.role), ownGroup: row.ownSession), introductions)
         }
     }
 
     /// After the spawn: the peers get their ends, then the setup phase ends with `hello`.
     private func setUpChannels(of row: RoleRow, channel: HandoffChannel?, introductions: [Introduction]) throws(IPCError) {
         for introduction in introductions {
-            try introduction.via.send(type: introduction.frame, fd: introduction.end.rawFD)
+            switch introduction.frame {
+            case .authChannel: try introduction.via.send(AuthChannelHandoff(), fd: introduction.end.rawFD)
+            default: throw IPCError(.invalidArgument, "\(introduction.frame) carries no channel; see ProcessTable.channels(of:)")
+            }
         }
         guard let channel else { return }
         try channel.setNonBlocking(true)
@@ -88,7 +91,8 @@ extension Supervisor {
     func brokerHello(over channel: HandoffChannel) throws(IPCError) {
         tls.brokerStarted()
         if tlsMaterial != nil { try sendTLSMaterial(over: channel) }
-        try channel.send(type: .hello, message: brokerSettings)
+        try channel.send(brokerSettings)
+        children[.broker]?.gate.asked(.hello)
     }
 
     private func wrap<T>(_ body: () throws(IPCError) -> T) throws(SupervisorError) -> T {
@@ -106,6 +110,7 @@ extension Supervisor {
                     feed(.channelClosed(role))
                     return
                 }
+                try children[role]?.gate.accept(frame)
                 if let event = try rows[role]?.frames(self, frame) { feed(event) }
                 flushPending()  // a `ready` or a `credit` may let the waiting connection go
             } catch where error.code == .wouldBlock {

@@ -66,7 +66,7 @@ extension Supervisor {
                 shedOne()
                 continue
             }
-            let handoff = ConnectionHandoff(peer: PeerAddress(storage), listenerName: listener.name, tls: listener.tls)
+            let handoff = ConnectionHandoff(peer: PeerAddress(storage), tls: listener.tls)
             hand(PendingHandoff(descriptor: fd, handoff: handoff), over: channel)
         }
     }
@@ -95,8 +95,7 @@ extension Supervisor {
 
     private func hand(_ connection: PendingHandoff, over channel: HandoffChannel) {
         do {
-            // encode() without encodeChecked's decode-and-compare: the payload is fixed-size.
-            try channel.send(type: .connection, payload: connection.handoff.encode(), fd: connection.descriptor)
+            try channel.send(connection.handoff, fd: connection.descriptor)
             close(connection.descriptor)
             feed(.handedOff)
         } catch where error.code == .wouldBlock {

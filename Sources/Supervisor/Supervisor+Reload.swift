@@ -11,7 +11,7 @@ extension Supervisor {
     func reloadAuth() {
         guard let channel = children[.auth]?.channel else { return }
         do {
-            try channel.send(type: .authReload)
+            try channel.send(AuthReloadRequest())
             logger.notice("SIGHUP: the auth helper re-reads its policy files")
         } catch {
             logger.error("could not ask the auth helper to reload (\(error))")
@@ -30,7 +30,7 @@ extension Supervisor {
         }
         brokerSettings = settings
         do {
-            try children[.broker]?.channel?.send(type: .reload, message: settings)
+            try children[.broker]?.channel?.send(BrokerReload(settings))
             logger.notice("configuration reloaded")
         } catch {
             logger.error("could not hand the new configuration to the broker (\(error)); it gets it when it restarts")
@@ -71,11 +71,9 @@ extension Supervisor {
         defer { for index in chunks.indices { TLSChunk.wipe(&chunks[index].data) } }
         let deadline = monotonicMilliseconds() + Self.setupSendDeadlineMs
         for chunk in chunks {
-            var payload = chunk.encode()
-            defer { TLSChunk.wipe(&payload) }
             while true {
                 do {
-                    try channel.send(type: .tlsChunk, payload: payload)
+                    try channel.send(chunk)
                     break
                 } catch where error.code == .wouldBlock {
                     let left = deadline - monotonicMilliseconds()
@@ -86,5 +84,6 @@ extension Supervisor {
             }
         }
         tls.sent(now: monotonicMilliseconds())
+        children[.broker]?.gate.asked(.tlsChunk)  // one generation, one tlsAck
     }
 }

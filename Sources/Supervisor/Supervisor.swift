@@ -11,6 +11,10 @@ public final class Supervisor {
     struct Child {
         let pid: pid_t
         var channel: HandoffChannel?
+        /// The phase of what the child sends on `channel`: checked before its row's handler sees
+        /// a frame, so no handler has to know the order (a `ready` before `hello`, a second
+        /// `ready`, a `tlsAck` for no generation sent are refused and restart the child).
+        var gate: FrameGate
         /// It leads a process group of its own (its descendants are killed with it).
         let ownGroup: Bool
 
@@ -191,7 +195,7 @@ public final class Supervisor {
         handOff.dropPending()
         guard let channel = children[.broker]?.channel else { return [] }
         do {
-            try channel.send(type: .drain, message: DrainRequest(deadlineMs: configuration.drainDeadlineMs))
+            try channel.send(DrainRequest(deadlineMs: configuration.drainDeadlineMs))
         } catch {
             logger.warning("cannot ask the broker to drain (\(error)); stopping it")
             return [.channelFailed(.broker)]

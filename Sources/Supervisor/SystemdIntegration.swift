@@ -24,9 +24,6 @@ enum Systemd {
         for index in 0..<Int(count) {
             let fd = SD_LISTEN_FDS_START + Int32(index)
             let name = names?[index].map { String(cString: $0) } ?? "unknown"
-            guard name.utf8.count <= Listener.maxNameLength else {
-                throw SupervisorError(.activation, "socket-activated fd \(fd) is named \"\(name)\" (\(name.utf8.count) bytes); use a FileDescriptorName= of at most \(Listener.maxNameLength) bytes (`http` or `https`)")
-            }
             guard sd_is_socket(fd, AF_UNSPEC, Int32(SOCK_STREAM.rawValue), 1) > 0 else {
                 throw SupervisorError(.activation, "socket-activated fd \(fd) (\(name)) is not a listening stream socket; use ListenStream= with Accept=no")
             }

@@ -86,10 +86,10 @@ enum SandboxProbe {
             logger.critical("probe: cannot enter the sandbox: \(error)")
             return 3
         }
-        let handoff = ConnectionHandoff(peer: .none, listenerName: "http", tls: false)
+        let handoff = ConnectionHandoff(peer: .none, tls: false)
         do {
-            try pair.0.send(type: .connection, payload: handoff.encode(), fd: 0)  // stdin stands in for a connection
-            try pair.0.send(type: .drain, message: DrainRequest(deadlineMs: 1))
+            try pair.0.send(handoff, fd: 0)  // stdin stands in for a connection
+            try pair.0.send(DrainRequest(deadlineMs: 1))
             var limit = rlimit()
             getrlimit(__rlimit_resource_t(RLIMIT_NOFILE.rawValue), &limit)
             limit.rlim_cur = open  // every number below is taken: the next descriptor cannot be installed

@@ -40,12 +40,12 @@ struct AcceptHandoffTests {
         _ = withUnsafeMutablePointer(to: &clientAddress) {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(client.rawValue, $0, &clientLength) }
         }
-        let handoff = ConnectionHandoff(peer: PeerAddress(peer), listenerName: "http", tls: false)
+        let handoff = ConnectionHandoff(peer: PeerAddress(peer), tls: false)
         #expect(handoff.peer == PeerAddress(clientAddress))
         #expect(handoff.peer.description.hasPrefix("127.0.0.1:"))
 
         let (supervisor, broker) = try HandoffChannel.pair(roles: (.supervisor, .broker))
-        try supervisor.send(type: .connection, message: handoff, fd: accepted.rawValue)
+        try supervisor.send(handoff, fd: accepted.rawValue)
         accepted.close()  // the supervisor's copy goes; the broker's copy keeps the connection open
 
         var frame = try receiveFrame(broker)

@@ -104,7 +104,7 @@ struct FrameCodecTests {
             #expect(errorCode { () throws(IPCError) in try FrameCodec.decode(record: header, fdAttached: c.attached) } == .fdMismatch)
         }
         #expect(errorCode { () throws(IPCError) in try FrameCodec.encode(type: .connection, payload: [], hasFD: false) } == .fdMismatch)
-        #expect(errorCode { () throws(IPCError) in try FrameCodec.encode(type: .stats, payload: [], hasFD: true) } == .fdMismatch)
+        #expect(errorCode { () throws(IPCError) in try FrameCodec.encode(type: .credit, payload: [], hasFD: true) } == .fdMismatch)
     }
 
     @Test("frames travelling the wrong way are refused on both ends")

@@ -10,7 +10,6 @@ struct FrameTableTests {
             (.ready, 2, .broker, .supervisor, false),
             (.connection, 3, .supervisor, .broker, true),
             (.drain, 4, .supervisor, .broker, false),
-            (.stats, 5, .broker, .supervisor, false),
             (.reload, 6, .supervisor, .broker, false),
             (.authChannel, 7, .supervisor, .broker, true),
             (.credit, 8, .broker, .supervisor, false),
@@ -32,6 +31,68 @@ struct FrameTableTests {
         #expect(FrameType.reload.maxPayload == FrameType.hello.maxPayload)
         #expect(FrameType.ready.maxPayload == 0)
         #expect(FrameType.connection.maxPayload == 512)
+    }
+
+    @Test("phase and answer columns are the documented ones")
+    func phasesAndAnswers() {
+        let expected: [(FrameType, FramePhase, FrameType?)] = [
+            (.hello, .opening, .ready),
+            (.ready, .opening, nil),
+            (.connection, .afterOpening, nil),
+            (.drain, .afterOpening, nil),
+            (.reload, .afterOpening, nil),
+            (.authChannel, .anyTime, nil),
+            (.credit, .afterOpening, nil),
+            (.authQuery, .anyTime, .authVerdict),
+            (.authVerdict, .anyTime, nil),
+            (.peerEvent, .anyTime, nil),
+            (.authReload, .anyTime, nil),
+            (.tlsChunk, .anyTime, .tlsAck),
+            (.tlsAck, .anyTime, nil),
+        ]
+        #expect(expected.count == FrameType.allCases.count)
+        for (type, phase, answer) in expected {
+            #expect(type.phase == phase, "\(type.name)")
+            #expect(type.answer == answer, "\(type.name)")
+        }
+    }
+
+    @Test("every answer travels the reverse way of its question, answers one question and asks none")
+    func answersAreConsistent() {
+        for question in FrameType.allCases {
+            guard let answer = question.answer else { continue }
+            #expect(answer.sender == question.receiver && answer.receiver == question.sender, "\(question.name) → \(answer.name)")
+            #expect(answer.answer == nil, "\(answer.name) answers \(question.name) and asks a question itself")
+            #expect(answer.question == question)
+            #expect(FrameType.allCases.filter { $0.answer == answer }.count == 1, "\(answer.name) answers more than one question")
+        }
+        for type in FrameType.allCases where type.question != nil {
+            #expect(type.question?.answer == type)
+        }
+    }
+
+    @Test("each direction has at most one opening frame, and every after-opening frame has one")
+    func phasesAreConsistent() {
+        for type in FrameType.allCases {
+            let sameWay = FrameType.allCases.filter { $0.sender == type.sender && $0.receiver == type.receiver }
+            let openings = sameWay.filter { $0.phase == .opening }
+            #expect(openings.count <= 1, "\(type.sender) → \(type.receiver) has \(openings.count) opening frames")
+            if type.phase == .afterOpening {
+                #expect(openings.count == 1, "\(type.name) waits for an opening frame its direction does not have")
+            }
+            if type.phase == .opening {
+                #expect(!type.carriesFD, "\(type.name) opens a channel and must not carry a descriptor")
+            }
+        }
+    }
+
+    @Test("no type uses a retired number (5 was stats)")
+    func retiredNumbers() {
+        #expect(FrameType.retiredRawValues.contains(5))
+        #expect(FrameType(rawValue: 5) == nil)
+        for type in FrameType.allCases {
+            #expect(!FrameType.retiredRawValues.contains(type.rawValue), "\(type.name) uses retired number \(type.rawValue)")
+        }
     }
 
     @Test("every cap is at most 64 KiB and names are unique")
@@ -59,11 +120,8 @@ struct FrameTableTests {
         let longestAck = TLSAck.refused(generation: .max, reason: String(repeating: "é", count: TLSAck.maxReasonLength))
         #expect(longestAck.reason.utf8.count <= TLSAck.maxReasonLength)
         #expect(try longestAck.encodeChecked().count <= FrameType.tlsAck.maxPayload)
-        let handoff = ConnectionHandoff(
-            peer: sampleV6, listenerName: String(repeating: "l", count: ConnectionHandoff.maxListenerNameLength), tls: true)
-        #expect(try handoff.encodeChecked().count <= FrameType.connection.maxPayload)
+        #expect(ConnectionHandoff(peer: sampleV6, tls: true).encodeChecked().count <= FrameType.connection.maxPayload)
         #expect(DrainRequest(deadlineMs: 1).encode().count <= FrameType.drain.maxPayload)
-        #expect(BrokerStats(registeredPeers: 1, openConnections: 2, queuedMessages: 3).encode().count <= FrameType.stats.maxPayload)
         #expect(BrokerReady().encode().count <= FrameType.ready.maxPayload)
     }
 }

@@ -1,6 +1,6 @@
 import CShim
 import Glibc
-import IPC
+@testable import IPC
 import Testing
 
 /// Sends `bytes` with two descriptors in one SCM_RIGHTS message (something HandoffChannel never does).
@@ -42,7 +42,7 @@ struct HandoffChannelTests {
         let (supervisor, broker) = try HandoffChannel.pair(roles: (.supervisor, .broker))
         let pipe = makePipe()
         defer { close(pipe.read) }
-        try supervisor.send(type: .connection, message: sampleHandoff, requestID: 7, fd: pipe.write)
+        try supervisor.send(sampleHandoff, requestID: 7, fd: pipe.write)
         close(pipe.write)  // the frame holds the only other reference now
 
         var frame = try receiveFrame(broker)
@@ -68,7 +68,7 @@ struct HandoffChannelTests {
         let (supervisor, broker) = try HandoffChannel.pair()
         let pipe = makePipe()
         defer { close(pipe.read) }
-        try supervisor.send(type: .connection, payload: sampleHandoff.encode(), fd: pipe.write)
+        try supervisor.send(sampleHandoff, fd: pipe.write)
         close(pipe.write)
         do {
             let frame = try receiveFrame(broker)
@@ -77,13 +77,13 @@ struct HandoffChannelTests {
         #expect(pipeReachedEOF(pipe.read))
     }
 
-    @Test("hello, ready, stats and drain travel with their typed payloads")
+    @Test("hello, ready, credit and drain travel with their typed payloads")
     func typedMessages() throws {
         let (supervisor, broker) = try HandoffChannel.pair(roles: (.supervisor, .broker))
-        try supervisor.send(type: .hello, message: sampleSettings)
-        try broker.send(type: .ready, message: BrokerReady())
-        try broker.send(type: .stats, message: BrokerStats(registeredPeers: 3, openConnections: 4, queuedMessages: 5), requestID: 9)
-        try supervisor.send(type: .drain, message: DrainRequest(deadlineMs: 30_000))
+        try supervisor.send(sampleSettings)
+        try broker.send(BrokerReady())
+        try broker.send(AdmissionCredit(count: 5), requestID: 9)
+        try supervisor.send(DrainRequest(deadlineMs: 30_000))
 
         let hello = try receiveFrame(broker)
         #expect(hello.type == .hello)
@@ -92,9 +92,9 @@ struct HandoffChannelTests {
         #expect(!helloHasFD)
         let ready = try receiveFrame(supervisor)
         #expect(ready.type == .ready && ready.payload.isEmpty)
-        let stats = try receiveFrame(supervisor)
-        #expect(stats.requestID == 9)
-        #expect(try stats.decode(BrokerStats.self) == BrokerStats(registeredPeers: 3, openConnections: 4, queuedMessages: 5))
+        let credit = try receiveFrame(supervisor)
+        #expect(credit.requestID == 9)
+        #expect(try credit.decode(AdmissionCredit.self) == AdmissionCredit(count: 5))
         let drain = try receiveFrame(broker)
         #expect(try drain.decode(DrainRequest.self).deadlineMs == 30_000)
     }
@@ -106,8 +106,9 @@ struct HandoffChannelTests {
         defer { close(pipe.read); close(pipe.write) }
         #expect(errorCode { () throws(IPCError) in try supervisor.send(type: .connection, payload: sampleHandoff.encode()) } == .fdMismatch)
         #expect(errorCode { () throws(IPCError) in try supervisor.send(type: .drain, payload: [0, 0, 0, 1], fd: pipe.write) } == .fdMismatch)
-        #expect(errorCode { () throws(IPCError) in try supervisor.send(type: .ready) } == .wrongDirection)
-        #expect(errorCode { () throws(IPCError) in try broker.send(type: .hello, message: sampleSettings) } == .wrongDirection)
+        #expect(errorCode { () throws(IPCError) in try supervisor.send(BrokerReady()) } == .wrongDirection)
+        #expect(errorCode { () throws(IPCError) in try broker.send(sampleSettings) } == .wrongDirection)
+        #expect(errorCode { () throws(IPCError) in try supervisor.send(sampleHandoff) } == .fdMismatch)
         #expect(errorCode { () throws(IPCError) in try supervisor.send(type: .connection, payload: [], fd: -5) } == .invalidArgument)
         try broker.setNonBlocking(true)
         #expect(receiveError(broker) == .wouldBlock)
@@ -189,14 +190,14 @@ struct HandoffChannelTests {
         #expect(receiveError(broker) == .badVersion)
 
         // The channel itself still works: records stay separate.
-        try supervisor.send(type: .drain, message: DrainRequest(deadlineMs: 1))
+        try supervisor.send(DrainRequest(deadlineMs: 1))
         #expect(try receiveFrame(broker).type == .drain)
     }
 
     @Test("end of stream returns nil")
     func endOfStream() throws {
         var (supervisor, broker): (HandoffChannel?, HandoffChannel) = try HandoffChannel.pair()
-        try supervisor?.send(type: .ready)
+        try supervisor?.send(BrokerReady())
         supervisor = nil
         #expect(try receiveFrame(broker).type == .ready)
         #expect(try receiveIsEndOfStream(broker))
@@ -208,7 +209,7 @@ struct HandoffChannelTests {
         var (supervisor, broker): (HandoffChannel, HandoffChannel?) = try HandoffChannel.pair()
         broker = nil
         _ = broker
-        #expect(errorCode { () throws(IPCError) in try supervisor.send(type: .ready) } == .system(EPIPE))
+        #expect(errorCode { () throws(IPCError) in try supervisor.send(BrokerReady()) } == .system(EPIPE))
     }
 
     @Test("a non-blocking send into a full socket reports would-block, then everything arrives")
@@ -247,6 +248,6 @@ struct HandoffChannelTests {
         #expect(received == sent)
         #expect(receiveError(broker) == .wouldBlock)
         // Space again after draining.
-        try supervisor.send(type: .ready)
+        try supervisor.send(BrokerReady())
     }
 }

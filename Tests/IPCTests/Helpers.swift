@@ -97,7 +97,7 @@ let sampleSettings = BrokerSettings(
 
 let sampleV4 = try! PeerAddress(family: .ipv4, bytes: [127, 0, 0, 1], port: 5000)
 let sampleV6 = try! PeerAddress(family: .ipv6, bytes: [UInt8](repeating: 0, count: 15) + [1], port: 5000)
-let sampleHandoff = ConnectionHandoff(peer: sampleV4, listenerName: "http", tls: false)
+let sampleHandoff = ConnectionHandoff(peer: sampleV4, tls: false)
 
 struct UnexpectedEndOfStream: Error {}
 

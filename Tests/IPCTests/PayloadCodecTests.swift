@@ -49,14 +49,12 @@ struct PayloadCodecTests {
         echoAny.key = ""
         #expect(try BrokerSettings(decoding: echoAny.encode()) == echoAny)
         for peer in [sampleV4, sampleV6, PeerAddress.none] {
-            let handoff = ConnectionHandoff(peer: peer, listenerName: "https", tls: true)
+            let handoff = ConnectionHandoff(peer: peer, tls: true)
             #expect(try ConnectionHandoff(decoding: handoff.encode()) == handoff)
         }
         let drain = DrainRequest(deadlineMs: 0x0102_0304)
         #expect(drain.encode() == [1, 2, 3, 4])
         #expect(try DrainRequest(decoding: drain.encode()) == drain)
-        let stats = BrokerStats(registeredPeers: .max, openConnections: 0, queuedMessages: 77)
-        #expect(try BrokerStats(decoding: stats.encode()) == stats)
         #expect(BrokerReady().encode().isEmpty)
         #expect(try BrokerReady(decoding: []) == BrokerReady())
     }
@@ -66,11 +64,9 @@ struct PayloadCodecTests {
         let payloads: [(String, [UInt8], ([UInt8]) throws(IPCError) -> Void)] = [
             ("settings", sampleSettings.encode(), { (p) throws(IPCError) in _ = try BrokerSettings(decoding: p) }),
             ("handoff v4", sampleHandoff.encode(), { (p) throws(IPCError) in _ = try ConnectionHandoff(decoding: p) }),
-            ("handoff v6", ConnectionHandoff(peer: sampleV6, listenerName: "x", tls: true).encode(),
+            ("handoff v6", ConnectionHandoff(peer: sampleV6, tls: true).encode(),
              { (p) throws(IPCError) in _ = try ConnectionHandoff(decoding: p) }),
             ("drain", DrainRequest(deadlineMs: 5).encode(), { (p) throws(IPCError) in _ = try DrainRequest(decoding: p) }),
-            ("stats", BrokerStats(registeredPeers: 1, openConnections: 2, queuedMessages: 3).encode(),
-             { (p) throws(IPCError) in _ = try BrokerStats(decoding: p) }),
         ]
         for (name, payload, decode) in payloads {
             try decode(payload)
@@ -123,9 +119,6 @@ struct PayloadCodecTests {
         var longOrigin = sampleSettings
         longOrigin.corsOrigins = [String(repeating: "o", count: BrokerSettings.maxCorsOriginLength + 1)]
         #expect(errorCode { () throws(IPCError) in try longOrigin.encodeChecked() } == .oversize)
-
-        let longName = ConnectionHandoff(peer: sampleV4, listenerName: String(repeating: "n", count: 65), tls: false)
-        #expect(errorCode { () throws(IPCError) in try longName.encodeChecked() } == .oversize)
 
         // A declared length of 4 GiB is refused by its cap, not by trying to allocate it.
         var r = PayloadReader([0xFF, 0xFF, 0xFF, 0xFF])

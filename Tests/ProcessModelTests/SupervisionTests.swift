@@ -114,19 +114,6 @@ struct Supervision {
         await process.stop()
     }
 
-    @Test("S5b a socket-activated listener named longer than the hand-off allows is refused at start, saying how to fix it")
-    func socketActivationLongName() async throws {
-        let port = try freePort()
-        guard let process = try await Self.socketActivate(port: port, name: String(repeating: "n", count: 65)) else { return }
-        // The service starts at the first connection (which it never serves).
-        let first = try await RawTCPConnection.connect(port: port)
-        let status = await process.wait(timeout: .seconds(10))
-        #expect(status != nil, "the server kept running with a 65-byte listener name")
-        if case .exited(let code) = status { #expect(code != 0) } else { Issue.record("ended by \(String(describing: status))") }
-        #expect(process.output.contains("FileDescriptorName= of at most 64 bytes"), "\(process.output)")
-        await first.close()
-    }
-
     /// Starts our binary under `systemd-socket-activate` listening on 127.0.0.1:`port` with one
     /// socket named `name` (and NOTIFY_SOCKET passed through when given), once it listens. Nil,
     /// with an issue recorded, when the tool is missing.

@@ -4,9 +4,12 @@ import IPC
 /// libFuzzer's entry. The low four bits of the first byte pick the reader: 0, a whole record
 /// through `FrameCodec.decode` (bit 4: a descriptor came with it; bits 5–7: the channel's
 /// roles) and then its payload through its type's decoder; 1, a run of `tlsChunk` payloads
-/// (each after a big-endian u16 length) through `TLSChunkAssembler`; 2 and up, the rest as the
-/// payload of one message type. Whatever decodes must encode to the same bytes and decode to
-/// an equal value.
+/// (each after a big-endian u16 length) through `TLSChunkAssembler`; 15, a run of frame types
+/// through a `FrameGate` (see ``checkGate(_:end:)``); 2 to 14, the rest as the payload of the
+/// message type of `FrameType.allCases[selector - 2]` (2 hello, 3 ready, 4 connection, 5 drain,
+/// 6 reload, 7 authChannel, 8 credit, 9 authQuery, 10 authVerdict, 11 peerEvent, 12 authReload,
+/// 13 tlsChunk, 14 tlsAck). Whatever decodes must encode to the same bytes and decode to an
+/// equal value.
 @_cdecl("LLVMFuzzerTestOneInput")
 func fuzzIPC(_ data: UnsafePointer<UInt8>?, _ size: Int) -> Int32 {
     let all = UnsafeRawBufferPointer(start: data, count: size)
@@ -17,14 +20,11 @@ func fuzzIPC(_ data: UnsafePointer<UInt8>?, _ size: Int) -> Int32 {
         checkRecord(input, fdAttached: selector & 0x10 != 0, roles: roles(Int(selector >> 5)))
     case 1:
         checkTLSChunks(input)
+    case 15:
+        checkGate(input, end: roles(1 + Int(selector >> 5)) ?? ChannelRoles(local: .broker, remote: .supervisor))
     case let reader:
-        let readers = [
-            checkMessage(BrokerSettings.self), checkMessage(BrokerReady.self), checkMessage(ConnectionHandoff.self),
-            checkMessage(DrainRequest.self), checkMessage(BrokerStats.self), checkMessage(AdmissionCredit.self),
-            checkMessage(AuthQuery.self), checkMessage(AuthVerdict.self), checkMessage(PeerEventMessage.self),
-            checkMessage(TLSChunk.self), checkMessage(TLSAck.self),
-        ]
-        readers[Int(reader - 2) % readers.count](input)
+        let types = FrameType.allCases
+        checkPayload(of: types[(Int(reader) - 2) % types.count])(input)
     }
     return 0
 }
@@ -66,17 +66,52 @@ func checkRecord(_ record: [UInt8], fdAttached: Bool, roles: ChannelRoles?) {
 /// frame type does not build until its payload reader is fuzzed here too.
 func checkPayload(of type: FrameType) -> ([UInt8]) -> Void {
     switch type {
-    case .hello, .reload: checkMessage(BrokerSettings.self)
-    case .ready, .authChannel, .authReload: checkMessage(BrokerReady.self)
+    case .hello: checkMessage(BrokerSettings.self)
+    case .reload: checkMessage(BrokerReload.self)
+    case .ready: checkMessage(BrokerReady.self)
+    case .authChannel: checkMessage(AuthChannelHandoff.self)
+    case .authReload: checkMessage(AuthReloadRequest.self)
     case .connection: checkMessage(ConnectionHandoff.self)
     case .drain: checkMessage(DrainRequest.self)
-    case .stats: checkMessage(BrokerStats.self)
     case .credit: checkMessage(AdmissionCredit.self)
     case .authQuery: checkMessage(AuthQuery.self)
     case .authVerdict: checkMessage(AuthVerdict.self)
     case .peerEvent: checkMessage(PeerEventMessage.self)
     case .tlsChunk: checkMessage(TLSChunk.self)
     case .tlsAck: checkMessage(TLSAck.self)
+    }
+}
+
+/// Feeds frame types to one gate: a byte with bit 7 set records a question sent (`asked`), one
+/// without offers a frame; bits 0–4 pick the type. The gate must never let a frame through out
+/// of phase or an answer beyond the questions asked, and a refusal must change nothing.
+func checkGate(_ input: [UInt8], end: ChannelRoles) {
+    var gate = FrameGate(local: end.local, remote: end.remote)
+    var asked: [FrameType: Int] = [:]
+    var accepted: [FrameType: Int] = [:]
+    let types = FrameType.allCases
+    for byte in input {
+        let type = types[Int(byte & 0x1F) % types.count]
+        if byte & 0x80 != 0 {
+            gate.asked(type)
+            if let answer = type.answer { asked[answer, default: 0] += 1 }
+            continue
+        }
+        let wasOpen = gate.isOpen
+        do {
+            try gate.accept(type)
+        } catch {
+            precondition(error.isViolation && gate.isOpen == wasOpen, "\(type.name): a refusal changed the gate or is no violation")
+            continue
+        }
+        precondition(type.sender == end.remote && type.receiver == end.local, "\(type.name) accepted the wrong way")
+        precondition(type.phase != .afterOpening || wasOpen, "\(type.name) accepted before the opening frame")
+        precondition(type.phase != .opening || !wasOpen, "a second \(type.name) accepted")
+        precondition(gate.isOpen || type.phase == .anyTime)
+        if type.question != nil {
+            accepted[type, default: 0] += 1
+            precondition(accepted[type, default: 0] <= asked[type, default: 0], "more \(type.name) accepted than questions asked")
+        }
     }
 }
 
