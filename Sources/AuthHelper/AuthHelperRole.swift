@@ -63,19 +63,37 @@ public enum AuthHelperRole {
 
     /// Runs the helper; returns the exit status.
     /// - Parameters:
-    ///   - confine: enters the sandbox; it calls `startProgram` (which starts the policy program)
+    ///   - configure: turns the supervisor's `authHello` (the first frame on its channel, read
+    ///     before anything else) into the options the helper runs with.
+    ///   - confine: enters the sandbox of `settings`; it calls `startProgram` (which starts the policy program)
     ///     before the helper's change of user, with the program's own user when the helper can
     ///     change users (nil otherwise), and `beforeFilter` after the change of user and before
     ///     the seccomp filter.
     public static func run(
-        brokerDescriptor: Int32, supervisorDescriptor: Int32, options: AuthHelperOptions, logger: Logger,
-        confine: (_ startProgram: (_ user: RoleSpawner.ProgramUser?) throws -> Void, _ beforeFilter: () throws -> Void) throws -> Void
+        brokerDescriptor: Int32, supervisorDescriptor: Int32, logger: Logger,
+        configure: (AuthHelperSettings) -> AuthHelperOptions,
+        confine: (_ settings: AuthHelperSettings, _ startProgram: (_ user: RoleSpawner.ProgramUser?) throws -> Void,
+                  _ beforeFilter: () throws -> Void) throws -> Void
     ) -> Int32 {
         let broker = HandoffChannel(adopting: brokerDescriptor, roles: ChannelRoles(local: .auth, remote: .broker))
         let supervisor = HandoffChannel(adopting: supervisorDescriptor, roles: ChannelRoles(local: .auth, remote: .supervisor))
         // Every received frame passes its channel's gate before it is dispatched.
         var brokerGate = FrameGate(local: .auth, remote: .broker)
         var supervisorGate = FrameGate(local: .auth, remote: .supervisor)
+        // The settings come first, on the still-blocking supervisor channel.
+        let settings: AuthHelperSettings
+        do {
+            guard let frame = try supervisor.receive() else {
+                logger.notice("the supervisor went away before authHello")
+                return 0
+            }
+            try supervisorGate.accept(frame)
+            settings = try frame.decode(AuthHelperSettings.self)
+        } catch {
+            logger.critical("no settings from the supervisor: \(error)")
+            return 2
+        }
+        let options = configure(settings)
         var policy: AuthPolicy
         do {
             policy = try options.loadPolicy()
@@ -85,7 +103,7 @@ public enum AuthHelperRole {
         }
         var program: PolicyProgram?
         do {
-            try confine({ user in
+            try confine(settings, { user in
                 if let path = options.programPath { program = try PolicyProgram.start(path: path, user: user) }
             }, {
                 policy.verifier?.prime()

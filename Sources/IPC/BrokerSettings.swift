@@ -60,6 +60,9 @@ public struct BrokerSettings: IPCMessage {
     public var outputLimit: UInt32
     public var maxHeaderBytes: UInt32
     public var trustedProxies: [String]
+    /// How the broker process runs (log level, user, chroot); read at start only — a `reload`
+    /// carries the running values, see `Supervisor.reloadConfiguration`.
+    public var process: ChildSettings
     public static let maxTrustedProxies = 64
     public static let maxTrustedProxyLength = 64
 
@@ -87,7 +90,8 @@ public struct BrokerSettings: IPCMessage {
         extraKeys: [String] = [], authTimeoutMs: UInt32 = 0, authEvents: Bool = true,
         ipLimit: UInt32 = BrokerSettings.defaultIPLimit, ipHandshakeLimit: UInt32 = BrokerSettings.defaultIPHandshakeLimit,
         handshakeLimit: UInt32 = BrokerSettings.defaultHandshakeLimit, outputLimit: UInt32 = BrokerSettings.defaultOutputLimit,
-        maxHeaderBytes: UInt32 = BrokerSettings.defaultMaxHeaderBytes, trustedProxies: [String] = []
+        maxHeaderBytes: UInt32 = BrokerSettings.defaultMaxHeaderBytes, trustedProxies: [String] = [],
+        process: ChildSettings = ChildSettings(logLevel: "info", user: "")
     ) {
         self.key = key
         self.path = path
@@ -110,6 +114,7 @@ public struct BrokerSettings: IPCMessage {
         self.outputLimit = outputLimit
         self.maxHeaderBytes = maxHeaderBytes
         self.trustedProxies = trustedProxies
+        self.process = process
     }
 
     public init(decoding payload: [UInt8]) throws(IPCError) {
@@ -135,6 +140,7 @@ public struct BrokerSettings: IPCMessage {
         outputLimit = try r.readUInt32()
         maxHeaderBytes = try r.readUInt32()
         trustedProxies = try r.readStringList(maxCount: Self.maxTrustedProxies, maxLength: Self.maxTrustedProxyLength)
+        process = try ChildSettings(reading: &r)
         try r.finish()
     }
 
@@ -161,6 +167,7 @@ public struct BrokerSettings: IPCMessage {
         w.writeUInt32(outputLimit)
         w.writeUInt32(maxHeaderBytes)
         w.writeStringList(trustedProxies)
+        process.write(to: &w)
         return w.bytes
     }
 }

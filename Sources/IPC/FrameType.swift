@@ -71,6 +71,9 @@ public enum FrameType: UInt16, CaseIterable, Sendable {
     case tlsChunk = 32
     /// broker -> supervisor: one generation of TLS material taken or refused (see ``TLSAck``).
     case tlsAck = 33
+    /// supervisor -> auth helper, first: its settings (``AuthHelperSettings``); declared last so
+    /// the fuzz seeds' selectors (by declaration order) keep their meaning.
+    case authHello = 20
 
     /// Numbers once used by a type that is gone, never to be given to a new one: a peer of an
     /// older build would read that frame as the old type. 5: `stats` (never sent).
@@ -93,9 +96,10 @@ public enum FrameType: UInt16, CaseIterable, Sendable {
         case .authQuery:   FrameSpec(name: "authQuery",   sender: .broker,     receiver: .auth,       carriesFD: false, maxPayload: 6 * 1024,  phase: .anyTime,      answer: .authVerdict)
         case .authVerdict: FrameSpec(name: "authVerdict", sender: .auth,       receiver: .broker,     carriesFD: false, maxPayload: 512,       phase: .anyTime,      answer: nil)
         case .peerEvent:   FrameSpec(name: "peerEvent",   sender: .broker,     receiver: .auth,       carriesFD: false, maxPayload: 1024,      phase: .anyTime,      answer: nil)
-        case .authReload:  FrameSpec(name: "authReload",  sender: .supervisor, receiver: .auth,       carriesFD: false, maxPayload: 0,         phase: .anyTime,      answer: nil)
+        case .authReload:  FrameSpec(name: "authReload",  sender: .supervisor, receiver: .auth,       carriesFD: false, maxPayload: 0,         phase: .afterOpening, answer: nil)
         case .tlsChunk:    FrameSpec(name: "tlsChunk",    sender: .supervisor, receiver: .broker,     carriesFD: false, maxPayload: 16 * 1024, phase: .anyTime,      answer: .tlsAck)
         case .tlsAck:      FrameSpec(name: "tlsAck",      sender: .broker,     receiver: .supervisor, carriesFD: false, maxPayload: 1024,      phase: .anyTime,      answer: nil)
+        case .authHello:   FrameSpec(name: "authHello",   sender: .supervisor, receiver: .auth,       carriesFD: false, maxPayload: 8 * 1024,  phase: .opening,      answer: nil)
         }
     }
 

@@ -40,8 +40,8 @@ public enum ProcessTable {
     static func rows(for configuration: SupervisorConfiguration) -> [RoleRow] {
         var rows = [
             RoleRow(
-                role: .broker, name: "broker", user: configuration.brokerUser, seccomp: .broker,
-                arguments: configuration.brokerArguments, ownSession: false, restart: .broker,
+                role: .broker, name: "broker", user: configuration.broker.process.user, seccomp: .broker,
+                arguments: [configuration.argv0, "--role", Role.broker.rawValue], ownSession: false, restart: .broker,
                 hello: { (supervisor: Supervisor, channel: HandoffChannel) throws(IPCError) in
                     try supervisor.brokerHello(over: channel)
                 },
@@ -49,11 +49,11 @@ public enum ProcessTable {
                     try supervisor.brokerFrame(frame)
                 })
         ]
-        if let arguments = configuration.authArguments {
+        if let settings = configuration.auth {
             rows.append(RoleRow(
-                role: .auth, name: "auth helper", user: configuration.authUser, seccomp: .auth,
-                arguments: arguments, ownSession: true, restart: .authHelper,
-                hello: { _, _ in },
+                role: .auth, name: "auth helper", user: settings.process.user, seccomp: .auth,
+                arguments: [configuration.argv0, "--role", Role.auth.rawValue], ownSession: true, restart: .authHelper,
+                hello: { (_: Supervisor, channel: HandoffChannel) throws(IPCError) in try channel.send(settings) },
                 frames: { (supervisor: Supervisor, frame: borrowing ReceivedFrame) in
                     supervisor.unexpected(frame, from: .auth)
                 }))

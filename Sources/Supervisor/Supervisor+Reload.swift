@@ -21,13 +21,16 @@ extension Supervisor {
     func reloadConfiguration() {
         if let files = configuration.tls { reloadTLS(files) }
         guard let reload = configuration.reload else { return }
-        let settings: BrokerSettings
+        var settings: BrokerSettings
         do {
             settings = try reload()
         } catch {
             logger.error("reload failed, keeping the running configuration: \(error)")
             return
         }
+        // How the broker runs (user, chroot, log level) was checked at start and stays: a reload
+        // changes what it serves, never its sandbox.
+        settings.process = brokerSettings.process
         brokerSettings = settings
         do {
             try children[.broker]?.channel?.send(BrokerReload(settings))

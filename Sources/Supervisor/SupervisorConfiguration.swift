@@ -9,8 +9,9 @@ public struct SupervisorConfiguration: Sendable {
     public var broker: BrokerSettings
     /// The binary to start for the broker role (this same binary).
     public var executable: String
-    /// The broker's argv, starting with argv[0]; the role shows on its command line.
-    public var brokerArguments: [String]
+    /// argv[0] of every child; a child's whole command line is `argv0 --role NAME`, everything
+    /// else it is told travels in its `hello`.
+    public var argv0: String
     /// How long a draining broker may take to close its peers after SIGTERM.
     public var drainDeadlineMs: UInt32
     /// Re-reads the configuration on SIGHUP and returns the broker's new settings; nil when
@@ -25,35 +26,29 @@ public struct SupervisorConfiguration: Sendable {
     /// The address of the `httpsPort` listener; nil means the same as `host`.
     public var httpsHost: String?
 
-    /// The empty directory the broker chroots into (also passed in `brokerArguments`); created
-    /// root-owned 0555 when missing and this process runs as root. nil: none.
-    public var chrootDirectory: String?
-    /// The broker's user (also passed in `brokerArguments`); checked before the first spawn when
-    /// the broker will be able to drop to it.
-    public var brokerUser: String?
-    /// The auth helper's argv (starting with argv[0]); nil: no helper, everyone is allowed.
-    public var authArguments: [String]?
-    /// The auth helper's user (also in `authArguments`); checked before the first spawn.
-    public var authUser: String?
+    /// The auth helper's settings, sent in its `authHello`; nil: no helper, everyone is allowed.
+    public var auth: AuthHelperSettings?
 
-    public init(host: String?, port: UInt16, broker: BrokerSettings, executable: String, brokerArguments: [String],
+    /// The empty directory the broker chroots into; created root-owned 0555 when missing and
+    /// this process runs as root. nil: none.
+    public var chrootDirectory: String? {
+        broker.process.chrootDirectory.isEmpty ? nil : broker.process.chrootDirectory
+    }
+
+    public init(host: String?, port: UInt16, broker: BrokerSettings, executable: String, argv0: String = "peerjs",
                 drainDeadlineMs: UInt32 = 3000, reload: (@Sendable () throws -> BrokerSettings)? = nil,
                 tls: TLSFiles? = nil, httpsPort: UInt16? = nil, httpsHost: String? = nil,
-                chrootDirectory: String? = nil, brokerUser: String? = nil,
-                authArguments: [String]? = nil, authUser: String? = nil) {
+                auth: AuthHelperSettings? = nil) {
         self.host = host
         self.port = port
         self.broker = broker
         self.executable = executable
-        self.brokerArguments = brokerArguments
+        self.argv0 = argv0
         self.drainDeadlineMs = drainDeadlineMs
         self.reload = reload
         self.tls = tls
         self.httpsPort = httpsPort
         self.httpsHost = httpsHost
-        self.chrootDirectory = chrootDirectory
-        self.brokerUser = brokerUser
-        self.authArguments = authArguments
-        self.authUser = authUser
+        self.auth = auth
     }
 }

@@ -1,4 +1,5 @@
 import Glibc
+import Synchronization
 import IPC
 import Logging
 
@@ -11,8 +12,27 @@ import Logging
 struct JournalLogHandler: LogHandler {
     let label: String
     let journald: Bool
-    var logLevel: Logger.Level
     var metadata: Logger.Metadata = [:]
+
+    /// One level for the whole process: a child learns its level from its `hello`, after its
+    /// loggers exist, and every logger follows.
+    private static let level = Atomic<UInt8>(UInt8(Logger.Level.allCases.firstIndex(of: .info)!))
+
+    var logLevel: Logger.Level {
+        get { Logger.Level.allCases[Int(Self.level.load(ordering: .relaxed))] }
+        set { Self.level.store(UInt8(Logger.Level.allCases.firstIndex(of: newValue)!), ordering: .relaxed) }
+    }
+
+    init(label: String, journald: Bool) {
+        self.label = label
+        self.journald = journald
+    }
+
+    /// Sets the process's level from a level name (an unknown name leaves it as it is).
+    static func setLevel(_ name: String) {
+        guard let level = Logger.Level(rawValue: name) else { return }
+        Self.level.store(UInt8(Logger.Level.allCases.firstIndex(of: level)!), ordering: .relaxed)
+    }
 
     subscript(metadataKey key: String) -> Logger.Metadata.Value? {
         get { metadata[key] }

@@ -311,12 +311,23 @@ struct PeerJSCommand: ParsableCommand {
     /// Whether an auth helper runs (a users file or a policy program is configured).
     var authEnabled: Bool { authUsers != nil || authProgram != nil || authJWTKey != nil }
 
-    var authOptions: AuthHelperOptions {
-        AuthHelperOptions(
-            usersPath: authUsers, programPath: authProgram, timeoutMs: authTimeout, jwtKeyPath: authJWTKey,
-            makeVerifier: { [authJWTAudience, authJWTIssuer] (path) throws(AuthError) in
-                try JWTVerifier.load(path: path, audience: authJWTAudience, issuer: authJWTIssuer)
-            })
+    /// What the supervisor tells the auth helper in `authHello`.
+    var authSettings: AuthHelperSettings {
+        AuthHelperSettings(
+            process: ChildSettings(logLevel: logLevel, user: authUser, sandboxDebug: sandboxDebug),
+            programUser: authProgramUser, timeoutMs: UInt32(authTimeout), usersPath: authUsers ?? "",
+            programPath: authProgram ?? "", jwtKeyPath: authJWTKey ?? "", jwtAudience: authJWTAudience ?? "",
+            jwtIssuer: authJWTIssuer ?? "")
+    }
+
+    /// The helper's options from its settings (the supervisor's start-up check uses the same).
+    static func authOptions(_ settings: AuthHelperSettings) -> AuthHelperOptions {
+        func given(_ text: String) -> String? { text.isEmpty ? nil : text }
+        let (audience, issuer) = (given(settings.jwtAudience), given(settings.jwtIssuer))
+        return AuthHelperOptions(
+            usersPath: given(settings.usersPath), programPath: given(settings.programPath), timeoutMs: Int(settings.timeoutMs),
+            jwtKeyPath: given(settings.jwtKeyPath),
+            makeVerifier: { (path) throws(AuthError) in try JWTVerifier.load(path: path, audience: audience, issuer: issuer) })
     }
 
     var brokerSettings: BrokerSettings {
@@ -330,7 +341,7 @@ struct PeerJSCommand: ParsableCommand {
             authEvents: authProgram != nil || (Logger.Level(rawValue: logLevel) ?? .info) <= .info,
             ipLimit: UInt32(ipLimit), ipHandshakeLimit: UInt32(ipHandshakeLimit), handshakeLimit: UInt32(handshakeLimit),
             outputLimit: UInt32(outputLimit), maxHeaderBytes: UInt32(maxHeaderSize),
-            trustedProxies: proxiedBy.map(Self.trustedProxies) ?? [])
+            trustedProxies: proxiedBy.map(Self.trustedProxies) ?? [], process: brokerProcess)
     }
 
     /// Parses the command line, with the configuration file's settings (if `--config` names
@@ -348,21 +359,27 @@ struct PeerJSCommand: ParsableCommand {
         return try parse(normalise(file.arguments) + arguments)
     }
 
-    /// Enters the sandbox of `--policy` (the broker's for the broker role) and logs what it did.
-    /// Runs once the role's threads exist and before any untrusted byte is read.
-    func confine(openFiles: UInt64, logger: Logger) throws {
-        let authProbe = role == "sandbox-probe" && probePolicy == "auth"  // the helper has no chroot
+    /// Enters the sandbox `process` describes with `seccomp` (the broker's, or the probe's
+    /// `--policy`) and logs what it did. Runs once the role's threads exist and before any
+    /// untrusted byte is read.
+    func confine(_ process: ChildSettings, seccomp: SeccompPolicy, openFiles: UInt64, logger: Logger) throws {
+        let chrootDirectory = process.chrootDirectory.isEmpty ? nil : process.chrootDirectory
         let policy = SandboxPolicy(
-            user: user, chrootDirectory: authProbe ? nil : chroot, openFiles: openFiles,
-            seccomp: SeccompPolicy.named(role == "sandbox-probe" ? probePolicy : "broker") ?? .broker,
-            debug: sandboxDebug)
+            user: process.user, chrootDirectory: chrootDirectory, openFiles: openFiles, seccomp: seccomp,
+            debug: process.sandboxDebug)
         let report = try Sandbox.apply(policy)
-        let filter = "RLIMIT_NOFILE \(report.openFiles), seccomp \(policy.seccomp.role) (\(sandboxDebug ? "trap" : "kill"))"
+        let filter = "RLIMIT_NOFILE \(report.openFiles), seccomp \(policy.seccomp.role) (\(process.sandboxDebug ? "trap" : "kill"))"
         if let skipped = report.skipped {
             logger.notice("sandbox: \(skipped); \(filter)")
         } else if let identity = report.identity {
-            logger.info("sandbox: \(authProbe ? "no chroot" : "chroot \(chroot)"), uid \(identity.uid) gid \(identity.gid), \(filter)")
+            logger.info("sandbox: \(chrootDirectory.map { "chroot \($0)" } ?? "no chroot"), uid \(identity.uid) gid \(identity.gid), \(filter)")
         }
+    }
+
+    /// How this process runs, from the command line: the broker's (sent in its `hello`), or the
+    /// sandbox probe's (which has no supervisor).
+    var brokerProcess: ChildSettings {
+        ChildSettings(logLevel: logLevel, user: user, chrootDirectory: chroot, sandboxDebug: sandboxDebug)
     }
 
     /// The auth helper's sandbox: its own user, no chroot (it re-reads its policy files), the
@@ -370,14 +387,16 @@ struct PeerJSCommand: ParsableCommand {
     /// the helper's change of user, as `--auth-program-user` (as the helper's user when nothing
     /// can be changed).
     func confineAuthHelper(
-        logger: Logger, startProgram: (RoleSpawner.ProgramUser?) throws -> Void, beforeFilter: () throws -> Void
+        _ settings: AuthHelperSettings, logger: Logger,
+        startProgram: (RoleSpawner.ProgramUser?) throws -> Void, beforeFilter: () throws -> Void
     ) throws {
+        let (authUser, sandboxDebug) = (settings.process.user, settings.process.sandboxDebug)
         let policy = SandboxPolicy(user: authUser, chrootDirectory: nil, openFiles: 64, seccomp: .auth, debug: sandboxDebug)
         let report = try Sandbox.apply(policy, beforeUserChange: { (canChangeUser) throws(SandboxError) in
             do {
                 // The broker's user is not known here; the supervisor checked it at start-up.
-                let user = canChangeUser && authProgram != nil
-                    ? try PolicyProgramUser.lookUp(authProgramUser, helperUser: authUser, brokerUser: nil) : nil
+                let user = canChangeUser && !settings.programPath.isEmpty
+                    ? try PolicyProgramUser.lookUp(settings.programUser, helperUser: authUser, brokerUser: nil) : nil
                 try startProgram(user)
                 if let user { logger.info("policy program started as \(user.name) (uid \(user.uid), gid \(user.gid))") }
             } catch { throw SandboxError(.roleSetup, "\(error)") }
@@ -397,10 +416,10 @@ struct PeerJSCommand: ParsableCommand {
     }
 
     func run(arguments: [String]) throws {
-        let level = Logger.Level(rawValue: logLevel) ?? .info
         let journald = getenv("JOURNAL_STREAM") != nil
         let label = "peerjs[\(role ?? "supervisor")]"
-        LoggingSystem.bootstrap { _ in JournalLogHandler(label: label, journald: journald, logLevel: level) }
+        JournalLogHandler.setLevel(logLevel)  // a child's comes again in its hello
+        LoggingSystem.bootstrap { _ in JournalLogHandler(label: label, journald: journald) }
         let logger = Logger(label: label)
 
         // Every process of the service, from its first step: no process of the same user may
@@ -418,30 +437,34 @@ struct PeerJSCommand: ParsableCommand {
         }
         if role == "broker" {
             throw ExitCode(BrokerRole.run(channelDescriptor: ProcessTable.descriptor(of: .broker, to: .supervisor), logger: logger) { settings in
-                try confine(openFiles: settings.wantedOpenFiles, logger: logger)
+                JournalLogHandler.setLevel(settings.process.logLevel)
+                try confine(settings.process, seccomp: .broker, openFiles: settings.wantedOpenFiles, logger: logger)
             })
         }
         if role == "auth" {
             throw ExitCode(AuthHelperRole.run(
                 brokerDescriptor: ProcessTable.descriptor(of: .auth, to: .broker),
-                supervisorDescriptor: ProcessTable.descriptor(of: .auth, to: .supervisor), options: authOptions, logger: logger
-            ) { startProgram, beforeFilter in
-                try confineAuthHelper(logger: logger, startProgram: startProgram, beforeFilter: beforeFilter)
-            })
+                supervisorDescriptor: ProcessTable.descriptor(of: .auth, to: .supervisor), logger: logger,
+                configure: { settings in
+                    JournalLogHandler.setLevel(settings.process.logLevel)
+                    return Self.authOptions(settings)
+                },
+                confine: { settings, startProgram, beforeFilter in
+                    try confineAuthHelper(settings, logger: logger, startProgram: startProgram, beforeFilter: beforeFilter)
+                }))
         }
         if role == "sandbox-probe" {
-            throw ExitCode(SandboxProbe.run(attempt: probeTry, policy: probePolicy, logger: logger) {
-                try confine(openFiles: brokerSettings.wantedOpenFiles, logger: logger)
+            var process = brokerProcess
+            if probePolicy == "auth" { process.chrootDirectory = "" }  // the helper has no chroot
+            throw ExitCode(SandboxProbe.run(attempt: probeTry, policy: probePolicy, logger: logger) { [process] in
+                try confine(process, seccomp: SeccompPolicy.named(probePolicy) ?? .broker,
+                            openFiles: brokerSettings.wantedOpenFiles, logger: logger)
             })
         }
-        var brokerArguments = [CommandLine.arguments.first ?? "peerjs", "--role", "broker", "--log-level", logLevel,
-                               "--user", user, "--chroot", chroot]
-        if sandboxDebug { brokerArguments.append("--sandbox-debug") }
-        var authArguments: [String]?
         if authEnabled {
             // Checked now, as root: a broken users file is a start-up error naming file:line.
             do {
-                _ = try authOptions.loadPolicy()
+                _ = try Self.authOptions(authSettings).loadPolicy()
             } catch {
                 logger.critical("\(error.description)")
                 throw ExitCode(78)
@@ -458,15 +481,6 @@ struct PeerJSCommand: ParsableCommand {
                     throw ExitCode(78)
                 }
             }
-            var list = [CommandLine.arguments.first ?? "peerjs", "--role", "auth", "--log-level", logLevel,
-                        "--auth-user", authUser, "--auth-program-user", authProgramUser, "--auth-timeout", String(authTimeout)]
-            if let authUsers { list += ["--auth-users", authUsers] }
-            if let authProgram { list += ["--auth-program", authProgram] }
-            if let authJWTKey { list += ["--auth-jwt-key", authJWTKey] }
-            if let authJWTAudience { list += ["--auth-jwt-audience", authJWTAudience] }
-            if let authJWTIssuer { list += ["--auth-jwt-issuer", authJWTIssuer] }
-            if sandboxDebug { list.append("--sandbox-debug") }
-            authArguments = list
         }
         var reload: (@Sendable () throws -> BrokerSettings)?
         if config != nil {
@@ -474,9 +488,8 @@ struct PeerJSCommand: ParsableCommand {
         }
         let configuration = SupervisorConfiguration(
             host: host, port: UInt16(port), broker: brokerSettings, executable: "/proc/self/exe",
-            brokerArguments: brokerArguments, reload: reload, tls: tlsFiles, httpsPort: httpsPort.map { UInt16($0) },
-            httpsHost: httpsHost, chrootDirectory: chroot, brokerUser: user,
-            authArguments: authArguments, authUser: authUser)
+            argv0: CommandLine.arguments.first ?? "peerjs", reload: reload, tls: tlsFiles,
+            httpsPort: httpsPort.map { UInt16($0) }, httpsHost: httpsHost, auth: authEnabled ? authSettings : nil)
         do {
             throw ExitCode(try Supervisor(configuration: configuration, logger: logger).run())
         } catch let error as SupervisorError {

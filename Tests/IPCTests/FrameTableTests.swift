@@ -19,6 +19,7 @@ struct FrameTableTests {
             (.authReload, 19, .supervisor, .auth, false),
             (.tlsChunk, 32, .supervisor, .broker, false),
             (.tlsAck, 33, .broker, .supervisor, false),
+            (.authHello, 20, .supervisor, .auth, false),
         ]
         #expect(expected.count == FrameType.allCases.count)
         for (type, raw, sender, receiver, fd) in expected {
@@ -46,9 +47,10 @@ struct FrameTableTests {
             (.authQuery, .anyTime, .authVerdict),
             (.authVerdict, .anyTime, nil),
             (.peerEvent, .anyTime, nil),
-            (.authReload, .anyTime, nil),
+            (.authReload, .afterOpening, nil),
             (.tlsChunk, .anyTime, .tlsAck),
             (.tlsAck, .anyTime, nil),
+            (.authHello, .opening, nil),
         ]
         #expect(expected.count == FrameType.allCases.count)
         for (type, phase, answer) in expected {

@@ -93,7 +93,13 @@ let sampleSettings = BrokerSettings(
     corsOrigins: ["https://example.org", "http://localhost:8080", "https://東京.example"],
     maxMessageBytes: 65536, handshakeTimeoutMs: 10000, threads: 2, authTimeoutMs: 750, authEvents: false,
     ipLimit: 7, ipHandshakeLimit: 3, handshakeLimit: 99, outputLimit: 4096, maxHeaderBytes: 2048,
-    trustedProxies: ["127.0.0.1", "::1"])
+    trustedProxies: ["127.0.0.1", "::1"],
+    process: ChildSettings(logLevel: "debug", user: "_peerjs", chrootDirectory: "/run/peerjs/empty", sandboxDebug: true))
+
+let sampleAuthSettings = AuthHelperSettings(
+    process: ChildSettings(logLevel: "notice", user: "_peerjs-auth"), programUser: "_peerjs-policy", timeoutMs: 2500,
+    usersPath: "/etc/peerjs/users", programPath: "/usr/local/lib/policy ü", jwtKeyPath: "/etc/peerjs/jwt.pem",
+    jwtAudience: "peerjs", jwtIssuer: "https://issuer.example")
 
 let sampleV4 = try! PeerAddress(family: .ipv4, bytes: [127, 0, 0, 1], port: 5000)
 let sampleV6 = try! PeerAddress(family: .ipv6, bytes: [UInt8](repeating: 0, count: 15) + [1], port: 5000)

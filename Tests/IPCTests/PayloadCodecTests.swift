@@ -57,6 +57,22 @@ struct PayloadCodecTests {
         #expect(try DrainRequest(decoding: drain.encode()) == drain)
         #expect(BrokerReady().encode().isEmpty)
         #expect(try BrokerReady(decoding: []) == BrokerReady())
+        #expect(try AuthHelperSettings(decoding: sampleAuthSettings.encode()) == sampleAuthSettings)
+        let bare = AuthHelperSettings(process: ChildSettings(logLevel: "info", user: "nobody"), programUser: "p", timeoutMs: 0)
+        #expect(try AuthHelperSettings(decoding: bare.encode()) == bare)
+    }
+
+    @Test("a child's settings are capped like every other field: an over-long user or path is refused before sending")
+    func childSettingsCaps() {
+        var longUser = sampleAuthSettings
+        longUser.process.user = String(repeating: "u", count: ChildSettings.maxUserLength + 1)
+        #expect(errorCode { () throws(IPCError) in try longUser.encodeChecked() } == .oversize)
+        var longPath = sampleAuthSettings
+        longPath.usersPath = String(repeating: "/", count: AuthHelperSettings.maxPathLength + 1)
+        #expect(errorCode { () throws(IPCError) in try AuthHelperSettings(decoding: longPath.encode()) } == .oversize)
+        var longChroot = sampleSettings
+        longChroot.process.chrootDirectory = String(repeating: "c", count: ChildSettings.maxPathLength + 1)
+        #expect(errorCode { () throws(IPCError) in try longChroot.encodeChecked() } == .oversize)
     }
 
     @Test("a payload cut at every length is refused as truncated")

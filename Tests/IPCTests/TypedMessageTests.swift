@@ -7,7 +7,7 @@ struct TypedMessageTests {
     static let messageTypes: [any IPCMessage.Type] = [
         BrokerSettings.self, BrokerReady.self, ConnectionHandoff.self, DrainRequest.self,
         BrokerReload.self, AuthChannelHandoff.self, AdmissionCredit.self, AuthQuery.self, AuthVerdict.self,
-        PeerEventMessage.self, AuthReloadRequest.self, TLSChunk.self, TLSAck.self,
+        PeerEventMessage.self, AuthReloadRequest.self, TLSChunk.self, TLSAck.self, AuthHelperSettings.self,
     ]
 
     @Test("every frame type has exactly one message type")

@@ -71,6 +71,7 @@ func checkPayload(of type: FrameType) -> ([UInt8]) -> Void {
     case .ready: checkMessage(BrokerReady.self)
     case .authChannel: checkMessage(AuthChannelHandoff.self)
     case .authReload: checkMessage(AuthReloadRequest.self)
+    case .authHello: checkMessage(AuthHelperSettings.self)
     case .connection: checkMessage(ConnectionHandoff.self)
     case .drain: checkMessage(DrainRequest.self)
     case .credit: checkMessage(AdmissionCredit.self)
