@@ -10,13 +10,8 @@ import PeerProtocol
 /// event loop; a reader thread turns the helper's frames into loop tasks. Every failure — no
 /// helper, a dead or misbehaving helper, a late answer — is answered as a failure, never an allow.
 final class AuthClient {
-    /// Receives an answer that arrived after ``ask(_:)`` returned.
-    typealias Answer = (_ connection: ConnectionID, _ answer: AuthorizationAnswer) -> Void
-
-    private struct Pending {
-        let connection: ConnectionID
-        let id: String
-    }
+    /// Receives the answer to a query that arrived after ``ask(_:)`` returned.
+    typealias Answer = (_ query: AuthorizationQuery, _ answer: AuthorizationAnswer) -> Void
 
     private let loop: any EventLoop
     private let logger: Logger
@@ -28,7 +23,7 @@ final class AuthClient {
     private var link: (any AuthLink)?
     private var generation = 0
     private var nextRequestID: UInt32 = 0
-    private var pending: [UInt32: Pending] = [:]
+    private var pending: [UInt32: AuthorizationQuery] = [:]
     /// Deadlines of the questions in the order they were asked (answered ones are skipped when
     /// they reach the front), and one timer for the oldest: a timer per question cost a
     /// schedule and a cancel per registration.
@@ -114,7 +109,7 @@ final class AuthClient {
             logger.error("cannot ask the auth helper (\(refusal)); denying \(query.id)")
             return .failed
         }
-        pending[requestID] = Pending(connection: query.connection, id: query.id)
+        pending[requestID] = query
         deadlines.append((requestID, loop.now + .milliseconds(timeoutMs)))
         if timer == nil { armTimer() }
         return nil
@@ -206,7 +201,7 @@ final class AuthClient {
                 return
             }
             dropAnswered()
-            answer(entry.connection, verdict.allow ? .allow : .deny(verdict.reason))
+            answer(entry, verdict.allow ? .allow : .deny(verdict.reason))
         case .closed(let why):
             linkFailed(why)
         }
@@ -235,7 +230,7 @@ final class AuthClient {
             deadlines.removeFirst()
             guard let entry = pending.removeValue(forKey: first.requestID) else { continue }
             logger.warning("the auth helper did not answer within \(timeoutMs) ms; denying \(entry.id)")
-            answer(entry.connection, .timedOut)
+            answer(entry, .timedOut)
         }
         armTimer()
     }
@@ -258,7 +253,7 @@ final class AuthClient {
         retry = nil
         retryDelay = Self.firstRetry
         for (_, entry) in open.sorted(by: { $0.key < $1.key }) {
-            answer(entry.connection, .failed)
+            answer(entry, .failed)
         }
     }
 }

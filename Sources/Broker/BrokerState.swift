@@ -51,8 +51,8 @@ final class BrokerState {
             transport: connections, clock: clock)
         self.engine = engine
         auth = hasHelper
-            ? AuthClient(loop: loop, timeoutMs: configuration.authTimeoutMs, logger: logger) { connection, answer in
-                Self.log(engine.verdict(answer, for: connection), logger: logger)
+            ? AuthClient(loop: loop, timeoutMs: configuration.authTimeoutMs, logger: logger) { query, answer in
+                Self.log(engine.verdict(answer, for: query.connection), id: query.id, logger: logger)
                 connections.flush()  // a verdict is a unit of work of its own (OPEN or ERROR goes out now)
             } : nil
         if let auth {
@@ -84,12 +84,12 @@ final class BrokerState {
         guard case .authorize(let query) = engine.admit(connection, request: request, ip: ip) else { return false }
         // No helper cannot happen (the engine asks only with one): fail closed all the same.
         guard let answer = auth.map({ $0.ask(query) }) ?? AuthorizationAnswer.failed else { return true }
-        Self.log(engine.verdict(answer, for: connection), logger: logger)
+        Self.log(engine.verdict(answer, for: connection), id: query.id, logger: logger)
         return false
     }
 
-    private static func log(_ action: RegistrationAction, logger: Logger) {
-        if case .refuse(.denied(let text)) = action { logger.info("auth denied: \(text)") }
+    private static func log(_ action: RegistrationAction, id: String, logger: Logger) {
+        if case .refuse(.denied(let text)) = action { logger.info("auth denied \(id): \(text)") }
     }
 
     /// Sets the descriptor limit `configuration` wants (soft limit, up to the hard limit) and

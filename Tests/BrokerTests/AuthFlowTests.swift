@@ -192,10 +192,12 @@ struct AuthFlowTests {
 struct AuthClientTests {
     final class Answers {
         var list: [(ConnectionID, AuthorizationAnswer)] = []
+
+        func record(_ query: AuthorizationQuery, _ answer: AuthorizationAnswer) { list.append((query.connection, answer)) }
     }
 
     static func client(_ loop: EmbeddedEventLoop, _ answers: Answers) -> AuthClient {
-        AuthClient(loop: loop, timeoutMs: 100, logger: TestBroker.quiet) { answers.list.append(($0, $1)) }
+        AuthClient(loop: loop, timeoutMs: 100, logger: TestBroker.quiet, answer: answers.record)
     }
 
     static func query(_ n: UInt64) -> AuthorizationQuery {
