@@ -1,6 +1,7 @@
 import Glibc
 public import IPC
 public import Logging
+import PeerProtocol
 
 /// What the auth helper is started with (its command line).
 /// - Parameters:
@@ -175,7 +176,7 @@ public enum AuthHelperRole {
             } else {
                 let query = waiting.removeFirst()
                 logger.warning("the policy program's answer is not one to a question it was asked (no \"rid\" of a waiting question: answers must echo the rid of their auth line); refusing \(query.id) (rid \(query.rid), the longest waiting) with Error on Auth: \(line.prefix(200))")
-                answer(query.requestID, AuthVerdict(allow: false, reason: "Error on Auth"), id: query.id)
+                answer(query.requestID, AuthVerdict(allow: false, reason: ProtocolText.authFailed), id: query.id)
             }
         }
 
@@ -290,7 +291,7 @@ public enum AuthHelperRole {
                                 answer(frame.requestID, AuthVerdict(allow: false, reason: reason), id: query.id)
                             case .askProgram:
                                 guard let program else {
-                                    answer(frame.requestID, AuthVerdict(allow: false, reason: "Error on Auth"), id: query.id)
+                                    answer(frame.requestID, AuthVerdict(allow: false, reason: ProtocolText.authFailed), id: query.id)
                                     continue
                                 }
                                 lastRID += 1
@@ -339,7 +340,7 @@ public enum AuthHelperRole {
     static func verdict(fromProgram line: String, logger: Logger) -> AuthVerdict {
         guard let fields = JSONLine.parseObject(line), case .bool(let allow)? = fields["allow"] else {
             logger.warning("the policy program's answer is not {\"allow\":true|false,…}: \(line.prefix(200))")
-            return AuthVerdict(allow: false, reason: "Error on Auth")
+            return AuthVerdict(allow: false, reason: ProtocolText.authFailed)
         }
         if allow { return AuthVerdict(allow: true) }
         var reason = AuthPolicy.invalidID

@@ -1,4 +1,5 @@
 public import IPC
+import PeerProtocol
 
 /// Checks a token that is a signed credential (`--auth-jwt-key`); implemented outside this
 /// module (AuthJWT) so that the helper's core imports no crypto.
@@ -27,8 +28,8 @@ public enum AuthDecision: Sendable, Equatable {
 ///   - users: the users file, or nil when none is configured (every id passes).
 ///   - hasProgram: whether a policy program has the last word.
 public struct AuthPolicy: Sendable {
-    public static let invalidID = "Invalid ID"
-    public static let invalidKey = "Invalid Key"
+    public static let invalidID = ProtocolText.invalidID
+    public static let invalidKey = ProtocolText.policyInvalidKey
 
     public var users: UsersFile?
     public var hasProgram: Bool

@@ -1,45 +1,29 @@
-import Glibc
 import IPC
 import Logging
 import NIOCore
 import PeerProtocol
 
-/// The broker's side of the auth helper: asks before a WebSocket client registers, with a
-/// deadline, and forwards `connection` / `disconnect` events. Lives on the broker's event loop;
-/// a reader thread turns the helper's verdicts into loop tasks. Every failure — no helper, a
-/// dead or misbehaving helper, a late answer — is a denial, never an allow.
+/// The broker's side of the auth helper's channel. It only moves bytes: it puts the engine's
+/// ``AuthorizationQuery`` to the helper with a deadline and passes the answer back through
+/// `answer` (given at init, for answers that arrive later), and forwards `connection` /
+/// `disconnect` events. What an answer means is the engine's business. Lives on the broker's
+/// event loop; a reader thread turns the helper's frames into loop tasks. Every failure — no
+/// helper, a dead or misbehaving helper, a late answer — is answered as a failure, never an allow.
 final class AuthClient {
-    /// What the decision callback is told: the client-visible reason of a denial, or nil.
-    typealias Decide = (_ connection: ConnectionID, _ request: RegistrationRequest, _ denial: String?) -> Void
-
-    static let timeoutReason = "Auth Timeout"
-    static let failureReason = "Error on Auth"
-
-    private struct Pending {
-        let connection: ConnectionID
-        let request: RegistrationRequest
-        let ip: String
-    }
-
-    /// What the reader thread reports.
-    enum ReaderEvent: Sendable {
-        case verdict(requestID: UInt32, AuthVerdict)
-        case closed(String)
-    }
+    /// Receives the answer to a query that arrived after ``ask(_:)`` returned.
+    typealias Answer = (_ query: AuthorizationQuery, _ answer: AuthorizationAnswer) -> Void
 
     private let loop: any EventLoop
     private let logger: Logger
+    private let answer: Answer
     var timeoutMs: Int64
     /// Whether `forward` sends events at all (BrokerSettings.authEvents): each costs a message
     /// on both sides, per registration and per departure.
-    var forwardsEvents = true {
-        didSet { if !forwardsEvents { addresses.removeAll() } }
-    }
-    var decide: Decide = { _, _, _ in }
-    private var link: HandoffChannel?
+    var forwardsEvents = true
+    private var link: (any AuthLink)?
     private var generation = 0
     private var nextRequestID: UInt32 = 0
-    private var pending: [UInt32: Pending] = [:]
+    private var pending: [UInt32: AuthorizationQuery] = [:]
     /// Deadlines of the questions in the order they were asked (answered ones are skipped when
     /// they reach the front), and one timer for the oldest: a timer per question cost a
     /// schedule and a cancel per registration.
@@ -52,30 +36,31 @@ final class AuthClient {
     private var retry: Scheduled<Void>?
     private var retryDelay = AuthClient.firstRetry
 
-    /// The most frames held back; past it a question is denied (`Error on Auth`, logged) and an
-    /// event dropped (logged). Each is at most ~2 KiB, usually ~300 bytes.
+    /// The most frames held back; past it a question fails (`Error on Auth`, logged) and an
+    /// event is dropped (logged). Each is at most ~5 KiB, usually ~300 bytes.
     static let maxUnsent = 4096
     /// When a full channel is tried again (NIO cannot watch the descriptor for POLLOUT without
     /// owning it): after 1 ms, doubling to 64 ms while nothing goes through (a stopped helper).
     static let firstRetry = TimeAmount.milliseconds(1)
     static let longestRetry = TimeAmount.milliseconds(64)
 
-    /// Client addresses of allowed peers, for their events (a closed connection has left the
-    /// connection table by the time its `disconnect` event fires).
-    private var addresses: [ConnectionID: String] = [:]
 
-    init(loop: any EventLoop, timeoutMs: Int64, logger: Logger) {
+    init(loop: any EventLoop, timeoutMs: Int64, logger: Logger, answer: @escaping Answer) {
         self.loop = loop
         self.timeoutMs = timeoutMs
         self.logger = logger
+        self.answer = answer
     }
 
-    /// Uses `channel` from now on (the helper started or was restarted); questions still open on
-    /// the previous channel are denied.
+    /// Questions waiting for their answer.
+    var waiting: Int { pending.count }
+    /// Frames waiting for room in the channel.
+    var held: Int { unsent.count }
+
+    /// Uses `channel` from now on (the helper started or was restarted), with a reader thread
+    /// for its answers; questions still open on the previous channel fail.
     func attach(_ channel: HandoffChannel) {
-        failAll("the auth helper was replaced")
-        generation += 1
-        link = channel
+        let current = attach(link: channel)
         do {
             try channel.setNonBlocking(true)
         } catch {
@@ -84,53 +69,58 @@ final class AuthClient {
             return
         }
         let bound = NIOLoopBound(self, eventLoop: loop)
-        let current = generation
         AuthReader.start(channel: channel) { event in
             bound.eventLoop.execute { bound.value.handle(event, generation: current) }
         }
         logger.info("auth helper connected")
     }
 
-    /// Asks whether the client may register; `decide` is called exactly once, on this loop.
-    func ask(_ connection: ConnectionID, request: RegistrationRequest, ip: String) {
-        let query = AuthQuery(
-            id: request.id ?? "", token: request.token ?? "", key: request.key ?? "", ip: ip, version: request.version ?? "")
-        guard query.fitsCaps else {
-            decide(connection, request, "Invalid ID")
-            return
-        }
+    /// Uses `link` from now on; returns its generation, which ``handle(_:generation:)`` is told
+    /// with each event from it (events of a replaced link are ignored).
+    @discardableResult
+    func attach(link: any AuthLink) -> Int {
+        failAll("the auth helper was replaced")
+        generation += 1
+        self.link = link
+        return generation
+    }
+
+    /// Puts `query` to the helper. Returns the answer at once when the question cannot go out
+    /// (it does not fit the channel's caps, no helper is connected, the channel failed or is
+    /// full); nil when the answer comes later, through `answer`, exactly once.
+    func ask(_ query: AuthorizationQuery) -> AuthorizationAnswer? {
+        let message = AuthQuery(id: query.id, token: query.token, key: query.key, ip: query.ip, version: query.version)
+        guard message.fitsCaps else { return .unaskable }
         guard let link else {
             logger.warning("no auth helper is connected; denying \(query.id)")
-            decide(connection, request, Self.failureReason)
-            return
+            return .failed
         }
         nextRequestID &+= 1
         if nextRequestID == 0 { nextRequestID = 1 }
         let requestID = nextRequestID
         // fitsCaps was checked above, so this does not throw (AuthQuery.encodeChecked checks
         // only the caps: one encoding, no decode-and-compare).
-        if let refusal = transmit(try? EncodedFrame(query, requestID: requestID), over: link) {
+        if let refusal = transmit(try? EncodedFrame(message, requestID: requestID), over: link) {
             logger.error("cannot ask the auth helper (\(refusal)); denying \(query.id)")
-            decide(connection, request, Self.failureReason)
-            return
+            return .failed
         }
-        pending[requestID] = Pending(connection: connection, request: request, ip: ip)
-        deadlines.append((requestID, .now() + .milliseconds(timeoutMs)))
+        pending[requestID] = query
+        deadlines.append((requestID, loop.now + .milliseconds(timeoutMs)))
         if timer == nil { armTimer() }
+        return nil
     }
 
     /// Forwards a registration or departure to the helper (best effort: an event that does not
     /// fit in the channel is dropped and logged).
     func forward(_ event: PeerEvent) {
-        guard forwardsEvents else { return }
+        guard forwardsEvents, let link else { return }
         let message: PeerEventMessage
         switch event {
-        case .connected(let id, let key, let connection):
-            message = PeerEventMessage(kind: .connection, id: id, key: key, ip: addresses[connection] ?? "")
-        case .disconnected(let id, let key, let connection, _):
-            message = PeerEventMessage(kind: .disconnect, id: id, key: key, ip: addresses.removeValue(forKey: connection) ?? "")
+        case .connected(let id, let key, _, let ip):
+            message = PeerEventMessage(kind: .connection, id: id, key: key, ip: ip)
+        case .disconnected(let id, let key, _, let ip, _):
+            message = PeerEventMessage(kind: .disconnect, id: id, key: key, ip: ip)
         }
-        guard let link else { return }
         let frame: EncodedFrame
         do {
             frame = try EncodedFrame(message)
@@ -145,11 +135,11 @@ final class AuthClient {
 
     /// Sends `frame` now, or queues it behind earlier ones while the channel is full. Returns why
     /// it was neither (the queue is full, or the channel failed), or nil.
-    private func transmit(_ frame: EncodedFrame?, over link: HandoffChannel) -> String? {
+    private func transmit(_ frame: EncodedFrame?, over link: any AuthLink) -> String? {
         guard let frame else { return "the question does not fit its frame" }
         if unsent.isEmpty {
             do {
-                try link.send(frame)
+                try link.sendFrame(frame)
                 return nil
             } catch where error.code == .wouldBlock {
             } catch {
@@ -182,7 +172,7 @@ final class AuthClient {
                 continue
             }
             do {
-                try link.send(frame)
+                try link.sendFrame(frame)
                 unsent.removeFirst()
                 progressed = true
             } catch where error.code == .wouldBlock {
@@ -197,12 +187,8 @@ final class AuthClient {
         retryDelay = Self.firstRetry
     }
 
-    /// A connection that was allowed but then refused by the engine, or never got an event.
-    func forget(_ connection: ConnectionID) {
-        addresses[connection] = nil
-    }
-
-    private func handle(_ event: ReaderEvent, generation: Int) {
+    /// An event from the link of `generation` (the reader thread's, or a test's).
+    func handle(_ event: AuthLinkEvent, generation: Int) {
         guard generation == self.generation else { return }
         switch event {
         case .verdict(let requestID, let verdict):
@@ -211,9 +197,7 @@ final class AuthClient {
                 return
             }
             dropAnswered()
-            if verdict.allow && forwardsEvents { addresses[entry.connection] = entry.ip }
-            let reason = verdict.reason.isEmpty ? Self.failureReason : verdict.reason
-            decide(entry.connection, entry.request, verdict.allow ? nil : reason)
+            answer(entry, verdict.allow ? .allow : .deny(verdict.reason))
         case .closed(let why):
             linkFailed(why)
         }
@@ -237,12 +221,12 @@ final class AuthClient {
 
     private func expireOverdue() {
         timer = nil
-        let now = NIODeadline.now()
+        let now = loop.now
         while let first = deadlines.first, first.at <= now {
             deadlines.removeFirst()
             guard let entry = pending.removeValue(forKey: first.requestID) else { continue }
-            logger.warning("the auth helper did not answer within \(timeoutMs) ms; denying \(entry.request.id ?? "")")
-            decide(entry.connection, entry.request, Self.timeoutReason)
+            logger.warning("the auth helper did not answer within \(timeoutMs) ms; denying \(entry.id)")
+            answer(entry, .timedOut)
         }
         armTimer()
     }
@@ -265,58 +249,7 @@ final class AuthClient {
         retry = nil
         retryDelay = Self.firstRetry
         for (_, entry) in open.sorted(by: { $0.key < $1.key }) {
-            decide(entry.connection, entry.request, Self.failureReason)
-        }
-    }
-}
-
-/// A thread that waits for the helper's verdicts (poll + non-blocking receive) and hands them
-/// to the loop; it ends at EOF or at the first bad frame.
-enum AuthReader {
-    private final class Body {
-        let run: () -> Void
-        init(_ run: @escaping () -> Void) { self.run = run }
-    }
-
-    static func start(channel: HandoffChannel, deliver: @escaping @Sendable (AuthClient.ReaderEvent) -> Void) {
-        let body = Unmanaged.passRetained(Body { readLoop(channel, deliver) })
-        var thread = pthread_t()
-        let rc = pthread_create(&thread, nil, { argument in
-            guard let argument else { return nil }
-            Unmanaged<Body>.fromOpaque(argument).takeRetainedValue().run()
-            return nil
-        }, body.toOpaque())
-        if rc != 0 {
-            body.release()
-            deliver(.closed("cannot start the reader thread (error \(rc))"))
-        } else {
-            pthread_detach(thread)
-        }
-    }
-
-    private static func readLoop(_ channel: HandoffChannel, _ deliver: @Sendable (AuthClient.ReaderEvent) -> Void) {
-        while true {
-            var entry = pollfd(fd: channel.rawFD, events: Int16(POLLIN), revents: 0)
-            if poll(&entry, 1, -1) < 0 {
-                if errno == EINTR { continue }
-                deliver(.closed("poll failed: errno \(errno)"))
-                return
-            }
-            while true {
-                do {
-                    guard let frame = try channel.receive() else {
-                        deliver(.closed("the auth helper closed its channel"))
-                        return
-                    }
-                    let verdict = try frame.decode(AuthVerdict.self)
-                    deliver(.verdict(requestID: frame.requestID, verdict))
-                } catch where error.code == .wouldBlock {
-                    break
-                } catch {
-                    deliver(.closed("bad frame from the auth helper: \(error)"))
-                    return
-                }
-            }
+            answer(entry, .failed)
         }
     }
 }

@@ -14,8 +14,6 @@ public struct BrokerConfiguration: Sendable, Equatable {
     public var maxMessageBytes: Int
     /// How long a connection may take to send a complete HTTP request, and stay idle between them.
     public var handshakeTimeoutMs: Int64
-    /// Event-loop threads; fixed before the sandbox so nothing probes the CPU count later.
-    public var threads: Int
     /// How long to wait for the auth helper's verdict; 0: no helper, everyone is allowed.
     public var authTimeoutMs: Int64
     /// Whether the auth helper is told of every registration and departure (see `BrokerSettings`).
@@ -35,7 +33,7 @@ public struct BrokerConfiguration: Sendable, Equatable {
 
     public init(
         protocolSettings: ProtocolSettings = ProtocolSettings(), path: String = "/", corsOrigins: [String] = [],
-        proxied: Bool = false, maxMessageBytes: Int = 65536, handshakeTimeoutMs: Int64 = 10000, threads: Int = 1,
+        proxied: Bool = false, maxMessageBytes: Int = 65536, handshakeTimeoutMs: Int64 = 10000,
         authTimeoutMs: Int64 = 0, authEvents: Bool = true, ipLimit: Int = 0, ipHandshakeLimit: Int = 0,
         handshakeLimit: Int = 1024, outputLimit: Int = 1 << 20, maxHeaderBytes: Int = 16 * 1024,
         trustedProxies: [String] = []
@@ -46,7 +44,6 @@ public struct BrokerConfiguration: Sendable, Equatable {
         self.proxied = proxied
         self.maxMessageBytes = maxMessageBytes
         self.handshakeTimeoutMs = handshakeTimeoutMs
-        self.threads = threads
         self.authTimeoutMs = authTimeoutMs
         self.authEvents = authEvents
         self.ipLimit = ipLimit

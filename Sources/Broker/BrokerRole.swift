@@ -20,7 +20,6 @@ extension BrokerConfiguration {
             proxied: settings.proxied,
             maxMessageBytes: Int(settings.maxMessageBytes),
             handshakeTimeoutMs: Int64(settings.handshakeTimeoutMs),
-            threads: Int(settings.threads),
             authTimeoutMs: Int64(settings.authTimeoutMs),
             authEvents: settings.authEvents,
             ipLimit: Int(settings.ipLimit),

@@ -36,7 +36,7 @@ public final class BrokerServer: Sendable {
     /// the I/O of the connections already there, never ahead of all of it.
     static let adoptionsPerTurn = 32
 
-    /// Starts the event loop (an explicit thread count: nothing probes the CPUs later). `tls`
+    /// Starts the one event-loop thread that holds all state (an explicit count: nothing probes the CPUs later). `tls`
     /// serves connections handed over with `tls: true`.
     public init(configuration: BrokerConfiguration, tls: (any TLSProvider)? = nil, logger: Logger) throws {
         group = MultiThreadedEventLoopGroup(numberOfThreads: 1)

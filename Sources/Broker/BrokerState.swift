@@ -8,6 +8,13 @@ struct UptimeClock: MonotonicClock {
     var nowMilliseconds: Int64 { Int64(NIODeadline.now().uptimeNanoseconds / 1_000_000) }
 }
 
+/// Reads an event loop's clock for the engine: on an `EmbeddedEventLoop` (the fuzz harness, the
+/// handler tests) the engine then keeps the loop's virtual time.
+struct EventLoopClock: MonotonicClock {
+    let loop: any EventLoop
+    var nowMilliseconds: Int64 { Int64(loop.now.uptimeNanoseconds / 1_000_000) }
+}
+
 /// The broker's mutable world — configuration, engine, open connections — confined to the one
 /// event loop that serves every connection, so it needs no locks.
 final class BrokerState {
@@ -23,66 +30,66 @@ final class BrokerState {
     /// The descriptor budget and per-address limits of every adopted connection.
     let admission: Admission
 
-    init(configuration: BrokerConfiguration, tls: (any TLSProvider)?, loop: any EventLoop, logger: Logger) {
+    /// - Parameter clock: the engine's clock (the handler tests give it the loop's virtual time).
+    init(
+        configuration: BrokerConfiguration, tls: (any TLSProvider)?, loop: any EventLoop, logger: Logger,
+        clock: any MonotonicClock = UptimeClock()
+    ) {
         self.configuration = configuration
         self.tls = tls
         self.logger = logger
-        self.connections = ConnectionTable(logger: logger)
+        let connections = ConnectionTable(logger: logger)
+        self.connections = connections
         self.admission = Admission(
             configuration: configuration,
             budget: DescriptorLimit.budget(
                 openFiles: DescriptorLimit.current(), reserve: Int(BrokerSettings.descriptorReserve), configuration: configuration),
             loop: loop, logger: logger)
-        self.engine = SignalingEngine(
-            settings: configuration.protocolSettings, registry: InMemoryRegistry(), transport: connections,
-            clock: UptimeClock())
-        auth = configuration.authTimeoutMs > 0
-            ? AuthClient(loop: loop, timeoutMs: configuration.authTimeoutMs, logger: logger) : nil
+        let hasHelper = configuration.authTimeoutMs > 0
+        let engine = SignalingEngine(
+            settings: Self.engineSettings(configuration, hasHelper: hasHelper), registry: InMemoryRegistry(),
+            transport: connections, clock: clock)
+        self.engine = engine
+        auth = hasHelper
+            ? AuthClient(loop: loop, timeoutMs: configuration.authTimeoutMs, logger: logger) { query, answer in
+                Self.log(engine.verdict(answer, for: query.connection), id: query.id, logger: logger)
+                connections.flush()  // a verdict is a unit of work of its own (OPEN or ERROR goes out now)
+            } : nil
         if let auth {
-            auth.decide = { [unowned self] connection, request, denial in
-                self.finishRegistration(connection, request: request, denial: denial)
-            }
             auth.forwardsEvents = configuration.authEvents
-            connections.eventSink = { [unowned auth] event in auth.forward(event) }
+            connections.forwardEvent = { [unowned auth] event in auth.forward(event) }
         }
+    }
+
+    /// The engine's settings: the protocol's, and whether a policy decides (only with a helper:
+    /// a reload cannot start one, so without it everyone stays allowed).
+    private static func engineSettings(_ configuration: BrokerConfiguration, hasHelper: Bool) -> ProtocolSettings {
+        var settings = configuration.protocolSettings
+        settings.authorizes = hasHelper
+        return settings
     }
 
     func update(_ configuration: BrokerConfiguration) {
         self.configuration = configuration
         admission.update(configuration, budget: descriptorBudget(for: configuration))
-        engine.update(configuration.protocolSettings)
+        engine.update(Self.engineSettings(configuration, hasHelper: auth != nil))
         if configuration.authTimeoutMs > 0 { auth?.timeoutMs = configuration.authTimeoutMs }
         auth?.forwardsEvents = configuration.authEvents
     }
 
-    /// A WebSocket client asks to register. Without an auth helper the engine decides at once
-    /// (the fast path); with one, the parameter checks (missing, then the length and character
-    /// rules) run first and the helper is asked before the key and id checks (PROTOCOL.md §9,
-    /// "Suggested mapping"). Returns true when the verdict is pending: the flush after it sends
+    /// A WebSocket client from `ip` asks to register: the engine decides, asking the auth helper
+    /// when it says so. Returns true while the helper decides: the flush after the verdict sends
     /// whatever was written before it too.
-    func startRegistration(_ connection: ConnectionID, request: RegistrationRequest, address: String) -> Bool {
-        guard let auth, let id = request.id, !id.isEmpty, let token = request.token, !token.isEmpty,
-            let key = request.key, !key.isEmpty, request.violation == nil
-        else {
-            engine.register(connection, request: request)
-            return false
-        }
-        auth.ask(connection, request: request, ip: Self.host(of: address))
-        return true
+    func admit(_ connection: ConnectionID, request: RegistrationRequest, ip: String) -> Bool {
+        guard case .authorize(let query) = engine.admit(connection, request: request, ip: ip) else { return false }
+        // No helper cannot happen (the engine asks only with one): fail closed all the same.
+        guard let answer = auth.map({ $0.ask(query) }) ?? AuthorizationAnswer.failed else { return true }
+        Self.log(engine.verdict(answer, for: connection), id: query.id, logger: logger)
+        return false
     }
 
-    private func finishRegistration(_ connection: ConnectionID, request: RegistrationRequest, denial: String?) {
-        guard connections.contains(connection) else {
-            auth?.forget(connection)  // the client left while the helper was deciding
-            return
-        }
-        if let denial {
-            logger.info("auth denied \(request.id ?? ""): \(denial)")
-            engine.deny(connection, reason: denial)
-        } else if case .rejected = engine.register(connection, request: request) {
-            auth?.forget(connection)
-        }
-        connections.flush()  // a verdict is a unit of work of its own (OPEN or ERROR goes out now)
+    private static func log(_ action: RegistrationAction, id: String, logger: Logger) {
+        if case .refuse(.denied(let text)) = action { logger.info("auth denied \(id): \(text)") }
     }
 
     /// Sets the descriptor limit `configuration` wants (soft limit, up to the hard limit) and

@@ -17,8 +17,9 @@ final class ConnectionTable: PeerTransport {
     /// instead of one per message (the relay's largest cost was a syscall per message).
     private var unflushed: [any Channel] = []
     private let logger: Logger
-    /// Also told of every peer event (the auth helper's hooks), after the log line.
-    var eventSink: ((PeerEvent) -> Void)?
+    /// Also told of every peer event (the auth helper's hooks), after the log line. Each event
+    /// carries all it needs (id, key, address), so nothing depends on when this is told.
+    var forwardEvent: ((PeerEvent) -> Void)?
 
     init(logger: Logger) {
         self.logger = logger
@@ -88,12 +89,12 @@ final class ConnectionTable: PeerTransport {
 
     func peerEvent(_ event: PeerEvent) {
         switch event {
-        case .connected(let id, let key, let connection):
+        case .connected(let id, let key, let connection, _):
             logger.info("Client connected: \(id)", metadata: ["key": "\(key)", "address": "\(address(of: connection))"])
-        case .disconnected(let id, let key, _, let reason):
+        case .disconnected(let id, let key, _, _, let reason):
             logger.info("Client disconnected: \(id)", metadata: ["key": "\(key)", "reason": "\(reason.rawValue)"])
         }
-        eventSink?(event)
+        forwardEvent?(event)
     }
 
     func address(of connection: ConnectionID) -> String {

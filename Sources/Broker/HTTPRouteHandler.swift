@@ -97,11 +97,11 @@ final class HTTPRouteHandler: ChannelInboundHandler, RemovableChannelHandler {
     private func refuseBody(_ head: HTTPRequestHead, context: ChannelHandlerContext) {
         var headers = HTTPHeaders()
         headers.add(name: "Content-Type", value: "text/plain; charset=utf-8")
-        headers.add(name: "Content-Length", value: "17")
+        headers.add(name: "Content-Length", value: String(ProtocolText.payloadTooLarge.utf8.count))
         headers.add(name: "Connection", value: "close")
         let response = HTTPResponseHead(version: head.version, status: .payloadTooLarge, headers: headers)
         context.write(wrapOutboundOut(.head(response)), promise: nil)
-        context.write(wrapOutboundOut(.body(.byteBuffer(context.channel.allocator.buffer(string: "Payload Too Large")))), promise: nil)
+        context.write(wrapOutboundOut(.body(.byteBuffer(context.channel.allocator.buffer(string: ProtocolText.payloadTooLarge)))), promise: nil)
         let bound = NIOLoopBound(context, eventLoop: context.eventLoop)
         context.writeAndFlush(wrapOutboundOut(.end(nil))).whenComplete { _ in
             bound.value.close(mode: .output, promise: nil)
@@ -119,7 +119,7 @@ final class HTTPRouteHandler: ChannelInboundHandler, RemovableChannelHandler {
 
         if head.headers.contains(name: "upgrade") {
             // A WebSocket upgrade that the upgrader did not take: wrong path (§14: 400).
-            return send(.badRequest, body: "Bad Request", type: "text/plain; charset=utf-8", headers: headers,
+            return send(.badRequest, body: ProtocolText.badRequest, type: "text/plain; charset=utf-8", headers: headers,
                         keepAlive: false, head: head, context: context)
         }
         if head.method == .OPTIONS {
@@ -165,7 +165,7 @@ final class HTTPRouteHandler: ChannelInboundHandler, RemovableChannelHandler {
     }
 
     private func notFound(_ head: HTTPRequestHead, _ headers: HTTPHeaders, _ context: ChannelHandlerContext) {
-        send(.notFound, body: "Not Found", type: "text/plain; charset=utf-8", headers: headers,
+        send(.notFound, body: ProtocolText.notFound, type: "text/plain; charset=utf-8", headers: headers,
              keepAlive: head.isKeepAlive, head: head, context: context)
     }
 

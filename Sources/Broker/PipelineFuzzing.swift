@@ -31,7 +31,7 @@ public enum BrokerPipelineFuzzing {
                 maxQueuedBytes: 4096),
             path: "/", proxied: control & 0x80 != 0, maxMessageBytes: 2048, handshakeTimeoutMs: 100,
             authTimeoutMs: 0, ipLimit: 4, ipHandshakeLimit: 4, handshakeLimit: 4, maxHeaderBytes: 4096)
-        let state = BrokerState(configuration: configuration, tls: nil, loop: loop, logger: logger)
+        let state = BrokerState(configuration: configuration, tls: nil, loop: loop, logger: logger, clock: EventLoopClock(loop: loop))
         let bound = NIOLoopBound(state, eventLoop: loop)
         let ticker = loop.scheduleRepeatedTask(initialDelay: .milliseconds(40), delay: .milliseconds(40)) { _ in
             bound.value.engine.tick()

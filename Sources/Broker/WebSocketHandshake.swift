@@ -155,8 +155,8 @@ final class WebSocketHandshakeHandler: ChannelInboundHandler, RemovableChannelHa
     /// `431 Request Header Fields Too Large`, for a head over `--max_header_size` (the
     /// connection closes after it).
     static let headTooLarge =
-        "HTTP/1.1 431 Request Header Fields Too Large\r\nContent-Type: text/plain; charset=utf-8\r\n"
-        + "Content-Length: 31\r\nConnection: close\r\n\r\nRequest Header Fields Too Large"
+        "HTTP/1.1 431 \(ProtocolText.headerFieldsTooLarge)\r\nContent-Type: text/plain; charset=utf-8\r\n"
+        + "Content-Length: \(ProtocolText.headerFieldsTooLarge.utf8.count)\r\nConnection: close\r\n\r\n\(ProtocolText.headerFieldsTooLarge)"
 
     /// When the connection started (on the loop's clock): its first request must be complete by
     /// this plus `--handshake_timeout`, here or in the ``HTTPRouteHandler`` that may take it over.
@@ -267,10 +267,10 @@ final class WebSocketHandshakeHandler: ChannelInboundHandler, RemovableChannelHa
         }
         if !withinLimit {
             // PeerJS 0.x's ip_limit refusal (PROTOCOL.md §10), then a close.
-            state.engine.deny(connection, reason: "\(client) has reached its concurrent user limit")
+            state.engine.deny(connection, reason: ProtocolText.ipLimit(client))
             context.flush()
             state.connections.flush()
-        } else if !state.startRegistration(connection, request: RegistrationRequest(query: request.query), address: client) {
+        } else if !state.admit(connection, request: RegistrationRequest(query: request.query), ip: client) {
             // While the auth helper decides, the 101 waits in the channel and leaves with OPEN (or
             // ERROR) in one write: one send and one client wake-up less per connection.
             context.flush()

@@ -12,7 +12,6 @@
 ///   - corsOrigins: allowed CORS origins (at most 64, each at most 1024 bytes); empty = echo any.
 ///   - maxMessageBytes: the largest WebSocket message accepted from a client.
 ///   - handshakeTimeoutMs: how long a connection may take to finish its HTTP/WebSocket handshake.
-///   - threads: the number of event-loop threads to start.
 ///   - extraKeys: further API keys (rooms) served besides `key`, each its own realm (`--keys`; at
 ///     most 16, each at most 64 bytes, so `hello` stays within its cap).
 ///   - authTimeoutMs: how long the broker waits for the auth helper's verdict; 0 means there is
@@ -46,7 +45,6 @@ public struct BrokerSettings: IPCMessage {
     public var corsOrigins: [String]
     public var maxMessageBytes: UInt32
     public var handshakeTimeoutMs: UInt32
-    public var threads: UInt32
     public var extraKeys: [String]
     public var authTimeoutMs: UInt32
     /// Whether the auth helper wants connection and disconnect events: only a policy program
@@ -86,7 +84,7 @@ public struct BrokerSettings: IPCMessage {
     public init(
         key: String, path: String, expireTimeoutMs: UInt32, aliveTimeoutMs: UInt32,
         cleanupIntervalMs: UInt32, concurrentLimit: UInt32, allowDiscovery: Bool, proxied: Bool,
-        corsOrigins: [String], maxMessageBytes: UInt32, handshakeTimeoutMs: UInt32, threads: UInt32,
+        corsOrigins: [String], maxMessageBytes: UInt32, handshakeTimeoutMs: UInt32,
         extraKeys: [String] = [], authTimeoutMs: UInt32 = 0, authEvents: Bool = true,
         ipLimit: UInt32 = BrokerSettings.defaultIPLimit, ipHandshakeLimit: UInt32 = BrokerSettings.defaultIPHandshakeLimit,
         handshakeLimit: UInt32 = BrokerSettings.defaultHandshakeLimit, outputLimit: UInt32 = BrokerSettings.defaultOutputLimit,
@@ -104,7 +102,6 @@ public struct BrokerSettings: IPCMessage {
         self.corsOrigins = corsOrigins
         self.maxMessageBytes = maxMessageBytes
         self.handshakeTimeoutMs = handshakeTimeoutMs
-        self.threads = threads
         self.extraKeys = extraKeys
         self.authTimeoutMs = authTimeoutMs
         self.authEvents = authEvents
@@ -130,7 +127,6 @@ public struct BrokerSettings: IPCMessage {
         corsOrigins = try r.readStringList(maxCount: Self.maxCorsOrigins, maxLength: Self.maxCorsOriginLength)
         maxMessageBytes = try r.readUInt32()
         handshakeTimeoutMs = try r.readUInt32()
-        threads = try r.readUInt32()
         extraKeys = try r.readStringList(maxCount: Self.maxExtraKeys, maxLength: Self.maxExtraKeyLength)
         authTimeoutMs = try r.readUInt32()
         authEvents = try r.readBool()
@@ -157,7 +153,6 @@ public struct BrokerSettings: IPCMessage {
         w.writeStringList(corsOrigins)
         w.writeUInt32(maxMessageBytes)
         w.writeUInt32(handshakeTimeoutMs)
-        w.writeUInt32(threads)
         w.writeStringList(extraKeys)
         w.writeUInt32(authTimeoutMs)
         w.writeBool(authEvents)

@@ -22,10 +22,11 @@ extension PeerTransport {
     }
 }
 
-/// A registration or departure, with the id, the key (realm) and why.
+/// A registration or departure, with the id, the key (realm), the client's address (without
+/// port, as given to ``SignalingEngine/admit(_:request:ip:)``) and why.
 public enum PeerEvent: Sendable, Equatable {
-    case connected(id: String, key: String, connection: ConnectionID)
-    case disconnected(id: String, key: String, connection: ConnectionID, reason: DisconnectReason)
+    case connected(id: String, key: String, connection: ConnectionID, ip: String)
+    case disconnected(id: String, key: String, connection: ConnectionID, ip: String, reason: DisconnectReason)
 }
 
 /// Why a registered peer went away.

@@ -20,6 +20,9 @@ public struct ProtocolSettings: Sendable, Equatable {
     /// The most bytes kept for one offline id: at most half the output limit, so that the flush
     /// on its registration always fits and nobody can keep an id from registering by queueing.
     public var maxQueuedBytesPerDestination: Int
+    /// Whether a policy (the auth helper) must allow each registration
+    /// (``SignalingEngine/admit(_:request:ip:)`` then returns `.authorize`).
+    public var authorizes: Bool
 
     public init(
         keys: Set<String> = ["peerjs"],
@@ -30,7 +33,8 @@ public struct ProtocolSettings: Sendable, Equatable {
         cleanupIntervalMs: Int64 = 1000,
         maxQueuedPerDestination: Int = 256,
         maxQueuedBytes: Int = 64 << 20,
-        maxQueuedBytesPerDestination: Int = 512 << 10
+        maxQueuedBytesPerDestination: Int = 512 << 10,
+        authorizes: Bool = false
     ) {
         self.keys = keys
         self.expireTimeoutMs = expireTimeoutMs
@@ -41,5 +45,6 @@ public struct ProtocolSettings: Sendable, Equatable {
         self.maxQueuedPerDestination = maxQueuedPerDestination
         self.maxQueuedBytes = maxQueuedBytes
         self.maxQueuedBytesPerDestination = maxQueuedBytesPerDestination
+        self.authorizes = authorizes
     }
 }

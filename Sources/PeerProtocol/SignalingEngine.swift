@@ -6,6 +6,8 @@ public final class SignalingEngine<Transport: PeerTransport, Store: Registry> {
     struct Session {
         var id: String
         var key: String
+        /// The client's address, for the events.
+        var ip: String
         var lastSeen: Int64
         var lastPing: Int64
     }
@@ -17,6 +19,8 @@ public final class SignalingEngine<Transport: PeerTransport, Store: Registry> {
     private let makeID: () -> String
     private var sessions: [ConnectionID: Session] = [:]
     private var queues = OfflineQueues()
+    /// Registrations waiting for the policy's answer.
+    private var waiting = PendingAuthorizations()
     /// The relayed frame being built: reused, so relaying allocates no array per message.
     private var scratch: [UInt8] = []
 
@@ -38,10 +42,47 @@ public final class SignalingEngine<Transport: PeerTransport, Store: Registry> {
 
     // MARK: - Registration (PROTOCOL.md §7.1, with the §13 decisions)
 
-    /// Registers `connection` for the id, token and key it presented. On refusal the client has
-    /// been sent its ERROR / ID-TAKEN frame and the connection is closed.
+    /// A WebSocket client from `ip` asks to register. Without a policy
+    /// (``ProtocolSettings/authorizes`` false) the engine decides at once. With one, the parameter
+    /// checks (missing, then the length and character rules) run first, and the policy is asked
+    /// before the key and id checks (PROTOCOL.md §9, "Suggested mapping"): the engine keeps the
+    /// registration waiting and returns `.authorize`, whose answer goes to ``verdict(_:for:)``.
+    public func admit(_ connection: ConnectionID, request: RegistrationRequest, ip: String) -> RegistrationAction {
+        guard settings.authorizes else { return action(register(connection, request: request, ip: ip)) }
+        guard let id = request.id, !id.isEmpty, let token = request.token, !token.isEmpty,
+            let key = request.key, !key.isEmpty
+        else {
+            return action(reject(connection, .missingParameters))
+        }
+        if let violation = request.violation { return action(reject(connection, violation)) }
+        waiting.insert(connection, request: request, ip: ip)
+        return .authorize(
+            AuthorizationQuery(connection: connection, id: id, token: token, key: key, ip: ip, version: request.version ?? ""))
+    }
+
+    /// The policy's answer for the registration of `connection`: registers it (`.open`, or a
+    /// refusal by the engine's own rules) or refuses it. `.none` when no registration of
+    /// `connection` waits (the client left, or it was answered before).
+    public func verdict(_ answer: AuthorizationAnswer, for connection: ConnectionID) -> RegistrationAction {
+        guard let entry = waiting.take(connection) else { return .none }
+        if let refusal = answer.refusal { return action(reject(connection, refusal)) }
+        return action(register(connection, request: entry.request, ip: entry.ip))
+    }
+
+    /// Registrations waiting for the policy's answer.
+    public var waitingForAuthorization: Int { waiting.count }
+
+    private func action(_ outcome: RegistrationOutcome) -> RegistrationAction {
+        switch outcome {
+        case .registered, .replacedPrevious: .open
+        case .rejected(let reason): .refuse(reason)
+        }
+    }
+
+    /// Registers `connection` for the id, token and key it presented, without asking any policy.
+    /// On refusal the client has been sent its ERROR / ID-TAKEN frame and the connection is closed.
     @discardableResult
-    public func register(_ connection: ConnectionID, request: RegistrationRequest) -> RegistrationOutcome {
+    public func register(_ connection: ConnectionID, request: RegistrationRequest, ip: String = "") -> RegistrationOutcome {
         guard let id = request.id, !id.isEmpty, let token = request.token, !token.isEmpty,
             let key = request.key, !key.isEmpty
         else {
@@ -55,10 +96,10 @@ public final class SignalingEngine<Transport: PeerTransport, Store: Registry> {
             guard existing.token == token else { return reject(connection, .idTaken) }
             // Same id and token: the new socket takes over and the old one is closed (§13).
             if existing.connection != connection {
-                sessions[existing.connection] = nil
+                let old = sessions.removeValue(forKey: existing.connection)
                 transport.close(existing.connection)
                 transport.peerEvent(
-                    .disconnected(id: id, key: key, connection: existing.connection, reason: .replaced))
+                    .disconnected(id: id, key: key, connection: existing.connection, ip: old?.ip ?? "", reason: .replaced))
             }
             outcome = .replacedPrevious
         } else if registry.count >= settings.concurrentLimit {
@@ -67,9 +108,9 @@ public final class SignalingEngine<Transport: PeerTransport, Store: Registry> {
 
         let now = clock.nowMilliseconds
         registry.set(PeerEntry(token: token, connection: connection), for: id, key: key)
-        sessions[connection] = Session(id: id, key: key, lastSeen: now, lastPing: now)
+        sessions[connection] = Session(id: id, key: key, ip: ip, lastSeen: now, lastPing: now)
         _ = transport.send(Self.openFrame, to: connection)
-        transport.peerEvent(.connected(id: id, key: key, connection: connection))
+        transport.peerEvent(.connected(id: id, key: key, connection: connection, ip: ip))
         let queued = queues.take(OfflineQueues.Destination(key: key, id: id))
         for message in queued {
             guard transport.send(message.frame, to: connection) else {
@@ -91,8 +132,9 @@ public final class SignalingEngine<Transport: PeerTransport, Store: Registry> {
         return .rejected(reason)
     }
 
-    /// Refuses a connection for a reason decided outside the engine (the auth helper).
+    /// Refuses a connection for a reason decided outside the engine (`ip_limit`): ERROR, close.
     public func deny(_ connection: ConnectionID, reason: String) {
+        _ = waiting.take(connection)
         _ = reject(connection, .denied(reason))
     }
 
@@ -168,11 +210,13 @@ public final class SignalingEngine<Transport: PeerTransport, Store: Registry> {
     /// The transport saw `connection` close. Unregisters its id only if the registry still
     /// points at this very connection (E2).
     public func connectionClosed(_ connection: ConnectionID) {
+        _ = waiting.take(connection)
         guard let session = sessions.removeValue(forKey: connection) else { return }
         if registry.entry(for: session.id, key: session.key)?.connection == connection {
             registry.remove(id: session.id, key: session.key)
         }
-        transport.peerEvent(.disconnected(id: session.id, key: session.key, connection: connection, reason: .closed))
+        transport.peerEvent(
+            .disconnected(id: session.id, key: session.key, connection: connection, ip: session.ip, reason: .closed))
     }
 
     /// Tells each sender still registered that its messages for `destination` will not be
@@ -192,7 +236,8 @@ public final class SignalingEngine<Transport: PeerTransport, Store: Registry> {
             registry.remove(id: session.id, key: session.key)
         }
         transport.close(connection)
-        transport.peerEvent(.disconnected(id: session.id, key: session.key, connection: connection, reason: reason))
+        transport.peerEvent(
+            .disconnected(id: session.id, key: session.key, connection: connection, ip: session.ip, reason: reason))
     }
 
     /// Runs the periodic rules: expires offline queues (senders get `EXPIRE`), pings peers that

@@ -336,7 +336,7 @@ struct PeerJSCommand: ParsableCommand {
             key: rooms.first ?? key, path: path, expireTimeoutMs: UInt32(expireTimeout), aliveTimeoutMs: UInt32(aliveTimeout),
             cleanupIntervalMs: UInt32(cleanupOutMsgs), concurrentLimit: UInt32(concurrentLimit),
             allowDiscovery: allowDiscovery, proxied: proxied, corsOrigins: cors,
-            maxMessageBytes: UInt32(maxMessageSize), handshakeTimeoutMs: UInt32(handshakeTimeout), threads: 1,
+            maxMessageBytes: UInt32(maxMessageSize), handshakeTimeoutMs: UInt32(handshakeTimeout),
             extraKeys: Array(rooms.dropFirst()), authTimeoutMs: authEnabled ? UInt32(authTimeout) : 0,
             authEvents: authProgram != nil || (Logger.Level(rawValue: logLevel) ?? .info) <= .info,
             ipLimit: UInt32(ipLimit), ipHandshakeLimit: UInt32(ipHandshakeLimit), handshakeLimit: UInt32(handshakeLimit),

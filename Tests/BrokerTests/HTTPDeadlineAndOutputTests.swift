@@ -29,37 +29,64 @@ final class HeldWrites: ChannelOutboundHandler {
     }
 }
 
-/// One in-memory connection to a ``BrokerState`` on an ``EmbeddedEventLoop`` (virtual time).
-struct Rig {
-    static let timeoutMs: Int64 = 1000
+/// A ``BrokerState`` on an ``EmbeddedEventLoop`` (virtual time, for the engine's clock too), to
+/// which any number of in-memory connections are made as `BrokerServer` makes them.
+final class TestBroker {
+    static let quiet = Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() })
     let loop = EmbeddedEventLoop()
     let state: BrokerState
-    let channel: EmbeddedChannel
-    let held = HeldWrites()
 
-    /// With `http`, NIO's HTTP server pipeline and an ``HTTPRouteHandler`` (as after the handshake
+    init(_ configuration: BrokerConfiguration = BrokerConfiguration(handshakeTimeoutMs: Rig.timeoutMs, maxHeaderBytes: 4096)) {
+        state = BrokerState(configuration: configuration, tls: nil, loop: loop, logger: Self.quiet, clock: EventLoopClock(loop: loop))
+    }
+
+    /// A connection from `host`; nil when admission refuses it (`--ip_handshake_limit`). With
+    /// `http`, NIO's HTTP server pipeline and an ``HTTPRouteHandler`` (as after the handshake
     /// handler handed over); otherwise the channel as `BrokerServer` sets it up.
-    init(http: Bool) throws {
-        state = BrokerState(
-            configuration: BrokerConfiguration(handshakeTimeoutMs: Self.timeoutMs, maxHeaderBytes: 4096), tls: nil,
-            loop: loop, logger: Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() }))
-        channel = EmbeddedChannel(loop: loop)
+    func connect(from host: String = "192.0.2.7", http: Bool = false) throws -> Rig? {
+        let channel = EmbeddedChannel(loop: loop)
+        let held = HeldWrites()
         let sync = channel.pipeline.syncOperations
         try sync.addHandler(held)
         if http {
             try sync.configureHTTPServerPipeline(withErrorHandling: true)
-            try sync.addHandler(HTTPRouteHandler(state: state, address: "192.0.2.7:5000"))
+            try sync.addHandler(HTTPRouteHandler(state: state, address: "\(host):5000"))
         } else {
-            let admission = state.admission
-            admission.arrived()
-            let slot = try #require(admission.admit(socketAddress: "192.0.2.7"))
-            try BrokerServer.configure(channel, state: state, address: "192.0.2.7:5000", tls: false, slot: slot)
+            state.admission.arrived()
+            guard let slot = state.admission.admit(socketAddress: host) else { return nil }
+            try BrokerServer.configure(channel, state: state, address: "\(host):5000", tls: false, slot: slot)
         }
-        try channel.connect(to: SocketAddress(ipAddress: "192.0.2.7", port: 5000)).wait()
+        try channel.connect(to: SocketAddress(ipAddress: host, port: 5000)).wait()
+        return Rig(broker: self, channel: channel, held: held)
+    }
+}
+
+/// One in-memory connection to a ``TestBroker``.
+struct Rig {
+    static let timeoutMs: Int64 = 1000
+    let broker: TestBroker
+    let channel: EmbeddedChannel
+    let held: HeldWrites
+    var loop: EmbeddedEventLoop { broker.loop }
+    var state: BrokerState { broker.state }
+
+    /// A connection to a broker of its own; see ``TestBroker/connect(from:http:)``.
+    init(http: Bool) throws {
+        self = try #require(try TestBroker().connect(http: http))
+    }
+
+    init(broker: TestBroker, channel: EmbeddedChannel, held: HeldWrites) {
+        self.broker = broker
+        self.channel = channel
+        self.held = held
     }
 
     func send(_ text: String) throws {
         try channel.writeInbound(channel.allocator.buffer(string: text))
+    }
+
+    func send(_ bytes: [UInt8]) throws {
+        try channel.writeInbound(channel.allocator.buffer(bytes: bytes))
     }
 
     /// Everything written to the client so far.
@@ -203,25 +230,19 @@ struct HandshakeLimitTests {
     }
 }
 
-/// A masked client frame.
-func clientFrame(_ opcode: UInt8, _ payload: [UInt8]) -> [UInt8] {
+/// A masked client frame; `fin` false for every fragment but the last.
+func clientFrame(_ opcode: UInt8, _ payload: [UInt8], fin: Bool = true) -> [UInt8] {
     let mask: [UInt8] = [1, 2, 3, 4]
-    return [0x80 | opcode, 0x80 | UInt8(payload.count)] + mask + payload.enumerated().map { $0.element ^ mask[$0.offset % 4] }
+    let length: [UInt8] =
+        payload.count < 126 ? [0x80 | UInt8(payload.count)] : [0x80 | 126, UInt8(payload.count >> 8), UInt8(payload.count & 0xFF)]
+    return [(fin ? 0x80 : 0) | opcode] + length + mask + payload.enumerated().map { $0.element ^ mask[$0.offset % 4] }
 }
 
 @Suite("Pongs (issue 15)")
 struct PongTests {
-    static let upgrade =
-        "GET /peerjs?key=peerjs&id=pinger&token=t HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-        + "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-
     /// An upgraded, registered connection, with what the upgrade wrote read off.
     static func upgraded() throws -> Rig {
-        let rig = try Rig(http: false)
-        rig.held.holding = false
-        try rig.send(Self.upgrade)
-        #expect(try rig.written().hasSuffix(#"{"type":"OPEN"}"#))
-        return rig
+        try #require(try TestBroker().peer("pinger"))
     }
 
     func pings(_ payloads: [[UInt8]]) -> [UInt8] { payloads.flatMap { clientFrame(0x9, $0) } }

@@ -114,7 +114,7 @@ struct FrameTableTests {
             expireTimeoutMs: 0, aliveTimeoutMs: 0, cleanupIntervalMs: 0, concurrentLimit: 0,
             allowDiscovery: false, proxied: false,
             corsOrigins: Array(repeating: String(repeating: "o", count: 200), count: BrokerSettings.maxCorsOrigins),
-            maxMessageBytes: 0, handshakeTimeoutMs: 0, threads: 0,
+            maxMessageBytes: 0, handshakeTimeoutMs: 0,
             extraKeys: Array(repeating: String(repeating: "x", count: BrokerSettings.maxExtraKeyLength), count: BrokerSettings.maxExtraKeys),
             trustedProxies: Array(repeating: String(repeating: "f", count: BrokerSettings.maxTrustedProxyLength), count: BrokerSettings.maxTrustedProxies))
         #expect(try longest.encodeChecked().count <= FrameType.hello.maxPayload)

@@ -91,7 +91,7 @@ let sampleSettings = BrokerSettings(
     key: "peerjs", path: "/myapp/ü", expireTimeoutMs: 5000, aliveTimeoutMs: 60000,
     cleanupIntervalMs: 1000, concurrentLimit: 5000, allowDiscovery: true, proxied: false,
     corsOrigins: ["https://example.org", "http://localhost:8080", "https://東京.example"],
-    maxMessageBytes: 65536, handshakeTimeoutMs: 10000, threads: 2, authTimeoutMs: 750, authEvents: false,
+    maxMessageBytes: 65536, handshakeTimeoutMs: 10000, authTimeoutMs: 750, authEvents: false,
     ipLimit: 7, ipHandshakeLimit: 3, handshakeLimit: 99, outputLimit: 4096, maxHeaderBytes: 2048,
     trustedProxies: ["127.0.0.1", "::1"],
     process: ChildSettings(logLevel: "debug", user: "_peerjs", chrootDirectory: "/run/peerjs/empty", sandboxDebug: true))

@@ -4,7 +4,7 @@ import Testing
 // The length and character rules for ids, tokens and keys (README, "Ids, tokens and keys"), and
 // the matching rule for a relayed message's dst.
 
-private func errorFrame(_ text: String) -> String { #"{"type":"ERROR","payload":{"msg":"\#(text)"}}"# }
+func errorFrame(_ text: String) -> String { #"{"type":"ERROR","payload":{"msg":"\#(text)"}}"# }
 
 @Suite("Ids, tokens and keys")
 struct InputRulesTests {

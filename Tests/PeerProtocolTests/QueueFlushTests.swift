@@ -45,7 +45,7 @@ struct QueueFlushTests {
         #expect(engine.peers(key: "peerjs").sorted() == ["A", "D"])
         #expect(transport.frames[a] == [#"{"type":"EXPIRE","src":"C","dst":"A"}"#])
         #expect(transport.frames[d] == [#"{"type":"EXPIRE","src":"C","dst":"D"}"#])
-        #expect(transport.events.last == .disconnected(id: "C", key: "peerjs", connection: c, reason: .sendFailed))
+        #expect(transport.events.last == .disconnected(id: "C", key: "peerjs", connection: c, ip: "", reason: .sendFailed))
         #expect(engine.statistics.queuedMessages == 0)
     }
 

@@ -85,7 +85,7 @@ struct RegistrationTests {
         #expect(h.join(1, "a") == .registered)
         #expect(h.frames(1) == [PeerProtocolTests.open])
         #expect(h.engine.peers(key: "peerjs") == ["a"])
-        #expect(h.transport.events == [.connected(id: "a", key: "peerjs", connection: ConnectionID(1))])
+        #expect(h.transport.events == [.connected(id: "a", key: "peerjs", connection: ConnectionID(1), ip: "")])
     }
 
     @Test("19 same id, other token: ID-TAKEN and close; the owner keeps getting messages")
@@ -332,7 +332,7 @@ struct LivenessTests {
         #expect(!h.transport.pinged.contains(ConnectionID(2)))
         #expect(Set(h.engine.peers(key: "peerjs")) == ["talker", "offerer", "ponger"])
         #expect(h.transport.closed == [ConnectionID(1)])
-        #expect(h.transport.events.last == .disconnected(id: "quiet", key: "peerjs", connection: ConnectionID(1), reason: .aliveTimeout))
+        #expect(h.transport.events.last == .disconnected(id: "quiet", key: "peerjs", connection: ConnectionID(1), ip: "", reason: .aliveTimeout))
     }
 
     @Test("48 a heartbeat moves the deadline")

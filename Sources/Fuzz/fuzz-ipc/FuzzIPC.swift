@@ -6,10 +6,10 @@ import IPC
 /// roles) and then its payload through its type's decoder; 1, a run of `tlsChunk` payloads
 /// (each after a big-endian u16 length) through `TLSChunkAssembler`; 15, a run of frame types
 /// through a `FrameGate` (see ``checkGate(_:end:)``); 2 to 14, the rest as the payload of the
-/// message type of `FrameType.allCases[selector - 2]` (2 hello, 3 ready, 4 connection, 5 drain,
-/// 6 reload, 7 authChannel, 8 credit, 9 authQuery, 10 authVerdict, 11 peerEvent, 12 authReload,
-/// 13 tlsChunk, 14 tlsAck). Whatever decodes must encode to the same bytes and decode to an
-/// equal value.
+/// message type of `FrameType.allCases[(high four bits) * 13 + low four bits - 2]` (2 hello,
+/// 3 ready, 4 connection, 5 drain, 6 reload, 7 authChannel, 8 credit, 9 authQuery,
+/// 10 authVerdict, 11 peerEvent, 12 authReload, 13 tlsChunk, 14 tlsAck, 0x12 authHello).
+/// Whatever decodes must encode to the same bytes and decode to an equal value.
 @_cdecl("LLVMFuzzerTestOneInput")
 func fuzzIPC(_ data: UnsafePointer<UInt8>?, _ size: Int) -> Int32 {
     let all = UnsafeRawBufferPointer(start: data, count: size)
@@ -24,7 +24,7 @@ func fuzzIPC(_ data: UnsafePointer<UInt8>?, _ size: Int) -> Int32 {
         checkGate(input, end: roles(1 + Int(selector >> 5)) ?? ChannelRoles(local: .broker, remote: .supervisor))
     case let reader:
         let types = FrameType.allCases
-        checkPayload(of: types[(Int(reader) - 2) % types.count])(input)
+        checkPayload(of: types[(Int(selector >> 4) * 13 + Int(reader) - 2) % types.count])(input)
     }
     return 0
 }

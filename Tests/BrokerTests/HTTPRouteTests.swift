@@ -1,0 +1,105 @@
+import NIOCore
+import NIOEmbedded
+import PeerProtocol
+import Testing
+
+@testable import Broker
+
+/// The HTTP routes of PROTOCOL.md §4 through the whole connection pipeline (the handshake
+/// handler hands every plain request to NIO's HTTP pipeline and ``HTTPRouteHandler``).
+@Suite("HTTP routes (PROTOCOL.md §4)")
+struct HTTPRouteTests {
+    /// The response to one request on a fresh connection to `broker`: status line, headers, body.
+    static func respond(
+        _ request: String, broker: TestBroker = TestBroker()
+    ) throws -> (status: String, headers: [String], body: String) {
+        let rig = try #require(try broker.connect())
+        rig.held.holding = false
+        try rig.send(request)
+        let text = try rig.written()
+        let parts = text.split(separator: "\r\n\r\n", maxSplits: 1, omittingEmptySubsequences: false)
+        let head = parts[0].split(separator: "\r\n").map(String.init)
+        _ = try rig.channel.finish(acceptAlreadyClosed: true)
+        return (head[0], Array(head.dropFirst()), parts.count > 1 ? String(parts[1]) : "")
+    }
+
+    static func get(_ path: String, _ headers: String = "", broker: TestBroker = TestBroker()) throws
+        -> (status: String, headers: [String], body: String)
+    {
+        try respond("GET \(path) HTTP/1.1\r\nHost: h\r\n\(headers)\r\n", broker: broker)
+    }
+
+    static func broker(path: String = "/", discovery: Bool = false, cors: [String] = []) -> TestBroker {
+        TestBroker(BrokerConfiguration(protocolSettings: ProtocolSettings(allowDiscovery: discovery), path: path, corsOrigins: cors))
+    }
+
+    @Test("GET {path} answers the server's description as JSON")
+    func root() throws {
+        let response = try Self.get("/")
+        #expect(response.status == "HTTP/1.1 200 OK")
+        #expect(response.body == ProtocolText.serverInfo)
+        #expect(response.headers.contains("Content-Type: application/json; charset=utf-8"))
+        #expect(try Self.get("/myapp", broker: Self.broker(path: "myapp")).body == ProtocolText.serverInfo, "without the slash")
+        #expect(try Self.get("/", broker: Self.broker(path: "myapp")).status == "HTTP/1.1 404 Not Found")
+    }
+
+    @Test("GET {path}{key}/id answers a fresh UUID; an unknown key gets 401 Invalid key provided")
+    func id() throws {
+        let response = try Self.get("/peerjs/id")
+        #expect(response.status == "HTTP/1.1 200 OK")
+        #expect(response.body.utf8.count == 36 && response.body.split(separator: "-").count == 5, "\(response.body)")
+        #expect(response.headers.contains("Content-Type: text/html; charset=utf-8"))
+        let wrong = try Self.get("/other/id")
+        #expect(wrong.status == "HTTP/1.1 401 Unauthorized")
+        #expect(wrong.body == ProtocolText.invalidKey)
+    }
+
+    @Test("GET {key}/peers is 401 Unauthorized without discovery, the realm's ids with it")
+    func peers() throws {
+        let closed = try Self.get("/peerjs/peers")
+        #expect(closed.status == "HTTP/1.1 401 Unauthorized")
+        #expect(closed.body == ProtocolText.unauthorized)
+        let open = Self.broker(discovery: true)
+        _ = try open.peer("alice")
+        #expect(try Self.get("/peerjs/peers", broker: open).body == #"["alice"]"#)
+    }
+
+    @Test("unknown paths and methods get 404 Not Found; HEAD gets the headers without the body")
+    func notFound() throws {
+        for request in ["GET /nowhere HTTP/1.1\r\nHost: h\r\n\r\n", "POST / HTTP/1.1\r\nHost: h\r\n\r\n",
+                        "GET /peerjs/id/more HTTP/1.1\r\nHost: h\r\n\r\n"] {
+            let response = try Self.respond(request)
+            #expect(response.status == "HTTP/1.1 404 Not Found", "\(request)")
+            #expect(response.body == ProtocolText.notFound)
+        }
+        let head = try Self.respond("HEAD / HTTP/1.1\r\nHost: h\r\n\r\n")
+        #expect(head.status == "HTTP/1.1 200 OK")
+        #expect(head.headers.contains("Content-Length: \(ProtocolText.serverInfo.utf8.count)"))
+        #expect(head.body.isEmpty)
+    }
+
+    @Test("CORS: the origin is echoed (any, or only a listed one); OPTIONS answers the pre-flight with 204")
+    func cors() throws {
+        #expect(try Self.get("/", "Origin: https://a.example\r\n").headers.contains("Access-Control-Allow-Origin: https://a.example"))
+        let listed = Self.broker(cors: ["https://a.example"])
+        #expect(try Self.get("/", "Origin: https://a.example\r\n", broker: listed).headers.contains("Access-Control-Allow-Origin: https://a.example"))
+        #expect(!(try Self.get("/", "Origin: https://b.example\r\n", broker: listed).headers.contains { $0.hasPrefix("Access-Control-Allow-Origin") }))
+        let preflight = try Self.respond(
+            "OPTIONS /peerjs/id HTTP/1.1\r\nHost: h\r\nOrigin: https://a.example\r\nAccess-Control-Request-Headers: x-thing\r\n\r\n")
+        #expect(preflight.status == "HTTP/1.1 204 No Content")
+        #expect(preflight.headers.contains("Access-Control-Allow-Methods: GET,HEAD,PUT,PATCH,POST,DELETE"))
+        #expect(preflight.headers.contains("Access-Control-Allow-Headers: x-thing"))
+    }
+
+    @Test("a WebSocket upgrade on another path than {path}peerjs is 400 Bad Request and the connection closes")
+    func upgradeElsewhere() throws {
+        let rig = try #require(try TestBroker().connect())
+        rig.held.holding = false
+        try rig.send(upgradeRequest("key=peerjs&id=a&token=t", path: "/elsewhere"))
+        rig.loop.run()
+        let response = try rig.written()
+        #expect(response.hasPrefix("HTTP/1.1 400 Bad Request\r\n"), "\(response)")
+        #expect(response.hasSuffix(ProtocolText.badRequest))
+        #expect(!rig.channel.isActive)
+    }
+}
