@@ -17,12 +17,18 @@ struct SupervisorPolicyTests {
         return SupervisorPolicy(roles: roles, drainDeadlineMs: 3000, watchdogIntervalMs: watchdogMs, reloadable: reloadable)
     }
 
-    /// A policy whose broker (pid 10) and helper (pid 20) are up, the broker ready with credit.
-    static func serving(auth: Bool = true, watchdogMs: Int64? = nil) -> SupervisorPolicy {
+    /// A policy whose broker (pid 10) and helper (pid 20) have started at 0 ms, neither ready.
+    static func started(auth: Bool = true, watchdogMs: Int64? = nil) -> SupervisorPolicy {
         var policy = make(auth: auth, watchdogMs: watchdogMs)
         _ = policy.handle(.start, now: 0)
         _ = policy.handle(.childStarted(.broker, pid: 10), now: 0)
         if auth { _ = policy.handle(.childStarted(.auth, pid: 20), now: 0) }
+        return policy
+    }
+
+    /// A policy whose broker (pid 10) and helper (pid 20) are up, the broker ready with credit.
+    static func serving(auth: Bool = true, watchdogMs: Int64? = nil) -> SupervisorPolicy {
+        var policy = started(auth: auth, watchdogMs: watchdogMs)
         _ = policy.handle(.childReady(.broker), now: 5)
         _ = policy.handle(.credit(10), now: 5)
         return policy
@@ -138,10 +144,7 @@ struct SupervisorPolicyTests {
 
     @Test("the broker has 10 s to say ready: killed at 10,001 ms, not before, and only once")
     func startupDeadline() {
-        var policy = Self.make()
-        _ = policy.handle(.start, now: 0)
-        _ = policy.handle(.childStarted(.broker, pid: 10), now: 0)
-        _ = policy.handle(.childStarted(.auth, pid: 20), now: 0)
+        var policy = Self.started()
         #expect(policy.nextDeadline(now: 9500) == 10_001)
         #expect(policy.handle(.tick, now: 10_000) == [])
         let actions = policy.handle(.tick, now: 10_001)
@@ -248,10 +251,7 @@ struct SupervisorPolicyTests {
 
     @Test("SIGHUP before the first READY re-reads without RELOADING/READY; after it, RELOADING, reload, READY; while stopping it is ignored")
     func reload() {
-        var policy = Self.make()
-        _ = policy.handle(.start, now: 0)
-        _ = policy.handle(.childStarted(.broker, pid: 10), now: 0)
-        _ = policy.handle(.childStarted(.auth, pid: 20), now: 0)
+        var policy = Self.started()
         #expect(policy.handle(.reload, now: 1) == [.reloadAuth, .reloadConfig])
         _ = policy.handle(.childReady(.broker), now: 2)
         #expect(policy.handle(.reload, now: 3) == [.reloadAuth, .notify(.reloading), .reloadConfig, .notify(.reloaded)])

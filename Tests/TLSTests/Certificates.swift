@@ -26,6 +26,15 @@ final class CertificateDirectory: @unchecked Sendable {
         return certs
     }
 
+    /// A new directory with the leaves `one` and `two`, `one` live: the reload tests' start.
+    static func withTwoLeaves() async throws -> CertificateDirectory {
+        let certs = try await make()
+        try await certs.makeLeaf("one")
+        try await certs.makeLeaf("two")
+        try certs.goLive("one")
+        return certs
+    }
+
     deinit {
         try? FileManager.default.removeItem(atPath: path)
     }

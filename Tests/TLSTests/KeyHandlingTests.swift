@@ -23,10 +23,7 @@ struct KeyHandlingTests {
     @Test("item 4: after start and a SIGHUP, no process holds a DER or PEM copy of either private key outside the supervisor's one locked, never-dumped mapping (the broker's TLS context holds the key in force in BoringSSL's own form); core dumps are off",
           .enabled(if: geteuid() == 0, "reading another process's memory needs CAP_SYS_PTRACE"))
     func noStrayKeyCopies() async throws {
-        let certs = try await CertificateDirectory.make()
-        try await certs.makeLeaf("one")
-        try await certs.makeLeaf("two")
-        try certs.goLive("one")
+        let certs = try await CertificateDirectory.withTwoLeaves()
         try await ServerProcess.withServer(certs.liveArguments) { server in
             let port = try await server.listenerPort("https")
             _ = try await server.waitForLog("the broker's first acknowledgement") { $0.contains("took TLS generation 1") }
@@ -156,10 +153,7 @@ struct KeyHandlingTests {
 
     @Test("item 7: a hand-off that fails half-way (the broker stopped, a 400 KB chain fills its channel) is an error and the old certificate stays in force; a restarted broker is sent the new one, which the supervisor checked")
     func failedHandOffKeepsTheOldCertificate() async throws {
-        let certs = try await CertificateDirectory.make()
-        try await certs.makeLeaf("one")
-        try await certs.makeLeaf("two")
-        try certs.goLive("one")
+        let certs = try await CertificateDirectory.withTwoLeaves()
         try await ServerProcess.withServer(certs.liveArguments) { server in
             let port = try await server.listenerPort("https")
             let one = try certs.certificate("one.pem").toDERBytes()

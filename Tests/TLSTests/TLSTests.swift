@@ -110,10 +110,7 @@ struct TLSTests {
 
     @Test("§7.13 SIGHUP re-reads key and certificate: TLS peers stay connected, a new connection sees the new certificate; a restarted broker keeps it")
     func reloadKeepsPeers() async throws {
-        let certs = try await CertificateDirectory.make()
-        try await certs.makeLeaf("one")
-        try await certs.makeLeaf("two")
-        try certs.goLive("one")
+        let certs = try await CertificateDirectory.withTwoLeaves()
         try await ServerProcess.withServer(certs.liveArguments) { server in
             let port = try await server.listenerPort("https")
             let first = try certs.certificate("one.pem")
