@@ -52,6 +52,12 @@ final class BrokerState {
         self.engine = engine
         auth = hasHelper
             ? AuthClient(loop: loop, timeoutMs: configuration.authTimeoutMs, logger: logger) { query, answer in
+                // A connection closed by a drain has left the table before its channel is inactive:
+                // its registration is forgotten, never opened on a dead socket.
+                guard connections.contains(query.connection) else {
+                    engine.connectionClosed(query.connection)
+                    return
+                }
                 Self.log(engine.verdict(answer, for: query.connection), id: query.id, logger: logger)
                 connections.flush()  // a verdict is a unit of work of its own (OPEN or ERROR goes out now)
             } : nil

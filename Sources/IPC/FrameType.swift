@@ -16,8 +16,8 @@ public enum FramePhase: Sendable {
     /// `ready`: refused).
     case afterOpening
     /// At any time, before the opening frame too: the setup material that comes before `hello`
-    /// (TLS chunks, the auth channel), their answers, and the traffic of channels that have no
-    /// opening frame (broker↔auth helper, supervisor→auth helper).
+    /// (TLS chunks, the auth channel), their answers, and the traffic of the channel that has no
+    /// opening frame (broker↔auth helper).
     case anyTime
 }
 

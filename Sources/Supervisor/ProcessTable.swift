@@ -53,7 +53,9 @@ public enum ProcessTable {
             rows.append(RoleRow(
                 role: .auth, name: "auth helper", user: settings.process.user, seccomp: .auth,
                 arguments: [configuration.argv0, "--role", Role.auth.rawValue], ownSession: true, restart: .authHelper,
-                hello: { (_: Supervisor, channel: HandoffChannel) throws(IPCError) in try channel.send(settings) },
+                hello: { (_: Supervisor, channel: HandoffChannel) throws(IPCError) in
+                    try Supervisor.send(settings, over: channel, until: monotonicMilliseconds() + Supervisor.setupSendDeadlineMs)
+                },
                 frames: { (supervisor: Supervisor, frame: borrowing ReceivedFrame) in
                     supervisor.unexpected(frame, from: .auth)
                 }))

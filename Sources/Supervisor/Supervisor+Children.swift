@@ -91,7 +91,7 @@ extension Supervisor {
     func brokerHello(over channel: HandoffChannel) throws(IPCError) {
         tls.brokerStarted()
         if tlsMaterial != nil { try sendTLSMaterial(over: channel) }
-        try channel.send(brokerSettings)
+        try Self.send(brokerSettings, over: channel, until: monotonicMilliseconds() + Self.setupSendDeadlineMs)
         children[.broker]?.gate.asked(.hello)
     }
 

@@ -21,15 +21,27 @@ extension Supervisor {
     func reloadConfiguration() {
         if let files = configuration.tls { reloadTLS(files) }
         guard let reload = configuration.reload else { return }
-        var settings: BrokerSettings
+        let reloaded: SupervisorConfiguration.Reloaded
         do {
-            settings = try reload()
+            reloaded = try reload()
         } catch {
             logger.error("reload failed, keeping the running configuration: \(error)")
             return
         }
-        // How the broker runs (user, chroot, log level) was checked at start and stays: a reload
-        // changes what it serves, never its sandbox.
+        // The auth policy's settings are fixed for the run: the broker asks a helper or it does
+        // not, from its start. A change is refused whole, never half applied (fail closed).
+        var running = configuration.auth
+        running?.process = reloaded.auth?.process ?? ChildSettings(logLevel: "", user: "")
+        if reloaded.auth != running {
+            logger.error("reload refused, keeping the running configuration: the auth settings changed (auth_users, auth_program, auth_jwt_*, auth_timeout or auth_program_user); restart peerjs to apply them")
+            return
+        }
+        var settings = reloaded.broker
+        // How each child runs (user, chroot, log level, sandbox_debug) was checked at start and
+        // stays: a reload changes what the broker serves, never a sandbox.
+        if settings.process != brokerSettings.process || reloaded.auth?.process != configuration.auth?.process {
+            logger.warning("user, chroot, auth_user, log_level and sandbox_debug take effect at the next start of peerjs, not on SIGHUP")
+        }
         settings.process = brokerSettings.process
         brokerSettings = settings
         do {
@@ -74,19 +86,26 @@ extension Supervisor {
         defer { for index in chunks.indices { TLSChunk.wipe(&chunks[index].data) } }
         let deadline = monotonicMilliseconds() + Self.setupSendDeadlineMs
         for chunk in chunks {
-            while true {
-                do {
-                    try channel.send(chunk)
-                    break
-                } catch where error.code == .wouldBlock {
-                    let left = deadline - monotonicMilliseconds()
-                    guard left > 0 else { throw error }
-                    var entry = pollfd(fd: channel.rawFD, events: Int16(POLLOUT), revents: 0)
-                    _ = poll(&entry, 1, Int32(left))
-                }
-            }
+            try Self.send(chunk, over: channel, until: deadline)
         }
         tls.sent(now: monotonicMilliseconds())
         children[.broker]?.gate.asked(.tlsChunk)  // one generation, one tlsAck
+    }
+
+    /// Sends `message` on a non-blocking `channel`, waiting for room until `deadline` (ms, the
+    /// monotonic clock): for the setup frames a child must get, which may queue behind a long
+    /// certificate chain.
+    static func send<M: IPCMessage>(_ message: M, over channel: HandoffChannel, until deadline: Int64) throws(IPCError) {
+        while true {
+            do {
+                try channel.send(message)
+                return
+            } catch where error.code == .wouldBlock {
+                let left = deadline - monotonicMilliseconds()
+                guard left > 0 else { throw error }
+                var entry = pollfd(fd: channel.rawFD, events: Int16(POLLOUT), revents: 0)
+                _ = poll(&entry, 1, Int32(left))
+            }
+        }
     }
 }

@@ -16,7 +16,7 @@ public struct SupervisorConfiguration: Sendable {
     public var drainDeadlineMs: UInt32
     /// Re-reads the configuration on SIGHUP and returns the broker's new settings; nil when
     /// there is nothing to re-read (settings came from the command line only).
-    public var reload: (@Sendable () throws -> BrokerSettings)?
+    public var reload: (@Sendable () throws -> Reloaded)?
     /// The TLS key and certificate (read at start and on every SIGHUP); nil serves no TLS.
     public var tls: TLSFiles?
     /// With `tls`: a TLS listener on this port beside the plain one on `port`. Without it, the
@@ -36,7 +36,7 @@ public struct SupervisorConfiguration: Sendable {
     }
 
     public init(host: String?, port: UInt16, broker: BrokerSettings, executable: String, argv0: String = "peerjs",
-                drainDeadlineMs: UInt32 = 3000, reload: (@Sendable () throws -> BrokerSettings)? = nil,
+                drainDeadlineMs: UInt32 = 3000, reload: (@Sendable () throws -> Reloaded)? = nil,
                 tls: TLSFiles? = nil, httpsPort: UInt16? = nil, httpsHost: String? = nil,
                 auth: AuthHelperSettings? = nil) {
         self.host = host
@@ -50,5 +50,19 @@ public struct SupervisorConfiguration: Sendable {
         self.httpsPort = httpsPort
         self.httpsHost = httpsHost
         self.auth = auth
+    }
+}
+
+extension SupervisorConfiguration {
+    /// What a SIGHUP re-reads: the broker's settings, and the auth helper's, which must not
+    /// change (a running broker cannot start or stop asking a helper; see `reloadConfiguration`).
+    public struct Reloaded: Sendable {
+        public var broker: BrokerSettings
+        public var auth: AuthHelperSettings?
+
+        public init(broker: BrokerSettings, auth: AuthHelperSettings?) {
+            self.broker = broker
+            self.auth = auth
+        }
     }
 }

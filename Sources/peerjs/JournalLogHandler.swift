@@ -14,13 +14,16 @@ struct JournalLogHandler: LogHandler {
     let journald: Bool
     var metadata: Logger.Metadata = [:]
 
-    /// One level for the whole process: a child learns its level from its `hello`, after its
-    /// loggers exist, and every logger follows.
+    /// The process's default level: a child learns its level from its `hello`, after its loggers
+    /// exist, and every logger without a level of its own follows (before the hello a child logs
+    /// at the level of `--log-level`'s default, info).
     private static let level = Atomic<UInt8>(UInt8(Logger.Level.allCases.firstIndex(of: .info)!))
+    /// A level set on one logger (swift-log's contract: it changes that logger only).
+    private var ownLevel: Logger.Level?
 
     var logLevel: Logger.Level {
-        get { Logger.Level.allCases[Int(Self.level.load(ordering: .relaxed))] }
-        set { Self.level.store(UInt8(Logger.Level.allCases.firstIndex(of: newValue)!), ordering: .relaxed) }
+        get { ownLevel ?? Logger.Level.allCases[Int(Self.level.load(ordering: .relaxed))] }
+        set { ownLevel = newValue }
     }
 
     init(label: String, journald: Bool) {

@@ -461,6 +461,14 @@ struct PeerJSCommand: ParsableCommand {
                             openFiles: brokerSettings.wantedOpenFiles, logger: logger)
             })
         }
+        // Every setting fits its hello, or the start stops here, not in a restart loop.
+        do {
+            _ = try brokerSettings.encodeChecked()
+            if authEnabled { _ = try authSettings.encodeChecked() }
+        } catch {
+            logger.critical("a setting is too long to hand to its process (--user and --auth-user at most \(ChildSettings.maxUserLength) bytes, paths at most \(ChildSettings.maxPathLength)): \(error)")
+            throw ExitCode(78)
+        }
         if authEnabled {
             // Checked now, as root: a broken users file is a start-up error naming file:line.
             do {
@@ -482,9 +490,13 @@ struct PeerJSCommand: ParsableCommand {
                 }
             }
         }
-        var reload: (@Sendable () throws -> BrokerSettings)?
+        var reload: (@Sendable () throws -> SupervisorConfiguration.Reloaded)?
         if config != nil {
-            reload = { try Self.parseWithConfiguration(arguments).brokerSettings }
+            reload = {
+                let command = try Self.parseWithConfiguration(arguments)
+                return SupervisorConfiguration.Reloaded(
+                    broker: command.brokerSettings, auth: command.authEnabled ? command.authSettings : nil)
+            }
         }
         let configuration = SupervisorConfiguration(
             host: host, port: UInt16(port), broker: brokerSettings, executable: "/proc/self/exe",
