@@ -222,7 +222,7 @@ struct PeerJSCommand: ParsableCommand {
             throw ValidationError("--log-level must be one of trace, debug, info, notice, warning, error, critical")
         }
         guard cors.count <= 64 else { throw ValidationError("--cors may be given at most 64 times") }
-        if let role, !["broker", "auth", "sandbox-probe"].contains(role) { throw ValidationError("--role: unknown role \(role)") }
+        if let role, Self.childRoles[role] == nil { throw ValidationError("--role: unknown role \(role)") }
         if authJWTKey == nil, authJWTAudience != nil || authJWTIssuer != nil {
             throw ValidationError("--auth-jwt-audience and --auth-jwt-issuer need --auth-jwt-key")
         }
@@ -435,31 +435,8 @@ struct PeerJSCommand: ParsableCommand {
                 throw ExitCode(3)
             }
         }
-        if role == "broker" {
-            throw ExitCode(BrokerRole.run(channelDescriptor: ProcessTable.descriptor(of: .broker, to: .supervisor), logger: logger) { settings in
-                JournalLogHandler.setLevel(settings.process.logLevel)
-                try confine(settings.process, seccomp: .broker, openFiles: settings.wantedOpenFiles, logger: logger)
-            })
-        }
-        if role == "auth" {
-            throw ExitCode(AuthHelperRole.run(
-                brokerDescriptor: ProcessTable.descriptor(of: .auth, to: .broker),
-                supervisorDescriptor: ProcessTable.descriptor(of: .auth, to: .supervisor), logger: logger,
-                configure: { settings in
-                    JournalLogHandler.setLevel(settings.process.logLevel)
-                    return Self.authOptions(settings)
-                },
-                confine: { settings, startProgram, beforeFilter in
-                    try confineAuthHelper(settings, logger: logger, startProgram: startProgram, beforeFilter: beforeFilter)
-                }))
-        }
-        if role == "sandbox-probe" {
-            var process = brokerProcess
-            if probePolicy == "auth" { process.chrootDirectory = "" }  // the helper has no chroot
-            throw ExitCode(SandboxProbe.run(attempt: probeTry, policy: probePolicy, logger: logger) { [process] in
-                try confine(process, seccomp: SeccompPolicy.named(probePolicy) ?? .broker,
-                            openFiles: brokerSettings.wantedOpenFiles, logger: logger)
-            })
+        if let role, let run = Self.childRoles[role] {
+            throw ExitCode(run(self, logger))
         }
         // Every setting fits its hello, or the start stops here, not in a restart loop.
         do {
