@@ -30,9 +30,7 @@ extension Supervisor {
         }
         // The auth policy's settings are fixed for the run: the broker asks a helper or it does
         // not, from its start. A change is refused whole, never half applied (fail closed).
-        var running = configuration.auth
-        running?.process = reloaded.auth?.process ?? ChildSettings(logLevel: "", user: "")
-        if reloaded.auth != running {
+        if Self.policy(of: reloaded.auth) != Self.policy(of: configuration.auth) {
             logger.error("reload refused, keeping the running configuration: the auth settings changed (auth_users, auth_program, auth_jwt_*, auth_timeout or auth_program_user); restart peerjs to apply them")
             return
         }
@@ -90,6 +88,12 @@ extension Supervisor {
         }
         tls.sent(now: monotonicMilliseconds())
         children[.broker]?.gate.asked(.tlsChunk)  // one generation, one tlsAck
+    }
+
+    /// The auth settings without how the helper runs (its ``ChildSettings``): what a reload
+    /// must leave as it is.
+    private static func policy(of settings: AuthHelperSettings?) -> AuthHelperSettings? {
+        settings.map { var policy = $0; policy.process = ChildSettings(logLevel: "", user: ""); return policy }
     }
 
     /// Sends `message` on a non-blocking `channel`, waiting for room until `deadline` (ms, the
