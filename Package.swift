@@ -30,6 +30,7 @@ let package = Package(
         .package(url: "https://github.com/vapor/jwt-kit.git", from: "5.7.1"),
         .package(url: "https://github.com/apple/swift-crypto.git", "4.1.0"..<"6.0.0"),
         .package(url: "https://github.com/swift-extras/swift-extras-base64", from: "1.2.0"),
+        .package(url: "https://github.com/vapor/postgres-nio.git", from: "1.33.2"),
     ],
     targets: [
         // Tiny C shims (named CShim: swift-system owns the name CSystem) for what Swift's Glibc module cannot reach (_GNU_SOURCE calls, CMSG macros).
@@ -79,6 +80,20 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
+        // The cluster role (issue 18): the peer directory and the relay between instances, the
+        // only code that talks to PostgreSQL (postgres-nio). Imports IPC, not the broker.
+        .target(
+            name: "Cluster",
+            dependencies: [
+                "IPC",
+                .product(name: "PostgresNIO", package: "postgres-nio"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict
+        ),
         // The `--config` file reader, kept out of the executable so that fuzz-files can reach it.
         .target(name: "PeerJSConfiguration", swiftSettings: strict),
         .target(
@@ -93,7 +108,7 @@ let package = Package(
         .executableTarget(
             name: "peerjs",
             dependencies: [
-                "PeerProtocol", "IPC", "Broker", "Supervisor", "Sandbox", "AuthHelper", "AuthJWT", "PeerJSConfiguration",
+                "PeerProtocol", "IPC", "Broker", "Supervisor", "Sandbox", "AuthHelper", "AuthJWT", "PeerJSConfiguration", "Cluster",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -172,6 +187,7 @@ let package = Package(
             swiftSettings: strict),
         .testTarget(name: "IPCTests", dependencies: ["IPC", "CShim", "PeerJSTesting"], swiftSettings: strict),
         .testTarget(name: "AuthHelperTests", dependencies: ["AuthHelper", "IPC"], swiftSettings: strict),
+        .testTarget(name: "ClusterTests", dependencies: ["Cluster", "IPC"], swiftSettings: strict),
         .testTarget(name: "PeerJSConfigurationTests", dependencies: ["PeerJSConfiguration"], swiftSettings: strict),
         .testTarget(name: "SandboxTests", dependencies: ["Sandbox", "CSeccomp"], swiftSettings: strict),
         // Runs the real binary in its sandbox: /proc status, refused calls, a PeerJS session.

@@ -127,7 +127,8 @@ step "apt-get install ./$debname"
 TIMEOUT=300 in_container env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "/mnt/peerjs/$debname"
 in_container test -x /usr/sbin/peerjs || fail "/usr/sbin/peerjs not installed"
 in_container test -f /usr/share/man/man8/peerjs.8.gz || fail "man page not installed"
-for user in _peerjs-supervisor _peerjs _peerjs-auth _peerjs-policy; do
+in_container test -f /usr/share/doc/peerjs/examples/peerjs-cluster.conf.example || fail "the clustering drop-in example is not installed"
+for user in _peerjs-supervisor _peerjs _peerjs-auth _peerjs-policy _peerjs-cluster; do
   in_container getent passwd "$user" >/dev/null || fail "user $user not created"
 done
 in_container stat -c '%U:%G %a %F' /run/peerjs/empty
@@ -189,14 +190,14 @@ grep -q '"type":"OPEN"' "$work/open2" || fail "no OPEN with the reloaded key"
 step "systemctl stop peerjs"
 TIMEOUT=60 in_container systemctl stop peerjs
 [ "$(in_container systemctl is-active peerjs.service || true)" = inactive ] || fail "peerjs.service still running after stop"
-! in_container pgrep -u _peerjs,_peerjs-supervisor,_peerjs-auth,_peerjs-policy >/dev/null || fail "peerjs processes left after stop"
+! in_container pgrep -u _peerjs,_peerjs-supervisor,_peerjs-auth,_peerjs-policy,_peerjs-cluster >/dev/null || fail "peerjs processes left after stop"
 
 step "apt-get purge peerjs"
 TIMEOUT=120 in_container env DEBIAN_FRONTEND=noninteractive apt-get purge -y peerjs
 left=$(in_container sh -c 'ls -d /usr/sbin/peerjs /etc/peerjs /run/peerjs /lib/systemd/system/peerjs.* /etc/systemd/system/*/peerjs.* /usr/lib/tmpfiles.d/peerjs.conf /usr/lib/sysusers.d/peerjs.conf /usr/share/man/man8/peerjs.8.gz /usr/share/doc/peerjs /var/lib/systemd/deb-systemd-helper-enabled/*peerjs* /var/lib/systemd/deb-systemd-helper-masked/*peerjs* 2>/dev/null' || true)
 [ -z "$left" ] || fail "left behind after purge: $left"
 in_container sh -c '! dpkg -s peerjs >/dev/null 2>&1' || fail "dpkg still knows peerjs after purge"
-! in_container pgrep -u _peerjs,_peerjs-supervisor,_peerjs-auth,_peerjs-policy >/dev/null || fail "peerjs processes left after purge"
+! in_container pgrep -u _peerjs,_peerjs-supervisor,_peerjs-auth,_peerjs-policy,_peerjs-cluster >/dev/null || fail "peerjs processes left after purge"
 [ "$(in_container systemctl is-active peerjs.socket || true)" != active ] || fail "peerjs.socket still listening after purge"
-echo "(the system users stay, as Debian policy asks: $(in_container sh -c 'getent passwd _peerjs-supervisor _peerjs _peerjs-auth _peerjs-policy | cut -d: -f1 | tr "\n" " "'))"
+echo "(the system users stay, as Debian policy asks: $(in_container sh -c 'getent passwd _peerjs-supervisor _peerjs _peerjs-auth _peerjs-policy _peerjs-cluster | cut -d: -f1 | tr "\n" " "'))"
 step "PASS"

@@ -30,13 +30,15 @@ public struct BrokerConfiguration: Sendable, Equatable {
     public var maxHeaderBytes: Int
     /// With `proxied`: whose `X-Forwarded-For` entries to believe; empty: the connecting peer's.
     public var trustedProxies: [String]
+    /// Whether ids are shared with other instances through the cluster role (`--cluster`).
+    public var clustered: Bool
 
     public init(
         protocolSettings: ProtocolSettings = ProtocolSettings(), path: String = "/", corsOrigins: [String] = [],
         proxied: Bool = false, maxMessageBytes: Int = 65536, handshakeTimeoutMs: Int64 = 10000,
         authTimeoutMs: Int64 = 0, authEvents: Bool = true, ipLimit: Int = 0, ipHandshakeLimit: Int = 0,
         handshakeLimit: Int = 1024, outputLimit: Int = 1 << 20, maxHeaderBytes: Int = 16 * 1024,
-        trustedProxies: [String] = []
+        trustedProxies: [String] = [], clustered: Bool = false
     ) {
         self.protocolSettings = protocolSettings
         self.basePath = Self.normalise(path)
@@ -52,6 +54,7 @@ public struct BrokerConfiguration: Sendable, Equatable {
         self.outputLimit = outputLimit
         self.maxHeaderBytes = maxHeaderBytes
         self.trustedProxies = trustedProxies
+        self.clustered = clustered
     }
 
     /// `myapp` → `/myapp/`, `/` → `/`.

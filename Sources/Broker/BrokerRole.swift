@@ -27,7 +27,8 @@ extension BrokerConfiguration {
             handshakeLimit: Int(settings.handshakeLimit),
             outputLimit: Int(settings.outputLimit),
             maxHeaderBytes: Int(settings.maxHeaderBytes),
-            trustedProxies: settings.trustedProxies.map { ForwardedFor.canonical($0) ?? $0 })
+            trustedProxies: settings.trustedProxies.map { ForwardedFor.canonical($0) ?? $0 },
+            clustered: settings.clustered)
     }
 }
 
@@ -60,7 +61,11 @@ public enum BrokerRole {
             var tls: (any TLSProvider)?
             var hello: BrokerSettings?
             var authDescriptor: Int32?
-            defer { if let authDescriptor { close(authDescriptor) } }
+            var clusterDescriptor: Int32?
+            defer {
+                if let authDescriptor { close(authDescriptor) }
+                if let clusterDescriptor { close(clusterDescriptor) }
+            }
             while hello == nil {
                 guard var frame = try channel.receive() else {
                     logger.notice("supervisor went away before hello")
@@ -74,6 +79,10 @@ public enum BrokerRole {
                     if let authDescriptor { close(authDescriptor) }
                     guard let descriptor = frame.takeFD() else { continue }
                     authDescriptor = descriptor.release()
+                case .clusterChannel:
+                    if let clusterDescriptor { close(clusterDescriptor) }
+                    guard let descriptor = frame.takeFD() else { continue }
+                    clusterDescriptor = descriptor.release()
                 case .tlsChunk:
                     if !keyProtected {
                         // No core dump and no ptrace by our own user while the key is here.
@@ -106,6 +115,10 @@ public enum BrokerRole {
             if let descriptor = authDescriptor {
                 authDescriptor = nil
                 server.attachAuth(descriptor: descriptor)
+            }
+            if let descriptor = clusterDescriptor {
+                clusterDescriptor = nil
+                server.attachCluster(descriptor: descriptor)
             }
             do {
                 try confine(settings)
@@ -149,6 +162,14 @@ public enum BrokerRole {
                         continue
                     }
                     server.attachAuth(descriptor: descriptor.release())
+                case .clusterChannel:
+                    guard let descriptor = frame.takeFD() else {
+                        if frame.descriptorLost {
+                            logger.error("the cluster role's channel arrived without its descriptor (the descriptor table is full); new ids are refused until the role restarts")
+                        }
+                        continue
+                    }
+                    server.attachCluster(descriptor: descriptor.release())
                 case .reload:
                     server.reload(BrokerConfiguration(try frame.decode(BrokerReload.self).settings))
                     logger.notice("configuration reloaded")

@@ -117,6 +117,18 @@ public final class BrokerServer: Sendable {
         }
     }
 
+    /// Talks to the cluster role over `descriptor` from now on; not clustered, it is closed and ignored.
+    public func attachCluster(descriptor: Int32) {
+        let channel = HandoffChannel(adopting: descriptor, roles: ChannelRoles(local: .broker, remote: .cluster))
+        loop.execute { [state] in
+            guard let cluster = state.value.cluster else {
+                state.value.logger.warning("a cluster role channel arrived but this instance is not clustered; ignoring it")
+                return
+            }
+            cluster.attach(channel)
+        }
+    }
+
     /// Uses `provider` for TLS handshakes from now on (SIGHUP with a renewed certificate);
     /// established connections keep the one they started with. Returns once the loop has it,
     /// so the `tlsAck` the caller sends next is true: a connection handed over after it gets the

@@ -29,6 +29,8 @@ final class BrokerState {
     let auth: AuthClient?
     /// The descriptor budget and per-address limits of every adopted connection.
     let admission: Admission
+    /// The cluster role's client; nil when not clustered (`--cluster`).
+    let cluster: ClusterClient?
 
     /// - Parameter clock: the engine's clock (the handler tests give it the loop's virtual time).
     init(
@@ -50,6 +52,11 @@ final class BrokerState {
             settings: Self.engineSettings(configuration, hasHelper: hasHelper), registry: InMemoryRegistry(),
             transport: connections, clock: clock)
         self.engine = engine
+        let cluster = configuration.clustered
+            ? ClusterClient(loop: loop, engine: engine, connections: connections,
+                            limit: configuration.protocolSettings.concurrentLimit, logger: logger) : nil
+        self.cluster = cluster
+        connections.cluster = cluster
         auth = hasHelper
             ? AuthClient(loop: loop, timeoutMs: configuration.authTimeoutMs, logger: logger) { query, answer in
                 // A connection closed by a drain has left the table before its channel is inactive:
@@ -58,7 +65,7 @@ final class BrokerState {
                     engine.connectionClosed(query.connection)
                     return
                 }
-                Self.log(engine.verdict(answer, for: query.connection), id: query.id, logger: logger)
+                Self.follow(engine.verdict(answer, for: query.connection), id: query.id, engine: engine, cluster: cluster, logger: logger)
                 connections.flush()  // a verdict is a unit of work of its own (OPEN or ERROR goes out now)
             } : nil
         if let auth {
@@ -72,30 +79,52 @@ final class BrokerState {
     private static func engineSettings(_ configuration: BrokerConfiguration, hasHelper: Bool) -> ProtocolSettings {
         var settings = configuration.protocolSettings
         settings.authorizes = hasHelper
+        settings.clustered = configuration.clustered
         return settings
     }
 
     func update(_ configuration: BrokerConfiguration) {
         self.configuration = configuration
         admission.update(configuration, budget: descriptorBudget(for: configuration))
-        engine.update(Self.engineSettings(configuration, hasHelper: auth != nil))
+        var settings = Self.engineSettings(configuration, hasHelper: auth != nil)
+        settings.clustered = cluster != nil  // like the helper: a reload cannot start or stop it
+        engine.update(settings)
         if configuration.authTimeoutMs > 0 { auth?.timeoutMs = configuration.authTimeoutMs }
         auth?.forwardsEvents = configuration.authEvents
+        cluster?.limit = configuration.protocolSettings.concurrentLimit
     }
 
     /// A WebSocket client from `ip` asks to register: the engine decides, asking the auth helper
     /// when it says so. Returns true while the helper decides: the flush after the verdict sends
     /// whatever was written before it too.
     func admit(_ connection: ConnectionID, request: RegistrationRequest, ip: String) -> Bool {
-        guard case .authorize(let query) = engine.admit(connection, request: request, ip: ip) else { return false }
+        let action = engine.admit(connection, request: request, ip: ip)
+        guard case .authorize(let query) = action else {
+            return Self.follow(action, id: request.id ?? "", engine: engine, cluster: cluster, logger: logger)
+        }
         // No helper cannot happen (the engine asks only with one): fail closed all the same.
         guard let answer = auth.map({ $0.ask(query) }) ?? AuthorizationAnswer.failed else { return true }
-        Self.log(engine.verdict(answer, for: connection), id: query.id, logger: logger)
-        return false
+        return Self.follow(engine.verdict(answer, for: connection), id: query.id, engine: engine, cluster: cluster, logger: logger)
     }
 
-    private static func log(_ action: RegistrationAction, id: String, logger: Logger) {
-        if case .refuse(.denied(let text)) = action { logger.info("auth denied \(id): \(text)") }
+    /// Does what a registration action asks (a claim goes to the peer directory) and logs a
+    /// denial. Returns true while an answer is awaited.
+    @discardableResult
+    private static func follow(
+        _ action: RegistrationAction, id: String, engine: SignalingEngine<ConnectionTable, InMemoryRegistry>,
+        cluster: ClusterClient?, logger: Logger
+    ) -> Bool {
+        switch action {
+        case .refuse(.denied(let text)):
+            logger.info("auth denied \(id): \(text)")
+        case .claim(let claim):
+            // Not clustered cannot happen (the engine claims only then): refuse all the same.
+            guard let answer = cluster.map({ $0.claim(claim) }) ?? ClaimAnswer.unavailable else { return true }
+            return follow(engine.claimed(answer, for: claim.connection), id: id, engine: engine, cluster: cluster, logger: logger)
+        case .authorize, .open, .refuse, .none:
+            break
+        }
+        return false
     }
 
     /// Sets the descriptor limit `configuration` wants (soft limit, up to the hard limit) and

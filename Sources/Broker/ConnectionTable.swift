@@ -20,6 +20,9 @@ final class ConnectionTable: PeerTransport {
     /// Also told of every peer event (the auth helper's hooks), after the log line. Each event
     /// carries all it needs (id, key, address), so nothing depends on when this is told.
     var forwardEvent: ((PeerEvent) -> Void)?
+    /// Clustered: where frames for peers on other instances and released ids go (the cluster
+    /// role's client); nil: not clustered, nothing leaves this instance.
+    var cluster: ClusterClient?
 
     init(logger: Logger) {
         self.logger = logger
@@ -81,6 +84,14 @@ final class ConnectionTable: PeerTransport {
     /// Written, not flushed: the tick that pings flushes after it (a flush inside the engine's
     /// loop over its sessions could complete a pending close and re-enter it). A channel past
     /// its output limit gets no ping: it is being closed.
+    func forward(_ frame: UnsafeRawBufferPointer, key: String, to id: String, from source: String, at instance: String) -> Bool {
+        cluster?.forward(frame, key: key, to: id, from: source, at: instance) ?? false
+    }
+
+    func released(id: String, key: String) {
+        cluster?.release(id: id, key: key)
+    }
+
     func ping(_ connection: ConnectionID) {
         guard let channel = connections[connection]?.channel, channel.isWritable else { return }
         channel.write(ServerFrame.header(.ping, count: 0, allocator: channel.allocator), promise: nil)

@@ -61,6 +61,9 @@ public struct BrokerSettings: IPCMessage {
     /// How the broker process runs (log level, user, chroot); read at start only — a `reload`
     /// carries the running values, see `Supervisor.reloadConfiguration`.
     public var process: ChildSettings
+    /// Whether ids are shared with other instances (`--cluster`): a new id is claimed in the
+    /// peer directory first, and refused while it cannot be. Read at start only, like `process`.
+    public var clustered: Bool
     public static let maxTrustedProxies = 64
     public static let maxTrustedProxyLength = 64
 
@@ -89,7 +92,7 @@ public struct BrokerSettings: IPCMessage {
         ipLimit: UInt32 = BrokerSettings.defaultIPLimit, ipHandshakeLimit: UInt32 = BrokerSettings.defaultIPHandshakeLimit,
         handshakeLimit: UInt32 = BrokerSettings.defaultHandshakeLimit, outputLimit: UInt32 = BrokerSettings.defaultOutputLimit,
         maxHeaderBytes: UInt32 = BrokerSettings.defaultMaxHeaderBytes, trustedProxies: [String] = [],
-        process: ChildSettings = ChildSettings(logLevel: "info", user: "")
+        process: ChildSettings = ChildSettings(logLevel: "info", user: ""), clustered: Bool = false
     ) {
         self.key = key
         self.path = path
@@ -112,6 +115,7 @@ public struct BrokerSettings: IPCMessage {
         self.maxHeaderBytes = maxHeaderBytes
         self.trustedProxies = trustedProxies
         self.process = process
+        self.clustered = clustered
     }
 
     public init(decoding payload: [UInt8]) throws(IPCError) {
@@ -137,6 +141,7 @@ public struct BrokerSettings: IPCMessage {
         maxHeaderBytes = try r.readUInt32()
         trustedProxies = try r.readStringList(maxCount: Self.maxTrustedProxies, maxLength: Self.maxTrustedProxyLength)
         process = try ChildSettings(reading: &r)
+        clustered = try r.readBool()
         try r.finish()
     }
 
@@ -163,6 +168,7 @@ public struct BrokerSettings: IPCMessage {
         w.writeUInt32(maxHeaderBytes)
         w.writeStringList(trustedProxies)
         process.write(to: &w)
+        w.writeBool(clustered)
         return w.bytes
     }
 }

@@ -4,6 +4,9 @@ public enum Role: String, CaseIterable, Sendable {
     case supervisor
     case broker
     case auth
+    /// The only process that talks to PostgreSQL (`--cluster`): the peer directory and the
+    /// relay between instances.
+    case cluster
 }
 
 /// When in a channel's life a frame type may arrive, so a receiver's ``FrameGate`` can refuse a
@@ -74,6 +77,25 @@ public enum FrameType: UInt16, CaseIterable, Sendable {
     /// supervisor -> auth helper, first: its settings (``AuthHelperSettings``); declared last so
     /// the fuzz seeds' selectors (by declaration order) keep their meaning.
     case authHello = 20
+    // The cluster role (issue 18), declared after authHello for the same reason.
+    /// supervisor -> broker: a fresh broker end of the broker↔cluster-role socketpair.
+    case clusterChannel = 9
+    /// supervisor -> cluster role, first: its settings (``ClusterSettings``).
+    case clusterHello = 40
+    /// broker -> cluster role: claim an id in the peer directory (``ClusterClaim``).
+    case clusterClaim = 41
+    /// cluster role -> broker: the directory's answer (``ClusterAnswer``).
+    case clusterAnswer = 42
+    /// broker -> cluster role: an id this instance no longer holds (``ClusterRelease``).
+    case clusterRelease = 43
+    /// broker -> cluster role: a frame for a peer on another instance (``ClusterSend``).
+    case clusterSend = 44
+    /// cluster role -> broker: a frame from another instance for a local peer (``ClusterDeliver``).
+    case clusterDeliver = 45
+    /// cluster role -> broker: a change in the directory (``ClusterPeerChange``).
+    case clusterPeer = 46
+    /// cluster role -> broker: the directory answers, or not (``ClusterState``).
+    case clusterState = 47
 
     /// Numbers once used by a type that is gone, never to be given to a new one: a peer of an
     /// older build would read that frame as the old type. 5: `stats` (never sent).
@@ -100,6 +122,15 @@ public enum FrameType: UInt16, CaseIterable, Sendable {
         case .tlsChunk:    FrameSpec(name: "tlsChunk",    sender: .supervisor, receiver: .broker,     carriesFD: false, maxPayload: 16 * 1024, phase: .anyTime,      answer: .tlsAck)
         case .tlsAck:      FrameSpec(name: "tlsAck",      sender: .broker,     receiver: .supervisor, carriesFD: false, maxPayload: 1024,      phase: .anyTime,      answer: nil)
         case .authHello:   FrameSpec(name: "authHello",   sender: .supervisor, receiver: .auth,       carriesFD: false, maxPayload: 8 * 1024,  phase: .opening,      answer: nil)
+        case .clusterChannel: FrameSpec(name: "clusterChannel", sender: .supervisor, receiver: .broker, carriesFD: true, maxPayload: 0,        phase: .anyTime,      answer: nil)
+        case .clusterHello:   FrameSpec(name: "clusterHello",   sender: .supervisor, receiver: .cluster, carriesFD: false, maxPayload: 4 * 1024, phase: .opening,     answer: nil)
+        case .clusterClaim:   FrameSpec(name: "clusterClaim",   sender: .broker,  receiver: .cluster,    carriesFD: false, maxPayload: 1024,      phase: .anyTime,      answer: .clusterAnswer)
+        case .clusterAnswer:  FrameSpec(name: "clusterAnswer",  sender: .cluster, receiver: .broker,     carriesFD: false, maxPayload: 1,         phase: .anyTime,      answer: nil)
+        case .clusterRelease: FrameSpec(name: "clusterRelease", sender: .broker,  receiver: .cluster,    carriesFD: false, maxPayload: 1024,      phase: .anyTime,      answer: nil)
+        case .clusterSend:    FrameSpec(name: "clusterSend",    sender: .broker,  receiver: .cluster,    carriesFD: false, maxPayload: maxPayloadCap, phase: .anyTime,  answer: nil)
+        case .clusterDeliver: FrameSpec(name: "clusterDeliver", sender: .cluster, receiver: .broker,     carriesFD: false, maxPayload: maxPayloadCap, phase: .anyTime,  answer: nil)
+        case .clusterPeer:    FrameSpec(name: "clusterPeer",    sender: .cluster, receiver: .broker,     carriesFD: false, maxPayload: 1024,      phase: .anyTime,      answer: nil)
+        case .clusterState:   FrameSpec(name: "clusterState",   sender: .cluster, receiver: .broker,     carriesFD: false, maxPayload: 1,         phase: .anyTime,      answer: nil)
         }
     }
 
@@ -119,5 +150,5 @@ public enum FrameType: UInt16, CaseIterable, Sendable {
 
     /// Whether frames of this type carry private-key bytes: their records and payloads are
     /// wiped (explicit_bzero) once used, so no copy stays in freed memory.
-    public var carriesSecret: Bool { self == .tlsChunk }
+    public var carriesSecret: Bool { self == .tlsChunk || self == .clusterHello }
 }

@@ -17,8 +17,9 @@ public struct ConfigurationFile: Sendable {
         "keys", "auth_users", "auth_program", "auth_timeout", "auth_user", "auth_program_user", "auth_jwt_key",
         "auth_jwt_audience", "auth_jwt_issuer",
         "ip_limit", "ip_handshake_limit", "handshake_limit", "output_limit", "max_header_size",
+        "cluster", "cluster_password_file", "cluster_instance", "cluster_expiry", "cluster_user",
     ]
-    public static let switchKeys: Set<String> = ["allow_discovery", "proxied"]
+    public static let switchKeys: Set<String> = ["allow_discovery", "proxied", "reuse_port"]
 
     /// A line that is not `key = value` with a known key, or a file that cannot be read; the
     /// message names the file and line.

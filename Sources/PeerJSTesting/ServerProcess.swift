@@ -139,6 +139,10 @@ public final class ServerProcess: @unchecked Sendable {
         if !arguments.contains(where: { $0 == "--auth-user" || $0.hasPrefix("--auth-user=") }), getpwnam("_peerjs-auth") == nil {
             extra += ["--auth-user", "nobody"]
         }
+        if arguments.contains("--cluster"),
+           !arguments.contains(where: { $0 == "--cluster-user" || $0.hasPrefix("--cluster-user=") }), getpwnam("_peerjs-cluster") == nil {
+            extra += ["--cluster-user", "nobody"]
+        }
         // The policy program's user must differ from both (`daemon`, when it exists).
         if !arguments.contains(where: { $0 == "--auth-program-user" || $0.hasPrefix("--auth-program-user=") }),
            getpwnam("_peerjs-policy") == nil, getpwnam("daemon") != nil {

@@ -52,6 +52,9 @@ public enum AuthorizationAnswer: Sendable, Equatable {
 public enum RegistrationAction: Sendable, Equatable {
     /// Put the query to the policy and pass its answer to ``SignalingEngine/verdict(_:for:)``.
     case authorize(AuthorizationQuery)
+    /// Clustered: claim the id in the peer directory and pass the answer to
+    /// ``SignalingEngine/claimed(_:for:)``.
+    case claim(DirectoryClaim)
     /// Registered: the client got OPEN.
     case open
     /// Refused: the client got the reason's frame and its connection is closed.

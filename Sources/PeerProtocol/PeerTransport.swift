@@ -13,6 +13,16 @@ public protocol PeerTransport: AnyObject {
     func ping(_ connection: ConnectionID)
     /// A peer was registered or left; for logs and the auth helper's hooks.
     func peerEvent(_ event: PeerEvent)
+    /// Clustered: sends a frame for `id` (of realm `key`) to the instance that holds it, on
+    /// behalf of `source`. False when it cannot go (the directory is down, the link is full).
+    func forward(_ frame: UnsafeRawBufferPointer, key: String, to id: String, from source: String, at instance: String) -> Bool
+    /// Clustered: this instance no longer holds `id` of realm `key`; its directory row goes.
+    func released(id: String, key: String)
+}
+
+extension PeerTransport {
+    public func forward(_ frame: UnsafeRawBufferPointer, key: String, to id: String, from source: String, at instance: String) -> Bool { false }
+    public func released(id: String, key: String) {}
 }
 
 extension PeerTransport {
@@ -36,6 +46,7 @@ public enum DisconnectReason: String, Sendable, Equatable {
     case aliveTimeout = "alive timeout"
     case replaced = "replaced by a new socket with the same token"
     case sendFailed = "could not take a message"
+    case movedElsewhere = "registered again on another instance with the same token"
 }
 
 /// The outcome of a registration attempt, for the broker's log and tests.
@@ -43,6 +54,8 @@ public enum RegistrationOutcome: Sendable, Equatable {
     case registered
     case replacedPrevious
     case rejected(RejectReason)
+    /// Clustered: the id is being claimed in the peer directory (``RegistrationAction/claim(_:)``).
+    case claiming(DirectoryClaim)
 }
 
 /// Why a registration was refused; the client gets the matching PeerJS frame and a close.
@@ -55,6 +68,8 @@ public enum RejectReason: Sendable, Equatable {
     case malformedID, malformedToken, malformedKey
     /// Denied by policy (the auth helper), with the text sent to the client.
     case denied(String)
+    /// Clustered, and the peer directory cannot be asked: no id is granted that might be a duplicate.
+    case directoryUnavailable
 
     /// The frame the client receives before the server closes the socket.
     public var frame: [UInt8] {
@@ -67,6 +82,7 @@ public enum RejectReason: Sendable, Equatable {
         case .malformedToken: EnvelopeWriter.error(ProtocolText.malformedToken)
         case .malformedKey: EnvelopeWriter.error(ProtocolText.malformedKey)
         case .denied(let text): EnvelopeWriter.error(text)
+        case .directoryUnavailable: EnvelopeWriter.error(ProtocolText.directoryUnavailable)
         }
     }
 }

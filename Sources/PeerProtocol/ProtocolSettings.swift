@@ -23,6 +23,9 @@ public struct ProtocolSettings: Sendable, Equatable {
     /// Whether a policy (the auth helper) must allow each registration
     /// (``SignalingEngine/admit(_:request:ip:)`` then returns `.authorize`).
     public var authorizes: Bool
+    /// Whether ids are shared with other instances through the peer directory (`--cluster`):
+    /// a new id is then claimed there (``RegistrationAction/claim(_:)``) before it registers.
+    public var clustered: Bool
 
     public init(
         keys: Set<String> = ["peerjs"],
@@ -34,7 +37,8 @@ public struct ProtocolSettings: Sendable, Equatable {
         maxQueuedPerDestination: Int = 256,
         maxQueuedBytes: Int = 64 << 20,
         maxQueuedBytesPerDestination: Int = 512 << 10,
-        authorizes: Bool = false
+        authorizes: Bool = false,
+        clustered: Bool = false
     ) {
         self.keys = keys
         self.expireTimeoutMs = expireTimeoutMs
@@ -46,5 +50,6 @@ public struct ProtocolSettings: Sendable, Equatable {
         self.maxQueuedBytes = maxQueuedBytes
         self.maxQueuedBytesPerDestination = maxQueuedBytesPerDestination
         self.authorizes = authorizes
+        self.clustered = clustered
     }
 }

@@ -14,6 +14,10 @@ public enum ProtocolText {
     /// PeerJS 0.x's `ip_limit` refusal (ERROR, then this server closes).
     public static func ipLimit(_ ip: String) -> String { "\(ip) has reached its concurrent user limit" }
 
+    /// Clustered (`--cluster`), and the peer directory (PostgreSQL) cannot be reached: a new id
+    /// is refused rather than risk it being registered twice.
+    public static let directoryUnavailable = "The peer directory is unavailable, try again later"
+
     // MARK: - The auth fork's refusals (PROTOCOL.md §9)
 
     /// The policy refused the id or token.

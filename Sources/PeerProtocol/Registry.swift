@@ -31,6 +31,8 @@ public protocol Registry {
     func ids(key: String) -> [String]
     /// Registered ids over all realms.
     var count: Int { get }
+    /// Calls `body` with every registered id, its realm and its entry.
+    func forEach(_ body: (_ id: String, _ key: String, _ entry: PeerEntry) -> Void)
 }
 
 /// The registry of one host: a dictionary of realms, each a dictionary of ids.
@@ -58,5 +60,11 @@ public struct InMemoryRegistry: Registry {
 
     public func ids(key: String) -> [String] {
         realms[key].map { Array($0.keys) } ?? []
+    }
+
+    public func forEach(_ body: (_ id: String, _ key: String, _ entry: PeerEntry) -> Void) {
+        for (key, ids) in realms {
+            for (id, entry) in ids { body(id, key, entry) }
+        }
     }
 }

@@ -21,6 +21,12 @@ public final class SignalingEngine<Transport: PeerTransport, Store: Registry> {
     private var queues = OfflineQueues()
     /// Registrations waiting for the policy's answer.
     private var waiting = PendingAuthorizations()
+    /// Clustered: registrations waiting for the peer directory's answer to their claim.
+    private var claims = PendingAuthorizations()
+    /// Clustered: the ids other instances hold, as the directory announced them.
+    private var remote = RemotePeers()
+    /// Clustered: whether the peer directory answers (the cluster role says so).
+    public private(set) var directoryAvailable = false
     /// The relayed frame being built: reused, so relaying allocates no array per message.
     private var scratch: [UInt8] = []
 
@@ -76,6 +82,7 @@ public final class SignalingEngine<Transport: PeerTransport, Store: Registry> {
         switch outcome {
         case .registered, .replacedPrevious: .open
         case .rejected(let reason): .refuse(reason)
+        case .claiming(let claim): .claim(claim)
         }
     }
 
@@ -83,6 +90,11 @@ public final class SignalingEngine<Transport: PeerTransport, Store: Registry> {
     /// On refusal the client has been sent its ERROR / ID-TAKEN frame and the connection is closed.
     @discardableResult
     public func register(_ connection: ConnectionID, request: RegistrationRequest, ip: String = "") -> RegistrationOutcome {
+        register(connection, request: request, ip: ip, claimed: false)
+    }
+
+    /// `claimed`: the peer directory granted the id to this instance (clustered only).
+    private func register(_ connection: ConnectionID, request: RegistrationRequest, ip: String, claimed: Bool) -> RegistrationOutcome {
         guard let id = request.id, !id.isEmpty, let token = request.token, !token.isEmpty,
             let key = request.key, !key.isEmpty
         else {
@@ -104,9 +116,15 @@ public final class SignalingEngine<Transport: PeerTransport, Store: Registry> {
             outcome = .replacedPrevious
         } else if registry.count >= settings.concurrentLimit {
             return reject(connection, .concurrentLimit)
+        } else if settings.clustered, !claimed {
+            // A new id: the directory decides whether another instance holds it.
+            guard directoryAvailable else { return reject(connection, .directoryUnavailable) }
+            claims.insert(connection, request: request, ip: ip)
+            return .claiming(DirectoryClaim(connection: connection, id: id, key: key, token: token))
         }
 
         let now = clock.nowMilliseconds
+        remote.remove(id, key: key, instance: nil)
         registry.set(PeerEntry(token: token, connection: connection), for: id, key: key)
         sessions[connection] = Session(id: id, key: key, ip: ip, lastSeen: now, lastPing: now)
         _ = transport.send(Self.openFrame, to: connection)
@@ -188,6 +206,15 @@ public final class SignalingEngine<Transport: PeerTransport, Store: Registry> {
             }
             return
         }
+        if settings.clustered, let instance = remote.instance(of: destination, key: key) {
+            let sent = scratch.withUnsafeBytes { transport.forward($0, key: key, to: destination, from: source, at: instance) }
+            if !sent, type != .leave, type != .expire {
+                // The directory is down or the link full: at most once, and the sender hears it.
+                let expire = EnvelopeWriter.encode(type: "EXPIRE", src: destination, dst: source, payload: nil)
+                if !transport.send(expire, to: connection) { drop(connection, reason: .sendFailed) }
+            }
+            return
+        }
         // Nothing is queued for an id nobody can register (too long, control characters):
         // dropped like a missing dst (E6), so no queue is keyed by such a string.
         guard type != .leave, type != .expire, RegistrationRequest.isAcceptableID(destination) else { return }
@@ -211,10 +238,12 @@ public final class SignalingEngine<Transport: PeerTransport, Store: Registry> {
     /// points at this very connection (E2).
     public func connectionClosed(_ connection: ConnectionID) {
         _ = waiting.take(connection)
-        guard let session = sessions.removeValue(forKey: connection) else { return }
-        if registry.entry(for: session.id, key: session.key)?.connection == connection {
-            registry.remove(id: session.id, key: session.key)
+        if let claim = claims.take(connection), let id = claim.request.id, let key = claim.request.key {
+            // Its claim is on its way: the release follows it on the same channel, in order.
+            transport.released(id: id, key: key)
         }
+        guard let session = sessions.removeValue(forKey: connection) else { return }
+        unregister(session, connection: connection)
         transport.peerEvent(
             .disconnected(id: session.id, key: session.key, connection: connection, ip: session.ip, reason: .closed))
     }
@@ -223,18 +252,29 @@ public final class SignalingEngine<Transport: PeerTransport, Store: Registry> {
     /// delivered (`EXPIRE`, src `destination`); a sender that cannot take even that is dropped.
     private func expire(senders: [String], waitingFor destination: String, key: String) {
         for sender in senders {
-            guard let entry = registry.entry(for: sender, key: key) else { continue }
             let expire = EnvelopeWriter.encode(type: "EXPIRE", src: destination, dst: sender, payload: nil)
+            guard let entry = registry.entry(for: sender, key: key) else {
+                if settings.clustered, let instance = remote.instance(of: sender, key: key) {
+                    _ = expire.withUnsafeBytes { transport.forward($0, key: key, to: sender, from: destination, at: instance) }
+                }
+                continue
+            }
             if !transport.send(expire, to: entry.connection) { drop(entry.connection, reason: .sendFailed) }
         }
+    }
+
+    /// Removes the registry entry of `session` if it still points at `connection`; clustered,
+    /// its directory row goes too (unless the id moved to another instance, which owns the row).
+    private func unregister(_ session: Session, connection: ConnectionID, releasing: Bool = true) {
+        guard registry.entry(for: session.id, key: session.key)?.connection == connection else { return }
+        registry.remove(id: session.id, key: session.key)
+        if settings.clustered, releasing { transport.released(id: session.id, key: session.key) }
     }
 
     /// Unregisters and closes a registered connection.
     private func drop(_ connection: ConnectionID, reason: DisconnectReason) {
         guard let session = sessions.removeValue(forKey: connection) else { return }
-        if registry.entry(for: session.id, key: session.key)?.connection == connection {
-            registry.remove(id: session.id, key: session.key)
-        }
+        unregister(session, connection: connection, releasing: reason != .movedElsewhere)
         transport.close(connection)
         transport.peerEvent(
             .disconnected(id: session.id, key: session.key, connection: connection, ip: session.ip, reason: reason))
@@ -273,7 +313,7 @@ public final class SignalingEngine<Transport: PeerTransport, Store: Registry> {
     public func newID(key: String) -> String {
         var candidate = makeID()
         var attempts = 0
-        while registry.entry(for: candidate, key: key) != nil, attempts < 16 {
+        while registry.entry(for: candidate, key: key) != nil || remote.instance(of: candidate, key: key) != nil, attempts < 16 {
             candidate = makeID()
             attempts += 1
         }
@@ -282,7 +322,88 @@ public final class SignalingEngine<Transport: PeerTransport, Store: Registry> {
 
     /// The ids of a realm, for `GET /{key}/peers`.
     public func peers(key: String) -> [String] {
-        registry.ids(key: key)
+        guard settings.clustered else { return registry.ids(key: key) }
+        let local = registry.ids(key: key)
+        let held = Set(local)
+        return local + remote.ids(key: key).filter { !held.contains($0) }
+    }
+
+    // MARK: - The peer directory (clustered)
+
+    /// The directory's answer to the claim of `connection`'s registration: registers it (OPEN,
+    /// or a refusal by the engine's own rules, checked again) or refuses it. `.none` when no
+    /// claim of `connection` waits (the client left: its release already followed the claim).
+    public func claimed(_ answer: ClaimAnswer, for connection: ConnectionID) -> RegistrationAction {
+        guard let entry = claims.take(connection) else { return .none }
+        switch answer {
+        case .granted: return action(register(connection, request: entry.request, ip: entry.ip, claimed: true))
+        case .taken: return action(reject(connection, .idTaken))
+        case .limit: return action(reject(connection, .concurrentLimit))
+        case .unavailable: return action(reject(connection, .directoryUnavailable))
+        }
+    }
+
+    /// Registrations waiting for the directory's answer.
+    public var waitingForDirectory: Int { claims.count }
+
+    /// Whether the directory answers. While it does not, new ids are refused and messages for
+    /// ids on other instances get EXPIRE; local peers go on.
+    public func directory(available: Bool) {
+        directoryAvailable = available
+    }
+
+    /// Another instance registered `id`: messages for it go there from now on, and those queued
+    /// here for it leave at once.
+    public func remoteRegistered(id: String, key: String, instance: String) {
+        remote.set(id, key: key, instance: instance)
+        for message in queues.take(OfflineQueues.Destination(key: key, id: id)) {
+            _ = message.frame.withUnsafeBytes { transport.forward($0, key: key, to: id, from: message.source, at: instance) }
+        }
+    }
+
+    /// `instance` gave `id` up.
+    public func remoteReleased(id: String, key: String, instance: String) {
+        remote.remove(id, key: key, instance: instance)
+    }
+
+    /// `instance` stopped refreshing its rows: its ids are free, and messages for them queue here.
+    public func remoteInstanceGone(_ instance: String) {
+        remote.removeAll(held: instance)
+    }
+
+    /// Forgets every remote id (the directory is about to be announced again, or is gone).
+    public func forgetRemotePeers() {
+        remote.removeAll()
+    }
+
+    /// Ids held by other instances, as last announced.
+    public var remoteCount: Int { remote.count }
+
+    /// The same id and token registered on another instance, which now owns the directory row:
+    /// the local peer is dropped without releasing that row.
+    public func movedElsewhere(id: String, key: String) {
+        guard let entry = registry.entry(for: id, key: key) else { return }
+        drop(entry.connection, reason: .movedElsewhere)
+    }
+
+    /// A frame another instance relayed to `id` (from `source` there): delivered like a local
+    /// relay (queued while `id` is not registered here, then EXPIRE goes back to `source`).
+    public func deliver(_ frame: UnsafeRawBufferPointer, key: String, to id: String, from source: String) {
+        if let entry = registry.entry(for: id, key: key) {
+            if !transport.send(frame, to: entry.connection) {
+                drop(entry.connection, reason: .sendFailed)
+                if let instance = remote.instance(of: source, key: key) {
+                    let leave = EnvelopeWriter.encode(type: "LEAVE", src: id, dst: source, payload: nil)
+                    _ = leave.withUnsafeBytes { transport.forward($0, key: key, to: source, from: id, at: instance) }
+                }
+            }
+            return
+        }
+        guard RegistrationRequest.isAcceptableID(id), RegistrationRequest.isAcceptableID(source) else { return }
+        let queued = queues.append(
+            Array(frame), from: source, to: OfflineQueues.Destination(key: key, id: id),
+            now: clock.nowMilliseconds, limits: settings)
+        if queued == .full { expire(senders: [source], waitingFor: id, key: key) }
     }
 
     /// Counters for the supervisor's status line and the benchmarks.

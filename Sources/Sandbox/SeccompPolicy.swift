@@ -77,6 +77,7 @@ public struct SeccompPolicy: Sendable {
         switch role {
         case broker.role: broker
         case auth.role: auth
+        case cluster.role: cluster
         default: nil
         }
     }
@@ -165,6 +166,14 @@ public struct SeccompPolicy: Sendable {
         ("munlock", .allow, why: "that memory is unlocked, wiped and unmapped when the key is replaced"),
     ]
 
+    /// The cluster role: the broker's calls (NIO, its channels) and the two it needs to reach
+    /// PostgreSQL itself. Nothing else new: no bind, no listen, no accept, no files.
+    static let clusterCalls: [(String, SeccompAction, why: String)] = brokerCalls + [
+        ("socket", .allowIfOneOf(argument: 0, values: [UInt64(AF_INET), UInt64(AF_INET6)]),
+         why: "a TCP connection to the database (NIO's ClientBootstrap); IPv4 and IPv6 only: no AF_UNIX, no netlink, no packet sockets"),
+        ("connect", .allow, why: "to the database's numeric address (the supervisor resolved the name); systemd's IPAddressAllow= limits where"),
+    ]
+
     /// Soft denials of the auth helper: the broker's, except `open`/`openat`, which the helper
     /// may use read-only (it re-reads its policy files on reload).
     static let authSoftDenials: [(String, SeccompAction, why: String)] =
@@ -238,6 +247,16 @@ public struct SeccompPolicy: Sendable {
         mustRefuse: commonRefusals + [
             ("open", why: "the broker reads no files (soft: EACCES)"),
             ("openat", why: "the broker reads no files (soft: EACCES)"),
+            ("clone3", why: "forces glibc onto clone, whose flags the filter checks (soft: ENOSYS)"),
+        ])
+
+    /// The cluster role (`--cluster`).
+    public static let cluster = SeccompPolicy(
+        role: "cluster",
+        [softDenials, runtimeBase, clusterCalls],
+        mustRefuse: commonRefusals.filter { $0.0 != "socket" && $0.0 != "connect" } + [
+            ("open", why: "the cluster role reads no files (soft: EACCES)"),
+            ("openat", why: "the cluster role reads no files (soft: EACCES)"),
             ("clone3", why: "forces glibc onto clone, whose flags the filter checks (soft: ENOSYS)"),
         ])
 

@@ -14,12 +14,15 @@ struct Listener {
 
     /// Binds `port` on `host` (every address it resolves to), or on all addresses, IPv6 and
     /// IPv4 together, when `host` is nil. Sockets are close-on-exec and non-blocking.
-    static func bind(host: String?, port: UInt16, tls: Bool = false, backlog: Int32 = 4096) throws(SupervisorError) -> [Listener] {
+    ///
+    /// `reusePort`: SO_REUSEPORT, so that several instances (each its own supervisor, all the
+    /// same user) bind the same port and the kernel spreads connections between them.
+    static func bind(host: String?, port: UInt16, tls: Bool = false, reusePort: Bool = false, backlog: Int32 = 4096) throws(SupervisorError) -> [Listener] {
         guard let host else {
-            if let dual = try? open(family: AF_INET6, address: "::", port: port, tls: tls, backlog: backlog, dualStack: true) {
+            if let dual = try? open(family: AF_INET6, address: "::", port: port, tls: tls, reusePort: reusePort, backlog: backlog, dualStack: true) {
                 return [dual]
             }
-            return [try open(family: AF_INET, address: "0.0.0.0", port: port, tls: tls, backlog: backlog, dualStack: false)]
+            return [try open(family: AF_INET, address: "0.0.0.0", port: port, tls: tls, reusePort: reusePort, backlog: backlog, dualStack: false)]
         }
         var hints = addrinfo()
         hints.ai_family = AF_UNSPEC
@@ -40,7 +43,7 @@ struct Listener {
             guard family == AF_INET || family == AF_INET6, let text = numericHost(info.pointee.ai_addr, info.pointee.ai_addrlen),
                 seen.insert(text).inserted
             else { continue }
-            listeners.append(try open(family: family, address: text, port: port, tls: tls, backlog: backlog, dualStack: false))
+            listeners.append(try open(family: family, address: text, port: port, tls: tls, reusePort: reusePort, backlog: backlog, dualStack: false))
         }
         guard !listeners.isEmpty else {
             throw SupervisorError(.resolve, "--host \(host) resolved to no IPv4 or IPv6 address")
@@ -48,11 +51,16 @@ struct Listener {
         return listeners
     }
 
-    private static func open(family: Int32, address: String, port: UInt16, tls: Bool, backlog: Int32, dualStack: Bool) throws(SupervisorError) -> Listener {
+    private static func open(family: Int32, address: String, port: UInt16, tls: Bool, reusePort: Bool, backlog: Int32, dualStack: Bool) throws(SupervisorError) -> Listener {
         let fd = socket(family, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue) | Int32(SOCK_NONBLOCK.rawValue), 0)
         guard fd >= 0 else { throw SupervisorError(.bind, "socket() for \(address) failed: \(SupervisorError.errnoText())") }
         var on: Int32 = 1
         setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, socklen_t(MemoryLayout<Int32>.size))
+        if reusePort, setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &on, socklen_t(MemoryLayout<Int32>.size)) != 0 {
+            let why = SupervisorError.errnoText()
+            close(fd)
+            throw SupervisorError(.bind, "SO_REUSEPORT on \(address) failed: \(why)")
+        }
         if family == AF_INET6 {
             var v6only: Int32 = dualStack ? 0 : 1
             setsockopt(fd, Int32(IPPROTO_IPV6), IPV6_V6ONLY, &v6only, socklen_t(MemoryLayout<Int32>.size))

@@ -26,6 +26,9 @@ public enum ProcessTable {
         case .auth:
             [ChannelEnd(peer: .broker, descriptor: 3, introducedBy: .authChannel),
              ChannelEnd(peer: .supervisor, descriptor: 4, introducedBy: nil)]
+        case .cluster:
+            [ChannelEnd(peer: .broker, descriptor: 3, introducedBy: .clusterChannel),
+             ChannelEnd(peer: .supervisor, descriptor: 4, introducedBy: nil)]
         }
     }
 
@@ -36,7 +39,7 @@ public enum ProcessTable {
     }
 
     /// The rows for this configuration, leaders before the roles started with them: the broker,
-    /// and the auth helper when one is configured.
+    /// the auth helper when one is configured, the cluster role when `--cluster` is set.
     static func rows(for configuration: SupervisorConfiguration) -> [RoleRow] {
         var rows = [
             RoleRow(
@@ -58,6 +61,17 @@ public enum ProcessTable {
                 },
                 frames: { (supervisor: Supervisor, frame: borrowing ReceivedFrame) in
                     supervisor.unexpected(frame, from: .auth)
+                }))
+        }
+        if let settings = configuration.cluster {
+            rows.append(RoleRow(
+                role: .cluster, name: "cluster role", user: settings.process.user, seccomp: .cluster,
+                arguments: [configuration.argv0, "--role", Role.cluster.rawValue], ownSession: false, restart: .cluster,
+                hello: { (_: Supervisor, channel: HandoffChannel) throws(IPCError) in
+                    try Supervisor.send(settings, over: channel, until: monotonicMilliseconds() + Supervisor.setupSendDeadlineMs)
+                },
+                frames: { (supervisor: Supervisor, frame: borrowing ReceivedFrame) in
+                    supervisor.unexpected(frame, from: .cluster)
                 }))
         }
         return rows

@@ -31,6 +31,9 @@ struct RestartPolicy: Sendable, Equatable {
     /// The auth helper: the same backoff capped at 5 s, restarted for ever (while it is down
     /// every registration is denied), started after the broker, whose channel it needs.
     static let authHelper = RestartPolicy(startsWith: .broker)
+    /// The cluster role: like the auth helper (restarted for ever, with the broker, whose channel
+    /// it needs); while it is down new ids are refused and local peers go on.
+    static let cluster = RestartPolicy(startsWith: .broker)
 
     /// The delay before restarting after `deaths` deaths in the window (the newest included).
     func delayMs(afterDeaths deaths: Int) -> Int64 {

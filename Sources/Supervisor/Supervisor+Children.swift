@@ -30,7 +30,11 @@ extension Supervisor {
         do {
             (child, introductions) = try start(row)
         } catch {
-            let consequence = role == .auth ? "; registrations are denied until it runs" : ""
+            let consequence = switch role {
+            case .auth: "; registrations are denied until it runs"
+            case .cluster: "; new ids are refused until it runs"
+            default: ""
+            }
             logger.error("cannot start the \(row.name) (\(configuration.executable)): \(error)\(consequence)")
             return [.childFailedToStart(role)]
         }
@@ -79,6 +83,7 @@ extension Supervisor {
         for introduction in introductions {
             switch introduction.frame {
             case .authChannel: try introduction.via.send(AuthChannelHandoff(), fd: introduction.end.rawFD)
+            case .clusterChannel: try introduction.via.send(ClusterChannelHandoff(), fd: introduction.end.rawFD)
             default: throw IPCError(.invalidArgument, "\(introduction.frame) carries no channel; see ProcessTable.channels(of:)")
             }
         }

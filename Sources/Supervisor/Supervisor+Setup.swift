@@ -40,14 +40,14 @@ extension Supervisor {
     /// with `--https-port`, a TLS listener beside it (on `--https-host`, if given).
     private func bindListeners() throws(SupervisorError) -> [Listener] {
         guard let httpsPort = configuration.httpsPort else {
-            return try Listener.bind(host: configuration.host, port: configuration.port, tls: configuration.tls != nil)
+            return try Listener.bind(host: configuration.host, port: configuration.port, tls: configuration.tls != nil, reusePort: configuration.reusePort)
         }
         guard configuration.tls != nil else {
             throw SupervisorError(.tls, "--https-port needs --sslkey and --sslcert")
         }
-        let plain = try Listener.bind(host: configuration.host, port: configuration.port, tls: false)
+        let plain = try Listener.bind(host: configuration.host, port: configuration.port, tls: false, reusePort: configuration.reusePort)
         do {
-            return plain + (try Listener.bind(host: configuration.httpsHost ?? configuration.host, port: httpsPort, tls: true))
+            return plain + (try Listener.bind(host: configuration.httpsHost ?? configuration.host, port: httpsPort, tls: true, reusePort: configuration.reusePort))
         } catch {
             for listener in plain { close(listener.descriptor) }
             throw error

@@ -29,6 +29,13 @@ public struct SupervisorConfiguration: Sendable {
     /// The auth helper's settings, sent in its `authHello`; nil: no helper, everyone is allowed.
     public var auth: AuthHelperSettings?
 
+    /// The cluster role's settings, sent in its `clusterHello`; nil: one instance on its own.
+    public var cluster: ClusterSettings?
+
+    /// SO_REUSEPORT on the listeners this process binds itself, so that several instances
+    /// share one port (the kernel spreads connections between them).
+    public var reusePort = false
+
     /// The empty directory the broker chroots into; created root-owned 0555 when missing and
     /// this process runs as root. nil: none.
     public var chrootDirectory: String? {

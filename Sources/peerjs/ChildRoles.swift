@@ -1,4 +1,5 @@
 import AuthHelper
+import Cluster
 import Broker
 import IPC
 import Logging
@@ -13,6 +14,7 @@ extension PeerJSCommand {
         [
             Role.broker.rawValue: { $0.runBroker(logger: $1) },
             Role.auth.rawValue: { $0.runAuthHelper(logger: $1) },
+            Role.cluster.rawValue: { $0.runCluster(logger: $1) },
             "sandbox-probe": { $0.runSandboxProbe(logger: $1) },
         ]
     }
@@ -35,6 +37,14 @@ extension PeerJSCommand {
             confine: { settings, startProgram, beforeFilter in
                 try confineAuthHelper(settings, logger: logger, startProgram: startProgram, beforeFilter: beforeFilter)
             })
+    }
+
+    func runCluster(logger: Logger) -> Int32 {
+        ClusterRole.run(
+            brokerDescriptor: ProcessTable.descriptor(of: .cluster, to: .broker),
+            supervisorDescriptor: ProcessTable.descriptor(of: .cluster, to: .supervisor), logger: logger,
+            configure: { settings in JournalLogHandler.setLevel(settings.process.logLevel) },
+            confine: { settings in try confine(settings.process, seccomp: .cluster, openFiles: 64, logger: logger) })
     }
 
     /// Not a supervised role: the sandbox tests start it by hand, with its settings as flags.

@@ -166,6 +166,30 @@ struct PeerJSCommand: ParsableCommand {
             help: "The user of its own the policy program runs as when peerjs starts as root (never the helper's or the broker's).")
     var authProgramUser: String = PolicyProgramUser.defaultName
 
+    @Option(name: .customLong("cluster"),
+            help: ArgumentHelp("Serve as one with the other instances using this PostgreSQL database: postgres://USER@HOST[:PORT]/DATABASE (no password in it).", valueName: "url"))
+    var cluster: String?
+
+    @Option(name: [.customLong("cluster-password-file"), .customLong("cluster_password_file")],
+            help: ArgumentHelp("File whose first line is the database password for --cluster (works with LoadCredential=).", valueName: "file"))
+    var clusterPasswordFile: String?
+
+    @Option(name: [.customLong("cluster-instance"), .customLong("cluster_instance")],
+            help: ArgumentHelp("This instance's name in the cluster, 1-40 of A-Z a-z 0-9 _ . - (default: HOSTNAME-XXXXXX, new at each start).", valueName: "name"))
+    var clusterInstance: String?
+
+    @Option(name: [.customLong("cluster-expiry"), .customLong("cluster_expiry")],
+            help: ArgumentHelp("Seconds after which the ids of an instance that stopped refreshing them are free again.", valueName: "s"))
+    var clusterExpiry: Int = 30
+
+    @Option(name: [.customLong("cluster-user"), .customLong("cluster_user")],
+            help: "The unprivileged user the cluster role runs as when peerjs starts as root.")
+    var clusterUser: String = "_peerjs-cluster"
+
+    @Flag(name: [.customLong("reuse-port"), .customLong("reuse_port")],
+          help: "Set SO_REUSEPORT on the listeners peerjs binds itself, so several instances share one port.")
+    var reusePort = false
+
     @Option(name: .customLong("role"), help: .private)
     var role: String?
 
@@ -235,6 +259,16 @@ struct PeerJSCommand: ParsableCommand {
             throw ValidationError("--auth-timeout must be between 1 and 60000 ms, not \(authTimeout)")
         }
         guard !authUser.isEmpty else { throw ValidationError("--auth-user must not be empty") }
+        guard !clusterUser.isEmpty else { throw ValidationError("--cluster-user must not be empty") }
+        guard (3...86_400).contains(clusterExpiry) else {
+            throw ValidationError("--cluster-expiry must be between 3 and 86400 seconds, not \(clusterExpiry)")
+        }
+        if cluster == nil, clusterPasswordFile != nil || clusterInstance != nil {
+            throw ValidationError("--cluster-password-file and --cluster-instance need --cluster")
+        }
+        if let clusterInstance, !ClusterSettings.isValidInstance(clusterInstance) {
+            throw ValidationError("--cluster-instance must be 1 to \(ClusterSettings.maxInstanceLength) of A-Z a-z 0-9 _ . -, not \(clusterInstance)")
+        }
         guard !authProgramUser.isEmpty else { throw ValidationError("--auth-program-user must not be empty") }
         if let authProgram, !authProgram.hasPrefix("/") {
             throw ValidationError("--auth-program must be an absolute path, not \(authProgram)")
@@ -341,7 +375,12 @@ struct PeerJSCommand: ParsableCommand {
             authEvents: authProgram != nil || (Logger.Level(rawValue: logLevel) ?? .info) <= .info,
             ipLimit: UInt32(ipLimit), ipHandshakeLimit: UInt32(ipHandshakeLimit), handshakeLimit: UInt32(handshakeLimit),
             outputLimit: UInt32(outputLimit), maxHeaderBytes: UInt32(maxHeaderSize),
-            trustedProxies: proxiedBy.map(Self.trustedProxies) ?? [], process: brokerProcess)
+            trustedProxies: proxiedBy.map(Self.trustedProxies) ?? [], process: brokerProcess, clustered: cluster != nil)
+    }
+
+    /// The cluster role's sandbox: its own user, the broker's empty chroot, the `cluster` policy.
+    var clusterProcess: ChildSettings {
+        ChildSettings(logLevel: logLevel, user: clusterUser, chrootDirectory: chroot, sandboxDebug: sandboxDebug)
     }
 
     /// Parses the command line, with the configuration file's settings (if `--config` names
@@ -467,6 +506,18 @@ struct PeerJSCommand: ParsableCommand {
                 }
             }
         }
+        var clusterSettings: ClusterSettings?
+        if let cluster {
+            do {
+                clusterSettings = try ClusterConfiguration.settings(
+                    url: cluster, passwordFile: clusterPasswordFile, instance: clusterInstance,
+                    expirySeconds: UInt32(clusterExpiry), process: clusterProcess)
+                _ = try clusterSettings?.encodeChecked()
+            } catch {
+                logger.critical("\(error)")
+                throw ExitCode(78)
+            }
+        }
         var reload: (@Sendable () throws -> SupervisorConfiguration.Reloaded)?
         if config != nil {
             reload = {
@@ -475,10 +526,12 @@ struct PeerJSCommand: ParsableCommand {
                     broker: command.brokerSettings, auth: command.authEnabled ? command.authSettings : nil)
             }
         }
-        let configuration = SupervisorConfiguration(
+        var configuration = SupervisorConfiguration(
             host: host, port: UInt16(port), broker: brokerSettings, executable: "/proc/self/exe",
             argv0: CommandLine.arguments.first ?? "peerjs", reload: reload, tls: tlsFiles,
             httpsPort: httpsPort.map { UInt16($0) }, httpsHost: httpsHost, auth: authEnabled ? authSettings : nil)
+        configuration.cluster = clusterSettings
+        configuration.reusePort = reusePort
         do {
             throw ExitCode(try Supervisor(configuration: configuration, logger: logger).run())
         } catch let error as SupervisorError {

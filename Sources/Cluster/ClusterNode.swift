@@ -1,0 +1,514 @@
+import IPC
+import Logging
+import NIOCore
+import NIOPosix
+import PostgresNIO
+
+/// One instance's member of the cluster: the only code that talks to PostgreSQL. It claims and
+/// releases this instance's ids in the peer directory, keeps their rows fresh, relays frames to
+/// other instances with NOTIFY (large ones through `peerjs_relay`), listens on its own channel
+/// and the directory's, and tells the broker what changes. When the database goes away it says
+/// so (the broker then refuses new ids) and reconnects with backoff; local peers never notice.
+actor ClusterNode {
+    struct LocalID: Hashable {
+        var key: String
+        var id: String
+    }
+
+    private let settings: ClusterSettings
+    private let logger: Logger
+    private let group: any EventLoopGroup
+    private let broker: BrokerLink
+    private let instanceChannel: String
+    static let directoryChannel = "peerjs.dir"
+
+    private var writer: PostgresConnection?
+    private var listener: PostgresConnection?
+    private var listenTasks: [Task<Void, Never>] = []
+    private var listenerFailed: String?
+    /// The ids this instance holds, with their token hashes: claimed again after a reconnect.
+    private var local: [LocalID: [UInt8]] = [:]
+    private var available = false
+    /// Frames for other instances, by instance, waiting for the next NOTIFY.
+    private var outbox: [String: [[UInt8]]] = [:]
+    private var outboxBytes = 0
+    private var flushing = false
+    /// Directory records (`+`/`-`) waiting for the next NOTIFY on `peerjs.dir`.
+    private var announcements: [[UInt8]] = []
+    private var pingNonce: UInt64 = 0
+    private var lastPingSeen = ContinuousClock.now
+    /// Instances seen live at the last check, so a vanished one can be forgotten at once.
+    private var liveInstances: Set<String> = []
+    private var started = false
+
+    /// The most bytes of frames waiting for other instances; past it a frame is dropped (logged).
+    static let maxOutboxBytes = 8 << 20
+    static let pingInterval = Duration.seconds(2)
+    /// No self-ping for this long: the listener is stuck, reconnect.
+    static let pingDeadline = Duration.seconds(10)
+
+    init(settings: ClusterSettings, logger: Logger, group: any EventLoopGroup, broker: BrokerLink) {
+        self.settings = settings
+        self.logger = logger
+        self.group = group
+        self.broker = broker
+        instanceChannel = "peerjs.i.\(settings.instance)"
+    }
+
+    private var expiry: Int { Int(settings.expirySeconds) }
+
+    // MARK: - Connection life
+
+    /// Connects, serves until the connection fails, reconnects with backoff: for ever.
+    func run() async {
+        var delay = Duration.milliseconds(500)
+        var attempt = 0
+        while !Task.isCancelled {
+            attempt += 1
+            do {
+                try await connect()
+                if attempt > 1 { logger.notice("peer directory reconnected (attempt \(attempt))") }
+                attempt = 0
+                delay = .milliseconds(500)
+                try await maintain()
+            } catch {
+                logger.warning("peer directory unavailable (\(Self.describe(error))); retrying in \(delay)")
+            }
+            await disconnect()
+            try? await Task.sleep(for: delay)
+            delay = min(delay * 2, .seconds(30))
+        }
+    }
+
+    private func open() async throws -> PostgresConnection {
+        var lastError: (any Error)?
+        for address in settings.addresses {
+            do {
+                let target = try SocketAddress(ipAddress: address, port: Int(settings.port))
+                let channel = try await ClientBootstrap(group: group)
+                    .connectTimeout(.seconds(3))
+                    .connect(to: target).get()
+                var configuration = PostgresConnection.Configuration(
+                    establishedChannel: channel, username: settings.user,
+                    password: settings.password.isEmpty ? nil : settings.password, database: settings.database)
+                configuration.options.additionalStartupParameters = [("application_name", "peerjs \(settings.instance)")]
+                return try await PostgresConnection.connect(
+                    on: channel.eventLoop, configuration: configuration, id: 1, logger: Logger(label: "postgres", factory: { _ in SwiftLogNoOpLogHandler() }))
+            } catch {
+                lastError = error
+            }
+        }
+        throw lastError ?? ClusterError("no database address to connect to")
+    }
+
+    private func connect() async throws {
+        let writer = try await open()
+        self.writer = writer
+        try await migrate(writer)
+        if !started {
+            // A fresh role serves a fresh broker (or one that claims its ids again): rows left
+            // under this name by an earlier run are not ours any more.
+            try await execute(DirectorySchema.dropInstance, [settings.instance])
+            started = true
+        }
+        let listener = try await open()
+        self.listener = listener
+        listenerFailed = nil
+        lastPingSeen = .now
+        for channel in [instanceChannel, Self.directoryChannel] {
+            listenTasks.append(Task { await self.listen(on: channel, listener) })
+        }
+        // LISTEN is in force once a ping comes back: only then is the snapshot complete.
+        try await waitForOwnPing()
+        for (id, hash) in local {
+            await claim(requestID: 0, ClusterClaim(key: id.key, id: id.id, tokenHash: hash, limit: 0))
+        }
+        try await announceDirectory()
+        available = true
+        broker.send(ClusterState(available: true))
+    }
+
+    private func waitForOwnPing() async throws {
+        let before = lastPingSeen
+        try await ping()
+        for _ in 0..<100 {
+            if lastPingSeen != before { return }
+            if let failure = listenerFailed { throw ClusterError("LISTEN failed: \(failure)") }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        throw ClusterError("the listener did not hear its own notification within 2 s")
+    }
+
+    private func disconnect() async {
+        if available {
+            available = false
+            broker.send(ClusterState(available: false))
+        }
+        for task in listenTasks { task.cancel() }
+        listenTasks = []
+        try? await listener?.close()
+        try? await writer?.close()
+        listener = nil
+        writer = nil
+        let lost = outbox.values.reduce(0) { $0 + $1.count }
+        if lost > 0 { logger.warning("\(lost) frames for other instances were not sent (the database went away)") }
+        outbox = [:]
+        outboxBytes = 0
+        announcements = []
+    }
+
+    /// Creates or upgrades the schema under an advisory lock, in one transaction.
+    private func migrate(_ connection: PostgresConnection) async throws {
+        _ = try await connection.simpleQuery("BEGIN").get()
+        do {
+            // The lock first: two instances creating the version table at once would collide.
+            _ = try await connection.simpleQuery(DirectorySchema.lockSchema).get()
+            _ = try await connection.simpleQuery(DirectorySchema.bootstrap).get()
+            var version = 0
+            for try await row in try await connection.query(PostgresQuery(unsafeSQL: DirectorySchema.currentVersion), logger: logger) {
+                version = try row.decode(Int.self)
+            }
+            guard version <= DirectorySchema.version else {
+                throw ClusterError("the peer directory's schema is version \(version); this peerjs knows up to \(DirectorySchema.version): upgrade peerjs")
+            }
+            for index in version..<DirectorySchema.version {
+                _ = try await connection.simpleQuery(DirectorySchema.migrations[index]).get()
+                _ = try await connection.simpleQuery("DELETE FROM peerjs_schema; INSERT INTO peerjs_schema (version) VALUES (\(index + 1))").get()
+                logger.notice("peer directory schema migrated to version \(index + 1)")
+            }
+            _ = try await connection.simpleQuery("COMMIT").get()
+        } catch {
+            _ = try? await connection.simpleQuery("ROLLBACK").get()
+            throw error
+        }
+    }
+
+    /// Every live id of the other instances, to the broker, after a reset.
+    private func announceDirectory() async throws {
+        broker.send(ClusterPeerChange(.reset))
+        var instances = Set<String>()
+        for try await row in try await query(DirectorySchema.loadDirectory, [settings.instance], .int(expiry)) {
+            let (instance, key, id) = try row.decode((String, String, String).self)
+            instances.insert(instance)
+            broker.send(ClusterPeerChange(.registered, instance: instance, key: key, id: id))
+        }
+        liveInstances = instances
+    }
+
+    /// Refreshes, sweeps, pings and watches the listener until something fails.
+    private func maintain() async throws {
+        let refreshEvery = Duration.seconds(max(1, expiry / 3))
+        var sinceRefresh = Duration.zero
+        var sincePing = Duration.zero
+        let tick = Duration.milliseconds(500)
+        while !Task.isCancelled {
+            try await Task.sleep(for: tick)
+            sinceRefresh += tick
+            sincePing += tick
+            if let failure = listenerFailed { throw ClusterError("the listener connection failed: \(failure)") }
+            if ContinuousClock.now - lastPingSeen > Self.pingDeadline {
+                throw ClusterError("the listener has not heard its own notification for \(Self.pingDeadline); reconnecting")
+            }
+            if sincePing >= Self.pingInterval {
+                sincePing = .zero
+                try await ping()
+            }
+            if sinceRefresh >= refreshEvery {
+                sinceRefresh = .zero
+                try await refresh()
+            }
+        }
+    }
+
+    private func ping() async throws {
+        pingNonce &+= 1
+        try await notify(instanceChannel, ClusterRecord.ping(nonce: pingNonce).encoded)
+    }
+
+    /// Keeps this instance's rows live, deletes long-expired ones, and forgets the ids of
+    /// instances that stopped refreshing.
+    private func refresh() async throws {
+        try await execute(DirectorySchema.refresh, [settings.instance])
+        _ = try await query(DirectorySchema.sweep, [], .int(expiry)).collect()
+        var live = Set<String>()
+        for try await row in try await query(
+            "SELECT DISTINCT instance FROM peerjs_peers WHERE refreshed > now() - make_interval(secs => $2::integer) AND instance <> $1::text",
+            [settings.instance], .int(expiry))
+        {
+            live.insert(try row.decode(String.self))
+        }
+        for gone in liveInstances.subtracting(live) {
+            logger.notice("instance \(gone) stopped refreshing its rows; its ids are free")
+            broker.send(ClusterPeerChange(.instanceGone, instance: gone))
+        }
+        liveInstances = live
+    }
+
+    // MARK: - The broker's requests
+
+    func handle(_ event: BrokerLink.Event) async {
+        switch event {
+        case .claim(let requestID, let claim):
+            await self.claim(requestID: requestID, claim)
+        case .release(let release):
+            await self.release(release)
+        case .send(let relay):
+            enqueue(relay)
+        case .closed:
+            break  // the caller ends the role
+        }
+    }
+
+    /// Claims an id; answers the broker (request id 0: a claim again after a reconnect or a
+    /// restart of this role, answered only when the id is lost).
+    private func claim(requestID: UInt32, _ claim: ClusterClaim) async {
+        let id = LocalID(key: claim.key, id: claim.id)
+        guard writer != nil, available || requestID == 0 else {
+            if requestID != 0 { broker.send(ClusterAnswer(.unavailable), requestID: requestID) }
+            else { local[id] = claim.tokenHash }  // claimed when the database is back
+            return
+        }
+        do {
+            var result = ""
+            for try await row in try await query(
+                DirectorySchema.claim, [claim.key, claim.id, settings.instance], .bytes(claim.tokenHash),
+                .int(Int(claim.limit)), .int(expiry))
+            {
+                result = try row.decode(String.self)
+            }
+            switch result {
+            case "granted":
+                local[id] = claim.tokenHash
+                announce(.registered(instance: settings.instance, key: claim.key, id: claim.id))
+                if requestID != 0 { broker.send(ClusterAnswer(.granted), requestID: requestID) }
+            case let moved where moved.hasPrefix("moved:"):
+                let previous = String(moved.dropFirst("moved:".count))
+                local[id] = claim.tokenHash
+                announce(.registered(instance: settings.instance, key: claim.key, id: claim.id))
+                if ClusterSettings.isValidInstance(previous) {
+                    enqueue(record: ClusterRecord.moved(instance: settings.instance, key: claim.key, id: claim.id).encoded, for: previous)
+                }
+                if requestID != 0 { broker.send(ClusterAnswer(.granted), requestID: requestID) }
+            case "taken":
+                if requestID != 0 {
+                    broker.send(ClusterAnswer(.taken), requestID: requestID)
+                } else {
+                    local[id] = nil
+                    logger.notice("\(claim.id) was registered on another instance while the directory was away; closing it here")
+                    broker.send(ClusterPeerChange(.movedElsewhere, instance: "", key: claim.key, id: claim.id))
+                }
+            case "limit":
+                if requestID != 0 { broker.send(ClusterAnswer(.limit), requestID: requestID) }
+            default:
+                throw ClusterError("peerjs_claim answered \(result)")
+            }
+        } catch {
+            if requestID != 0 { broker.send(ClusterAnswer(.unavailable), requestID: requestID) } else { local[id] = claim.tokenHash }
+            logger.warning("claim of \(claim.id) failed: \(Self.describe(error))")
+        }
+    }
+
+    private func release(_ release: ClusterRelease) async {
+        guard local.removeValue(forKey: LocalID(key: release.key, id: release.id)) != nil else { return }
+        guard available else { return }  // the reconnect drops every row of ours not claimed again
+        do {
+            try await execute(DirectorySchema.release, [release.key, release.id, settings.instance])
+            announce(.released(instance: settings.instance, key: release.key, id: release.id))
+        } catch {
+            logger.warning("release of \(release.id) failed (\(Self.describe(error))); its row expires")
+        }
+    }
+
+    /// The clean stop: this instance's rows go at once (bounded by the caller's deadline).
+    func stop() async {
+        guard writer != nil else { return }
+        try? await execute(DirectorySchema.dropInstance, [settings.instance])
+        try? await writer?.close()
+        try? await listener?.close()
+    }
+
+    // MARK: - Relay out (NOTIFY outside transactions, batched while one is in flight)
+
+    private func enqueue(_ relay: ClusterRelay) {
+        guard ClusterSettings.isValidInstance(relay.instance), relay.instance != settings.instance else { return }
+        let record = ClusterRecord.message(instance: settings.instance, key: relay.key, id: relay.id, source: relay.source, frame: relay.frame)
+        enqueue(record: record.encoded, for: relay.instance)
+    }
+
+    private func enqueue(record: [UInt8], for instance: String) {
+        guard available else { return }
+        guard outboxBytes + record.count <= Self.maxOutboxBytes else {
+            logger.warning("\(Self.maxOutboxBytes) bytes already wait for other instances; a frame for \(instance) is dropped")
+            return
+        }
+        outbox[instance, default: []].append(record)
+        outboxBytes += record.count
+        startFlush()
+    }
+
+    private func announce(_ record: ClusterRecord) {
+        announcements.append(record.encoded)
+        startFlush()
+    }
+
+    private func startFlush() {
+        guard !flushing else { return }
+        flushing = true
+        Task { await self.flush() }
+    }
+
+    private func flush() async {
+        defer { flushing = false }
+        while available, !outbox.isEmpty || !announcements.isEmpty {
+            let batch = outbox
+            let directory = announcements
+            outbox = [:]
+            outboxBytes = 0
+            announcements = []
+            do {
+                if !directory.isEmpty { try await send(directory, on: Self.directoryChannel, target: nil) }
+                for (instance, records) in batch {
+                    try await send(records, on: "peerjs.i.\(instance)", target: instance)
+                }
+            } catch {
+                logger.warning("NOTIFY failed (\(Self.describe(error))); frames for other instances were lost")
+                return
+            }
+        }
+    }
+
+    /// Sends `records` on `channel` in as few NOTIFYs as fit; a record too large or not text
+    /// goes through a `peerjs_relay` row (only to an instance: `target`).
+    private func send(_ records: [[UInt8]], on channel: String, target: String?) async throws {
+        var payload: [UInt8] = []
+        for record in records {
+            if record.count > ClusterRecord.notifyLimit || !ClusterRecord.isNotifiable(record) {
+                guard let target else { continue }
+                var seq: Int64 = 0
+                for try await row in try await query(DirectorySchema.putRelay, [target], .bytes(record)) {
+                    seq = try row.decode(Int64.self)
+                }
+                let pointer = ClusterRecord.stored(seq: seq).encoded
+                if payload.count + pointer.count > ClusterRecord.notifyLimit {
+                    try await notify(channel, payload)
+                    payload = []
+                }
+                payload += pointer
+                continue
+            }
+            if payload.count + record.count > ClusterRecord.notifyLimit {
+                try await notify(channel, payload)
+                payload = []
+            }
+            payload += record
+        }
+        if !payload.isEmpty { try await notify(channel, payload) }
+    }
+
+    private func notify(_ channel: String, _ payload: [UInt8]) async throws {
+        try await execute(DirectorySchema.notify, [channel, String(decoding: payload, as: UTF8.self)])
+    }
+
+    // MARK: - Relay in
+
+    private func listen(on channel: String, _ connection: PostgresConnection) async {
+        do {
+            try await connection.listen(on: channel) { notifications in
+                for try await notification in notifications {
+                    await self.received(Array(notification.payload.utf8), on: channel)
+                }
+            }
+            if !Task.isCancelled { listenerFailed = "LISTEN \(channel) ended" }
+        } catch {
+            if !Task.isCancelled { listenerFailed = "LISTEN \(channel): \(Self.describe(error))" }
+        }
+    }
+
+    private func received(_ payload: [UInt8], on channel: String) async {
+        guard let records = ClusterRecord.parse(payload) else {
+            logger.warning("a malformed notification on \(channel) (\(payload.count) bytes) was ignored")
+            return
+        }
+        for record in records { await handle(record, on: channel, stored: false) }
+    }
+
+    private func handle(_ record: ClusterRecord, on channel: String, stored: Bool) async {
+        let mine = channel == instanceChannel
+        switch record {
+        case .registered(let instance, let key, let id) where !mine && instance != settings.instance:
+            liveInstances.insert(instance)
+            if local.removeValue(forKey: LocalID(key: key, id: id)) != nil {
+                // Our row expired (this instance stalled past the expiry) and was taken over:
+                // the directory's owner is the only one.
+                logger.notice("\(id) was taken over by instance \(instance) after this instance's row expired; closing it here")
+                broker.send(ClusterPeerChange(.movedElsewhere, instance: instance, key: key, id: id))
+            }
+            broker.send(ClusterPeerChange(.registered, instance: instance, key: key, id: id))
+        case .released(let instance, let key, let id) where !mine && instance != settings.instance:
+            broker.send(ClusterPeerChange(.released, instance: instance, key: key, id: id))
+        case .message(let instance, let key, let id, let source, let frame) where mine:
+            guard frame.count <= ClusterRelay.maxFrameBytes else { return }
+            if !broker.send(ClusterDeliver(ClusterRelay(instance: instance, key: key, id: id, source: source, frame: frame))) {
+                logger.warning("the broker did not take a frame for \(id) from \(instance); it is lost")
+            }
+        case .moved(let instance, let key, let id) where mine:
+            guard local.removeValue(forKey: LocalID(key: key, id: id)) != nil else { return }
+            broker.send(ClusterPeerChange(.movedElsewhere, instance: instance, key: key, id: id))
+        case .stored(let seq) where mine && !stored:
+            do {
+                var body: [UInt8]?
+                for try await row in try await query(DirectorySchema.takeRelay, [], .int64(seq), .text(settings.instance)) {
+                    var buffer = try row.decode(ByteBuffer.self)
+                    body = buffer.readBytes(length: buffer.readableBytes)
+                }
+                guard let body, let records = ClusterRecord.parse(body) else { return }
+                for record in records { await handle(record, on: channel, stored: true) }
+            } catch {
+                logger.warning("relay row \(seq) could not be taken (\(Self.describe(error))); its frame is lost")
+            }
+        case .ping where mine:
+            lastPingSeen = .now
+        default:
+            logger.debug("a notification record out of place on \(channel) was ignored")
+        }
+    }
+
+    // MARK: - Queries
+
+    enum Bind {
+        case int(Int), int64(Int64), bytes([UInt8]), text(String)
+    }
+
+    private func query(_ sql: String, _ texts: [String], _ more: Bind...) async throws -> PostgresRowSequence {
+        guard let writer else { throw ClusterError("not connected") }
+        var binds = PostgresBindings()
+        for text in texts { binds.append(text) }
+        for bind in more {
+            switch bind {
+            case .int(let value): binds.append(value)
+            case .int64(let value): binds.append(value)
+            case .bytes(let value): binds.append(ByteBuffer(bytes: value))
+            case .text(let value): binds.append(value)
+            }
+        }
+        return try await writer.query(PostgresQuery(unsafeSQL: sql, binds: binds), logger: logger)
+    }
+
+    private func execute(_ sql: String, _ texts: [String]) async throws {
+        _ = try await query(sql, texts).collect()
+    }
+
+    static func describe(_ error: any Error) -> String {
+        if let error = error as? PSQLError {
+            if let message = error.serverInfo?[.message] { return "PostgreSQL: \(message)" }
+            return "\(error.code)"
+        }
+        return "\(error)"
+    }
+}
+
+/// A failure of the cluster role, with what to do about it.
+struct ClusterError: Error, CustomStringConvertible {
+    let description: String
+    init(_ description: String) { self.description = description }
+}
