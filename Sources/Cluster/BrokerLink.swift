@@ -56,8 +56,6 @@ final class BrokerLink: Sendable {
                 case .clusterSend: continuation.yield(.send(try frame.decode(ClusterSend.self).relay))
                 default: throw IPCError(.wrongDirection, "the broker does not send \(frame.type) to the cluster role")
                 }
-            } catch where error.code == .system(EINTR) {
-                continue
             } catch {
                 continuation.yield(.closed("bad frame from the broker: \(error)"))
                 return

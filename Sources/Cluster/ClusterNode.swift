@@ -129,9 +129,11 @@ actor ClusterNode {
     }
 
     private func waitForOwnPing() async throws {
+        // The LISTENs are issued by their own tasks: ping until one comes back (a ping sent
+        // before the LISTEN is in force is simply not heard).
         let before = lastPingSeen
-        try await ping()
-        for _ in 0..<100 {
+        for round in 0..<100 {
+            if round % 10 == 0 { try await ping() }
             if lastPingSeen != before { return }
             if let failure = listenerFailed { throw ClusterError("LISTEN failed: \(failure)") }
             try await Task.sleep(for: .milliseconds(20))
@@ -172,8 +174,9 @@ actor ClusterNode {
                 throw ClusterError("the peer directory's schema is version \(version); this peerjs knows up to \(DirectorySchema.version): upgrade peerjs")
             }
             for index in version..<DirectorySchema.version {
-                _ = try await connection.simpleQuery(DirectorySchema.migrations[index]).get()
-                _ = try await connection.simpleQuery("DELETE FROM peerjs_schema; INSERT INTO peerjs_schema (version) VALUES (\(index + 1))").get()
+                for statement in DirectorySchema.statements(DirectorySchema.migrations[index] + ";" + DirectorySchema.setVersion(index + 1)) {
+                    _ = try await connection.simpleQuery(statement).get()
+                }
                 logger.notice("peer directory schema migrated to version \(index + 1)")
             }
             _ = try await connection.simpleQuery("COMMIT").get()

@@ -39,10 +39,20 @@ public enum ClusterRole {
         // Swift concurrency runs on NIO's threads, made now: nothing creates a thread pool, an
         // epoll or an eventfd after the filter is in.
         NIOSingletons.groupLoopCountSuggestion = 1
-        _ = NIOSingletons.unsafeTryInstallSingletonPosixEventLoopGroupAsConcurrencyGlobalExecutor()
+        if !NIOSingletons.unsafeTryInstallSingletonPosixEventLoopGroupAsConcurrencyGlobalExecutor() {
+            logger.warning("Swift concurrency could not be moved onto NIO's event loop")
+        }
         let group = MultiThreadedEventLoopGroup.singleton
         do {
             try group.next().submit {}.wait()
+            // A task and a timer of Swift concurrency run once before the filter, so whatever
+            // the executor sets up for them (threads, epoll, timerfd) exists by then.
+            let warm = group.next().makePromise(of: Void.self)
+            Task {
+                try? await Task.sleep(for: .milliseconds(1))
+                warm.succeed()
+            }
+            try warm.futureResult.wait()
             try confine(settings)
         } catch {
             logger.critical("cannot enter the sandbox: \(error)")
@@ -76,8 +86,6 @@ public enum ClusterRole {
                 logger.error("unexpected \(frame.type) frame from the supervisor; exiting")
                 exitStatus = 2
                 break
-            } catch where error.code == .system(EINTR) {
-                continue
             } catch {
                 logger.error("bad frame from the supervisor (\(error)); exiting")
                 exitStatus = 2

@@ -143,3 +143,54 @@ enum DirectorySchema {
     $$;
     """#
 }
+
+extension DirectorySchema {
+    /// The statements of a migration script, one by one: postgres-nio sends every query through
+    /// the extended protocol, which takes one statement at a time. Splits at `;` outside quotes
+    /// (`'…'`, `"…"`) and dollar-quoted bodies (`$$…$$`, `$tag$…$tag$`) and `--` comments.
+    static func statements(_ script: String) -> [String] {
+        let text = Array(script.utf8)
+        var statements: [String] = []
+        var start = 0
+        var index = 0
+        func flush(_ end: Int) {
+            let statement = String(decoding: text[start..<end], as: UTF8.self).trimmingSpaces
+            if !statement.isEmpty { statements.append(statement) }
+        }
+        while index < text.count {
+            let byte = text[index]
+            if byte == UInt8(ascii: "'") || byte == UInt8(ascii: "\"") {
+                index += 1
+                while index < text.count, text[index] != byte { index += 1 }
+                index += 1
+            } else if byte == UInt8(ascii: "-"), index + 1 < text.count, text[index + 1] == UInt8(ascii: "-") {
+                while index < text.count, text[index] != UInt8(ascii: "\n") { index += 1 }
+            } else if byte == UInt8(ascii: "$"), let close = text[(index + 1)...].firstIndex(of: UInt8(ascii: "$")),
+                text[(index + 1)..<close].allSatisfy({ $0 == UInt8(ascii: "_") || ($0 >= 0x61 && $0 <= 0x7A) || ($0 >= 0x41 && $0 <= 0x5A) })
+            {
+                let tag = Array(text[index...close])
+                index = close + 1
+                while index < text.count, !text[index...].starts(with: tag) { index += 1 }
+                index += tag.count
+            } else if byte == UInt8(ascii: ";") {
+                flush(index)
+                index += 1
+                start = index
+            } else {
+                index += 1
+            }
+        }
+        flush(min(index, text.count))
+        return statements
+    }
+}
+
+extension String {
+    fileprivate var trimmingSpaces: String {
+        let scalars = unicodeScalars
+        guard let first = scalars.firstIndex(where: { !$0.properties.isWhitespace }),
+            let last = scalars.lastIndex(where: { !$0.properties.isWhitespace })
+        else { return "" }
+        return String(scalars[first...last])
+    }
+}

@@ -127,8 +127,8 @@ public enum FrameType: UInt16, CaseIterable, Sendable {
         case .clusterClaim:   FrameSpec(name: "clusterClaim",   sender: .broker,  receiver: .cluster,    carriesFD: false, maxPayload: 1024,      phase: .anyTime,      answer: .clusterAnswer)
         case .clusterAnswer:  FrameSpec(name: "clusterAnswer",  sender: .cluster, receiver: .broker,     carriesFD: false, maxPayload: 1,         phase: .anyTime,      answer: nil)
         case .clusterRelease: FrameSpec(name: "clusterRelease", sender: .broker,  receiver: .cluster,    carriesFD: false, maxPayload: 1024,      phase: .anyTime,      answer: nil)
-        case .clusterSend:    FrameSpec(name: "clusterSend",    sender: .broker,  receiver: .cluster,    carriesFD: false, maxPayload: maxPayloadCap, phase: .anyTime,  answer: nil)
-        case .clusterDeliver: FrameSpec(name: "clusterDeliver", sender: .cluster, receiver: .broker,     carriesFD: false, maxPayload: maxPayloadCap, phase: .anyTime,  answer: nil)
+        case .clusterSend:    FrameSpec(name: "clusterSend",    sender: .broker,  receiver: .cluster,    carriesFD: false, maxPayload: Self.maxPayloadCap, phase: .anyTime,  answer: nil)
+        case .clusterDeliver: FrameSpec(name: "clusterDeliver", sender: .cluster, receiver: .broker,     carriesFD: false, maxPayload: Self.maxPayloadCap, phase: .anyTime,  answer: nil)
         case .clusterPeer:    FrameSpec(name: "clusterPeer",    sender: .cluster, receiver: .broker,     carriesFD: false, maxPayload: 1024,      phase: .anyTime,      answer: nil)
         case .clusterState:   FrameSpec(name: "clusterState",   sender: .cluster, receiver: .broker,     carriesFD: false, maxPayload: 1,         phase: .anyTime,      answer: nil)
         }

@@ -172,6 +172,8 @@ public struct SeccompPolicy: Sendable {
         ("socket", .allowIfOneOf(argument: 0, values: [UInt64(AF_INET), UInt64(AF_INET6)]),
          why: "a TCP connection to the database (NIO's ClientBootstrap); IPv4 and IPv6 only: no AF_UNIX, no netlink, no packet sockets"),
         ("connect", .allow, why: "to the database's numeric address (the supervisor resolved the name); systemd's IPAddressAllow= limits where"),
+        ("rt_sigaction", .allowIfOneOf(argument: 0, values: [UInt64(SIGPIPE)]),
+         why: "NIO ignores SIGPIPE (signal(SIGPIPE, SIG_IGN)) when it makes its first socket, which here is after the filter; SIGPIPE only"),
     ]
 
     /// Soft denials of the auth helper: the broker's, except `open`/`openat`, which the helper

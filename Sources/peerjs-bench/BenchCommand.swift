@@ -26,6 +26,10 @@ struct ClientOptions: ParsableArguments {
     @Option(help: "Server mount path.")
     var path = "/"
 
+    @Option(name: .customLong("peer-port"),
+            help: "Another instance's port (same host): every second peer (the partner of a relay pair) connects there, so relayed messages cross between instances (--cluster).")
+    var peerPort: Int?
+
     @Option(help: "The API key.")
     var key = "peerjs"
 
@@ -58,7 +62,7 @@ struct ClientOptions: ParsableArguments {
 
     /// A plain copy that can cross into the event loop.
     var settings: ClientSettings {
-        ClientSettings(host: host, port: port, path: path, key: key, sourceAddresses: sourceAddresses,
+        ClientSettings(host: host, port: port, peerPort: peerPort, path: path, key: key, sourceAddresses: sourceAddresses,
                        serverPID: serverPID, label: label, timeout: timeout, json: json, tag: tag,
                        jwtSecret: jwtSecretFile.flatMap { try? String(contentsOfFile: $0, encoding: .utf8) }.map {
                            Array($0.trimmingCharacters(in: .whitespacesAndNewlines).utf8)
@@ -71,6 +75,7 @@ struct ClientOptions: ParsableArguments {
             throw ValidationError("--host must be a 127.0.0.x address")
         }
         guard (1...65535).contains(port) else { throw ValidationError("--port must be 1…65535") }
+        if let peerPort, !(1...65535).contains(peerPort) { throw ValidationError("--peer-port must be 1…65535") }
         guard (0...254).contains(sourceAddresses) else { throw ValidationError("--source-addresses must be 0…254") }
         guard timeout > 0 && timeout <= 3600 else { throw ValidationError("--timeout must be in (0, 3600] seconds") }
         if let serverPID, Proc.memory(serverPID) == nil {
@@ -85,6 +90,7 @@ struct ClientOptions: ParsableArguments {
 struct ClientSettings: Sendable {
     var host: String
     var port: Int
+    var peerPort: Int?
     var path: String
     var key: String
     var sourceAddresses: Int

@@ -7,6 +7,8 @@ import Glibc
 final class Connector {
     let loop: ClientLoop
     let target: sockaddr_in
+    /// `--peer-port`: where odd-numbered peers connect (another instance); nil: `target`.
+    let peerTarget: sockaddr_in?
     let sources: [sockaddr_in]
     let path: String
     let key: String
@@ -17,6 +19,7 @@ final class Connector {
     init(loop: ClientLoop, options: ClientSettings) throws {
         self.loop = loop
         target = try Self.address(options.host, port: options.port)
+        peerTarget = try options.peerPort.map { try Self.address(options.host, port: $0) }
         sources = try options.sourceAddresses > 1
             ? (1...options.sourceAddresses).map { try Self.address("127.0.0.\($0)", port: 0) }
             : []
@@ -113,7 +116,7 @@ final class Connector {
                 return
             }
         }
-        var address = target
+        var address = peer.index & 1 == 1 ? peerTarget ?? target : target
         let rc = withUnsafePointer(to: &address) {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
         }

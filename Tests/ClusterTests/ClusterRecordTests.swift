@@ -1,4 +1,4 @@
-@testable import Cluster
+import IPC
 import IPC
 import Testing
 

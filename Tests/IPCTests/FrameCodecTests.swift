@@ -63,7 +63,7 @@ struct FrameCodecTests {
         #expect(errorCode { () throws(IPCError) in try FrameCodec.encode(type: .ready, payload: [0], hasFD: false) } == .oversize)
     }
 
-    @Test("unknown frame types are refused", arguments: [UInt16(0), 9, 15, 21, 31, 34, 0xFFFF])
+    @Test("unknown frame types are refused", arguments: [UInt16(0), 10, 15, 21, 31, 34, 39, 48, 0xFFFF])
     func unknownType(raw: UInt16) {
         let header = rawHeader(type: raw, length: 0)
         #expect(errorCode { () throws(IPCError) in try FrameCodec.decode(record: header, fdAttached: false) } == .unknownType)

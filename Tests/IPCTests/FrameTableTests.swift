@@ -20,6 +20,15 @@ struct FrameTableTests {
             (.tlsChunk, 32, .supervisor, .broker, false),
             (.tlsAck, 33, .broker, .supervisor, false),
             (.authHello, 20, .supervisor, .auth, false),
+            (.clusterChannel, 9, .supervisor, .broker, true),
+            (.clusterHello, 40, .supervisor, .cluster, false),
+            (.clusterClaim, 41, .broker, .cluster, false),
+            (.clusterAnswer, 42, .cluster, .broker, false),
+            (.clusterRelease, 43, .broker, .cluster, false),
+            (.clusterSend, 44, .broker, .cluster, false),
+            (.clusterDeliver, 45, .cluster, .broker, false),
+            (.clusterPeer, 46, .cluster, .broker, false),
+            (.clusterState, 47, .cluster, .broker, false),
         ]
         #expect(expected.count == FrameType.allCases.count)
         for (type, raw, sender, receiver, fd) in expected {
@@ -51,6 +60,15 @@ struct FrameTableTests {
             (.tlsChunk, .anyTime, .tlsAck),
             (.tlsAck, .anyTime, nil),
             (.authHello, .opening, nil),
+            (.clusterChannel, .anyTime, nil),
+            (.clusterHello, .opening, nil),
+            (.clusterClaim, .anyTime, .clusterAnswer),
+            (.clusterAnswer, .anyTime, nil),
+            (.clusterRelease, .anyTime, nil),
+            (.clusterSend, .anyTime, nil),
+            (.clusterDeliver, .anyTime, nil),
+            (.clusterPeer, .anyTime, nil),
+            (.clusterState, .anyTime, nil),
         ]
         #expect(expected.count == FrameType.allCases.count)
         for (type, phase, answer) in expected {

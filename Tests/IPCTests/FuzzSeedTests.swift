@@ -26,6 +26,15 @@ struct FuzzSeedTests {
         #expect(seeded == Set(FrameType.allCases))
     }
 
+    @Test("the cluster-records seed (selector 0x11) parses into records that encode back to it")
+    func clusterRecords() throws {
+        let bytes = try [UInt8](Data(contentsOf: Self.directory.appendingPathComponent("cluster-records")))
+        #expect(bytes.first == 0x11)
+        let records = try #require(ClusterRecord.parse(bytes.dropFirst()))
+        #expect(records.count == 5)
+        #expect(records.flatMap(\.encoded) == Array(bytes.dropFirst()))
+    }
+
     @Test("each seed decodes", arguments: seeds)
     func decodes(name: String) throws {
         let bytes = try [UInt8](Data(contentsOf: Self.directory.appendingPathComponent(name)))
@@ -64,6 +73,15 @@ struct FuzzSeedTests {
         case .peerEvent: _ = try PeerEventMessage(decoding: payload)
         case .tlsChunk: _ = try TLSChunk(decoding: payload)
         case .tlsAck: _ = try TLSAck(decoding: payload)
+        case .clusterChannel: _ = try ClusterChannelHandoff(decoding: payload)
+        case .clusterHello: _ = try ClusterSettings(decoding: payload)
+        case .clusterClaim: _ = try ClusterClaim(decoding: payload)
+        case .clusterAnswer: _ = try ClusterAnswer(decoding: payload)
+        case .clusterRelease: _ = try ClusterRelease(decoding: payload)
+        case .clusterSend: _ = try ClusterSend(decoding: payload)
+        case .clusterDeliver: _ = try ClusterDeliver(decoding: payload)
+        case .clusterPeer: _ = try ClusterPeerChange(decoding: payload)
+        case .clusterState: _ = try ClusterState(decoding: payload)
         }
     }
 }

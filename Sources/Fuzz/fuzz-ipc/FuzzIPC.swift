@@ -8,7 +8,9 @@ import IPC
 /// through a `FrameGate` (see ``checkGate(_:end:)``); 2 to 14, the rest as the payload of the
 /// message type of `FrameType.allCases[(high four bits) * 13 + low four bits - 2]` (2 hello,
 /// 3 ready, 4 connection, 5 drain, 6 reload, 7 authChannel, 8 credit, 9 authQuery,
-/// 10 authVerdict, 11 peerEvent, 12 authReload, 13 tlsChunk, 14 tlsAck, 0x12 authHello).
+/// 10 authVerdict, 11 peerEvent, 12 authReload, 13 tlsChunk, 14 tlsAck, 0x12 authHello, 0x13 to 0x1B
+/// the cluster frames in their declaration order); 0x11, a run of notification records between
+/// instances (``ClusterRecord``).
 /// Whatever decodes must encode to the same bytes and decode to an equal value.
 @_cdecl("LLVMFuzzerTestOneInput")
 func fuzzIPC(_ data: UnsafePointer<UInt8>?, _ size: Int) -> Int32 {
@@ -18,6 +20,8 @@ func fuzzIPC(_ data: UnsafePointer<UInt8>?, _ size: Int) -> Int32 {
     switch selector & 0x0F {
     case 0:
         checkRecord(input, fdAttached: selector & 0x10 != 0, roles: roles(Int(selector >> 5)))
+    case 1 where selector >> 4 == 1:
+        checkClusterRecords(input)
     case 1:
         checkTLSChunks(input)
     case 15:
@@ -34,14 +38,27 @@ enum FuzzIPC {
     static func main() { FuzzMain.run(fuzzIPC) }
 }
 
-/// nil (no direction check) or one of the six ordered pairs of roles.
+/// nil (no direction check) or one of the ordered pairs of roles: the six of the first three
+/// roles first (so the seeds keep their meaning), then those with the cluster role.
 func roles(_ pick: Int) -> ChannelRoles? {
-    let all = Role.allCases
+    let first: [Role] = [.supervisor, .broker, .auth]
     var pairs: [ChannelRoles] = []
-    for local in all {
-        for remote in all where remote != local { pairs.append(ChannelRoles(local: local, remote: remote)) }
+    for local in first {
+        for remote in first where remote != local { pairs.append(ChannelRoles(local: local, remote: remote)) }
+    }
+    for other in Role.allCases where !first.contains(other) {
+        for role in Role.allCases where role != other {
+            pairs += [ChannelRoles(local: other, remote: role), ChannelRoles(local: role, remote: other)]
+        }
     }
     return pick == 0 ? nil : pairs[(pick - 1) % pairs.count]
+}
+
+/// Selector 0x11: a notification payload between instances (``ClusterRecord``): whatever
+/// parses must encode to the same bytes.
+func checkClusterRecords(_ input: [UInt8]) {
+    guard let records = ClusterRecord.parse(input) else { return }
+    precondition(records.flatMap(\.encoded) == input, "cluster records: parse then encode changed the payload")
 }
 
 func checkRecord(_ record: [UInt8], fdAttached: Bool, roles: ChannelRoles?) {
@@ -80,6 +97,15 @@ func checkPayload(of type: FrameType) -> ([UInt8]) -> Void {
     case .peerEvent: checkMessage(PeerEventMessage.self)
     case .tlsChunk: checkMessage(TLSChunk.self)
     case .tlsAck: checkMessage(TLSAck.self)
+    case .clusterChannel: checkMessage(ClusterChannelHandoff.self)
+    case .clusterHello: checkMessage(ClusterSettings.self)
+    case .clusterClaim: checkMessage(ClusterClaim.self)
+    case .clusterAnswer: checkMessage(ClusterAnswer.self)
+    case .clusterRelease: checkMessage(ClusterRelease.self)
+    case .clusterSend: checkMessage(ClusterSend.self)
+    case .clusterDeliver: checkMessage(ClusterDeliver.self)
+    case .clusterPeer: checkMessage(ClusterPeerChange.self)
+    case .clusterState: checkMessage(ClusterState.self)
     }
 }
 

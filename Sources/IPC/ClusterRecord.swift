@@ -20,8 +20,8 @@ public enum ClusterRecord: Equatable, Sendable {
     /// The largest NOTIFY payload PostgreSQL takes (8000 bytes less its terminating NUL).
     public static let notifyLimit = 7999
     /// The largest field: a frame (``maxFrame``); names are far shorter.
-    static let maxFrame = 64 * 1024
-    static let maxName = 512
+    public static let maxFrame = 64 * 1024
+    public static let maxName = 512
 
     public func encode(into bytes: inout [UInt8]) {
         func field(_ value: some Collection<UInt8>) {
