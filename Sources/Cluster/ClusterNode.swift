@@ -75,7 +75,7 @@ actor ClusterNode {
                 logger.warning("peer directory unavailable (\(Self.describe(error))); retrying in \(delay)")
             }
             await disconnect()
-            try? await Task.sleep(for: delay)
+            try? await pause(for: delay)
             delay = min(delay * 2, .seconds(30))
         }
     }
@@ -136,7 +136,7 @@ actor ClusterNode {
             if round % 10 == 0 { try await ping() }
             if lastPingSeen != before { return }
             if let failure = listenerFailed { throw ClusterError("LISTEN failed: \(failure)") }
-            try await Task.sleep(for: .milliseconds(20))
+            try await pause(for: .milliseconds(20))
         }
         throw ClusterError("the listener did not hear its own notification within 2 s")
     }
@@ -205,7 +205,7 @@ actor ClusterNode {
         var sincePing = Duration.zero
         let tick = Duration.milliseconds(500)
         while !Task.isCancelled {
-            try await Task.sleep(for: tick)
+            try await pause(for: tick)
             sinceRefresh += tick
             sincePing += tick
             if let failure = listenerFailed { throw ClusterError("the listener connection failed: \(failure)") }
@@ -474,6 +474,15 @@ actor ClusterNode {
         default:
             logger.debug("a notification record out of place on \(channel) was ignored")
         }
+    }
+
+    /// Sleeps on the event loop: Swift's own timers (`Task.sleep`) run on libdispatch, which
+    /// makes timer descriptors lazily, after the filter is in; NIO's loop has its timer already.
+    private func pause(for duration: Duration) async throws {
+        let (seconds, attoseconds) = duration.components
+        let nanoseconds = seconds * 1_000_000_000 + attoseconds / 1_000_000_000
+        try await group.next().scheduleTask(in: .nanoseconds(nanoseconds)) {}.futureResult.get()
+        try Task.checkCancellation()
     }
 
     // MARK: - Queries

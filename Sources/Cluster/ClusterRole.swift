@@ -45,13 +45,10 @@ public enum ClusterRole {
         let group = MultiThreadedEventLoopGroup.singleton
         do {
             try group.next().submit {}.wait()
-            // A task and a timer of Swift concurrency run once before the filter, so whatever
-            // the executor sets up for them (threads, epoll, timerfd) exists by then.
+            // A task runs once before the filter, so whatever the executor sets up exists by
+            // then. (The role never sleeps with Task.sleep: see ClusterNode.pause(for:).)
             let warm = group.next().makePromise(of: Void.self)
-            Task {
-                try? await Task.sleep(for: .milliseconds(1))
-                warm.succeed()
-            }
+            Task { warm.succeed() }
             try warm.futureResult.wait()
             try confine(settings)
         } catch {

@@ -199,6 +199,9 @@ enum SandboxProbe {
             case "execve": arguments = [program, vector, envp, 0, 0, 0]
             case "execveat": arguments = [Int(AT_FDCWD), program, vector, envp, 0, 0]
             case "socket": arguments = [Int(AF_INET), Int(SOCK_STREAM.rawValue), 0, 0, 0, 0]
+            case "socket-unix": arguments = [Int(AF_UNIX), Int(SOCK_STREAM.rawValue), 0, 0, 0, 0]
+            case "socket-netlink": arguments = [Int(AF_NETLINK), Int(SOCK_RAW.rawValue), 0, 0, 0, 0]
+            case "rt_sigaction-int": arguments = [Int(SIGINT), 0, 0, 8, 0, 0]
             case "socketpair": arguments = [Int(AF_UNIX), Int(SOCK_STREAM.rawValue), 0, buffer, 0, 0]
             case "clone": arguments = [Int(SIGCHLD), 0, 0, 0, 0, 0]  // fork-like: no CLONE_THREAD
             case "mmap-exec": arguments = [0, 4096, Int(PROT_READ | PROT_EXEC), Int(MAP_PRIVATE | MAP_ANONYMOUS), -1, 0]

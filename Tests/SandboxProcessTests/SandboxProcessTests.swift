@@ -36,6 +36,15 @@ struct SandboxProcessTests {
         #expect(end == expected, "\(name): \(output)")
     }
 
+    @Test("cluster role sandbox: every must-refuse call dies (no bind, listen, accept, exec, files), nor may it make AF_UNIX or netlink sockets or handle any signal but SIGPIPE",
+          arguments: SeccompPolicy.cluster.mustRefuse.map(\.name) + ["socket-unix", "socket-netlink", "rt_sigaction-int"])
+    func clusterMustRefuse(name: String) async throws {
+        let (end, output) = try await probe(name, policy: "cluster")
+        let expected: PeerJSTesting.ExitStatus
+        if case .errno(let value) = SeccompPolicy.cluster.rule(name)?.action { expected = .exited(value) } else { expected = .signaled(SIGSYS) }
+        #expect(end == expected, "\(name): \(output)")
+    }
+
     @Test("auth helper sandbox baseline (allocation, poll, sleep, a read-only open) exits 0")
     func authBaseline() async throws {
         let (end, output) = try await probe("baseline", policy: "auth")

@@ -1,4 +1,5 @@
 import CSeccomp
+import Glibc
 import Sandbox
 import Testing
 
@@ -78,5 +79,28 @@ struct SeccompPolicyTests {
         // O_WRONLY | O_RDWR | O_CREAT | O_TRUNC | O_APPEND must be masked out: read-only opens only.
         #expect(auth.rule("openat")?.action == .allowIfMasked(argument: 2, mask: 0o3 | 0o100 | 0o1000 | 0o2000, value: 0))
         #expect(SeccompPolicy.named("auth")?.role == "auth")
+    }
+
+    @Test("the cluster policy: the broker's calls plus TCP sockets and connect; no listening, no files, no other sockets or signal handlers")
+    func clusterPolicy() {
+        let cluster = SeccompPolicy.cluster
+        let names = cluster.rules.map(\.name)
+        #expect(Set(names).count == names.count)
+        for name in names + cluster.mustRefuse.map(\.name) {
+            #expect(seccomp_syscall_resolve_name(name) >= 0, "\(name) is unknown on this architecture")
+        }
+        for rule in cluster.rules { #expect(!rule.why.isEmpty, "\(rule.name) has no reason") }
+        let allowed = Set(cluster.rules.filter { $0.action.allows }.map(\.name))
+        let refused = Set(cluster.mustRefuse.map(\.name))
+        #expect(allowed.isDisjoint(with: refused))
+        for name in ["bind", "listen", "accept", "accept4", "socketpair", "execve", "fork", "ptrace", "open", "openat"] {
+            #expect(refused.contains(name), "\(name)")
+        }
+        #expect(cluster.rule("socket")?.action == .allowIfOneOf(argument: 0, values: [UInt64(AF_INET), UInt64(AF_INET6)]))
+        #expect(cluster.rule("rt_sigaction")?.action == .allowIfOneOf(argument: 0, values: [UInt64(SIGPIPE)]))
+        // Beyond the broker's allow-list, exactly these three.
+        let broker = Set(SeccompPolicy.broker.rules.filter { $0.action.allows }.map(\.name))
+        #expect(allowed.subtracting(broker) == ["socket", "connect", "rt_sigaction"])
+        #expect(SeccompPolicy.named("cluster")?.role == "cluster")
     }
 }

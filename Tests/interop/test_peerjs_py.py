@@ -19,6 +19,8 @@ import os
 import re
 import signal
 import ssl
+import pwd
+import socket
 import subprocess
 import time
 import urllib.request
@@ -66,6 +68,18 @@ class Server:
             start_new_session=True,  # its own process group: supervisor + broker
         )
         self.port = self._wait_started(timeout=20.0)
+        if "--cluster" in (extra or []):
+            self._wait_for("peer directory available", timeout=30.0)
+
+    def _wait_for(self, text: str, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if text in self.log():
+                return
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"peerjs exited with {self.proc.returncode}:\n{self.log()}")
+            time.sleep(0.05)
+        raise RuntimeError(f"peerjs printed no '{text}' within {timeout}s:\n{self.log()}")
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -293,5 +307,98 @@ def test_taken_id_gets_unavailable_id(server):
             assert drain(owner_errors) == []
         finally:
             await destroy(*(p for p in (owner, intruder) if p is not None))
+
+    run(scenario())
+
+
+# --------------------------------------------------------------------------- cluster (issue 18)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def cluster(tmp_path):
+    """A scratch PostgreSQL (scripts/pg-scratch.sh) and two instances of one cluster on it."""
+    if not any(Path("/usr/lib/postgresql").glob("*/bin/postgres")):
+        pytest.skip("Debian's postgresql is not installed (scripts/setup.sh installs it)")
+    binary = Path(os.environ.get("PEERJS_BINARY", REPO / ".build" / "debug" / "peerjs"))
+    script = REPO / "scripts" / "pg-scratch.sh"
+    pg_dir, pg_port, password = tmp_path / "pg", free_port(), "interop-" + os.urandom(6).hex()
+    password_file = tmp_path / "pg.password"
+    password_file.write_text(password + "\n")
+    password_file.chmod(0o600)
+    subprocess.run(["bash", str(script), "start", str(pg_dir), str(pg_port), password], check=True, timeout=120)
+    servers = []
+    try:
+        for name in ("a", "b"):
+            extra = ["--cluster", f"postgres://peerjs@{HOST}:{pg_port}/peerjs", "--cluster-password-file", str(password_file),
+                     "--cluster-instance", f"interop-{name}"]
+            if os.geteuid() == 0 and not user_exists("_peerjs-cluster"):
+                extra += ["--cluster-user", "nobody"]
+            servers.append(Server(binary, tmp_path / f"peerjs-{name}.log", extra))
+        SECURE["value"] = False
+        yield servers
+        for srv in servers:
+            assert srv.proc.poll() is None, f"peerjs died during the test:\n{srv.log()}"
+    finally:
+        for srv in servers:
+            srv.stop()
+            print(f"--- peerjs log ({srv.log_path.name}) ---\n{srv.log()}")
+        subprocess.run(["bash", str(script), "kill", str(pg_dir)], timeout=60)
+
+
+def user_exists(name: str) -> bool:
+    try:
+        pwd.getpwnam(name)
+        return True
+    except KeyError:
+        return False
+
+
+def test_data_connection_across_instances(cluster):
+    """Issue 18: alice on instance A and bob on instance B open a DataConnection (OFFER, ANSWER
+    and candidates relayed between the instances through PostgreSQL) and exchange a message each
+    way; each instance lists both ids; bob's id is ID-TAKEN (unavailable-id) through A."""
+    a, b = cluster
+
+    async def scenario():
+        alice = bob = intruder = None
+        try:
+            alice, alice_errors = await start_peer("alice", a.port)
+            bob, bob_errors = await start_peer("bob", b.port)
+            for srv in (a, b):
+                for _ in range(50):
+                    if sorted(srv.peers()) == ["alice", "bob"]:
+                        break
+                    await asyncio.sleep(0.1)
+                assert sorted(srv.peers()) == ["alice", "bob"]
+
+            incoming = first(bob, "connection")
+            alice_conn = await bounded(alice.connect("bob"), 20, "alice.connect('bob') across instances")
+            assert alice_conn is not None, f"connect failed: {drain(alice_errors)}"
+            bob_conn = await bounded(asyncio.shield(incoming), 20,
+                                     f"bob's 'connection' on B (OFFER relayed from A?) errors {drain(alice_errors)} {drain(bob_errors)}")
+            assert bob_conn.peer == "alice"
+            bob_inbox = collect(bob_conn, "data")
+            await bounded(asyncio.shield(alice_conn.open_future), 20, "alice's DataConnection to open (ANSWER relayed from B?)")
+            alice_inbox = collect(alice_conn, "data")
+
+            await alice_conn.send({"from": "alice", "text": "hello bob on B"})
+            assert await bounded(bob_inbox.get(), 20, "alice → bob message") == {"from": "alice", "text": "hello bob on B"}
+            await bob_conn.send({"from": "bob", "text": "hello alice on A"})
+            assert await bounded(alice_inbox.get(), 20, "bob → alice message") == {"from": "bob", "text": "hello alice on A"}
+
+            intruder = Peer("bob", options(a.port))
+            intruder_errors = collect(intruder, "error")
+            await bounded(intruder.start(), 10, "intruder Peer.start() on A")
+            err = await bounded(intruder_errors.get(), 10, "the intruder's 'error' event")
+            assert error_type(err) == "unavailable-id", f"{error_type(err)}: {err}"
+            assert drain(alice_errors) == [] and drain(bob_errors) == []
+        finally:
+            await destroy(*(p for p in (alice, bob, intruder) if p is not None))
 
     run(scenario())
