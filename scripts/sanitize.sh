@@ -21,9 +21,9 @@ kinds=("$@")
 # getpid) that the broker's and the helper's seccomp filters refuse, and the unsandboxed code of
 # those processes is NIO's, tested under TSan upstream. The process tests run under ASan one
 # test at a time (--no-parallel): they check deadlines, and ASan slows every process 2-3x.
-address_unit='^(PeerProtocolTests|IPCTests|BrokerTests|AuthHelperTests|PeerJSConfigurationTests|SandboxTests)\.'
+address_unit='^(PeerProtocolTests|IPCTests|BrokerTests|AuthHelperTests|PeerJSConfigurationTests|SandboxTests|ClusterTests)\.'
 address_process='^(ProcessModelTests|SandboxProcessTests|TLSTests)\.'
-thread_unit='^(PeerProtocolTests|BrokerTests|IPCTests|AuthHelperTests|PeerJSConfigurationTests)\.'
+thread_unit='^(PeerProtocolTests|BrokerTests|IPCTests|AuthHelperTests|PeerJSConfigurationTests|ClusterTests)\.'
 
 failed=()
 # run KIND SCRATCH NAME FILTER [swift test flags...]: one test run; a failure or any sanitizer

@@ -180,7 +180,7 @@ check "claim: live row, own instance -> granted" "granted" "$(claim k a i1 01 0)
 q "UPDATE peerjs_peers SET refreshed = now() - interval '10 seconds' WHERE key = 'k' AND id = 'a'"
 check "claim: live row, other instance, same token -> moved:i1" "moved:i1" "$(claim k a i2 01 0)"
 check "claim: moved row belongs to i2, refreshed" "i2|01|0" "$(row k a)"
-check "claim: own row, another token -> granted, token replaced" "granted|i2|03" \
+check "claim: own row, another token -> taken, token kept (a second client of the same instance)" "taken|i2|01" \
   "$(claim k a i2 03 0)|$(row k a | cut -d'|' -f1,2)"
 check "claim: the same id under another key is another row" "granted" "$(claim k2 a i1 01 0)"
 check "claim: expiry under 1 s is an error" "ERROR" \
@@ -190,10 +190,12 @@ check "claim: expiry under 1 s is an error" "ERROR" \
 q "UPDATE peerjs_peers SET refreshed = now() - interval '29 seconds' WHERE key = 'k' AND id = 'a'"
 check "expiry: refreshed 29 s ago (expiry 30) is live -> taken" "taken" "$(claim k a i3 09 0)"
 q "UPDATE peerjs_peers SET refreshed = now() - interval '30 seconds' WHERE key = 'k' AND id = 'a'"
-check "expiry: refreshed 30 s ago (expiry 30) is expired -> granted to another token" "granted" "$(claim k a i3 09 0)"
+check "expiry: refreshed 30 s ago (expiry 30) is expired -> taken over by another token, the stalled owner told (moved:i2)" "moved:i2" "$(claim k a i3 09 0)"
 check "expiry: the row was taken over" "i3|09|0" "$(row k a)"
 q "UPDATE peerjs_peers SET refreshed = now() - interval '31 seconds' WHERE key = 'k' AND id = 'a'"
-check "expiry: an expired row with the same token is granted, not moved" "granted" "$(claim k a i4 09 0)"
+check "expiry: an expired row of another instance is taken over as moved:OLD, same token or not" "moved:i3" "$(claim k a i4 09 0)"
+q "UPDATE peerjs_peers SET refreshed = now() - interval '31 seconds' WHERE key = 'k' AND id = 'a'"
+check "expiry: an expired row of its own instance is granted" "granted" "$(claim k a i4 07 0)"
 
 # Limit: live rows of all keys and instances, checked for new (absent or expired) ids only.
 reset
@@ -207,7 +209,7 @@ check "limit: own re-claim is not limited" "granted" "$(claim L a i1 0a 1)"
 check "limit: a move is not limited" "moved:i1" "$(claim L b i3 0b 1)"
 check "limit: a taken id answers taken, not limit" "taken" "$(claim L b i4 ff 1)"
 check "limit: an expired row counts as new -> limit" "limit" "$(claim L e i3 01 4)"
-check "limit: ... and not as live (4 live, limit 5) -> granted" "granted" "$(claim L e i3 01 5)"
+check "limit: ... and not as live (4 live, limit 5) -> taken over (moved:i2)" "moved:i2" "$(claim L e i3 01 5)"
 check "limit: counts every key (5 live, limit 5, new key)" "limit" "$(claim L3 x i1 01 5)"
 check "limit: 0 is no limit" "granted" "$(claim L3 x i1 01 0)"
 
@@ -305,9 +307,9 @@ race() {
 race "race: new id, first commits -> granted / taken" "" COMMIT 01 02 granted taken
 race "race: new id, first rolls back -> granted / granted" "" ROLLBACK 01 02 granted granted
 race "race: new id, same token, first commits -> granted / moved:i1" "" COMMIT 01 01 granted moved:i1
-race "race: expired row taken over by both -> granted / taken" \
+race "race: expired row taken over by both -> moved:i0 / taken" \
   "INSERT INTO peerjs_peers (key, id, instance, token_hash, refreshed) VALUES ('k', 'race', 'i0', '\\x00', now() - interval '1 hour')" \
-  COMMIT 01 02 granted taken
+  COMMIT 01 02 moved:i0 taken
 check "race: one row after the races" "1" "$(q "SELECT count(*) FROM peerjs_peers WHERE key = 'k' AND id = 'race'")"
 
 # Many: 4 sessions claim the same 200 ids in the same order, released together by a barrier
@@ -341,6 +343,8 @@ many() { # ROUND
   wait "$holder" || true
   for k in "${ps[@]}"; do wait "$k" || true; done
   local answers owners
+  # Taking over an expired row of another session answers moved:OLD: that session got the row.
+  sed -i 's/|moved:[^|]*$/|granted/' "$tmp"/many?.out
   answers="$(cat "$tmp"/many?.out | cut -d'|' -f2 | sort | uniq -c | awk '{ print $2 "=" $1 }' | paste -sd' ')"
   # How the grants fell between the sessions, to see that they raced (informative only).
   local spread

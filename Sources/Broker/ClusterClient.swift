@@ -21,7 +21,10 @@ final class ClusterClient {
     private var link: (any AuthLink)?
     private var generation = 0
     private var nextRequestID: UInt32 = 0
-    private var pending: [UInt32: (connection: ConnectionID, id: String, at: NIODeadline)] = [:]
+    private var pending: [UInt32: (connection: ConnectionID, id: String, key: String, at: NIODeadline)] = [:]
+    /// The channel itself, to shut it down when it misbehaves (the role then exits and the
+    /// supervisor starts a fresh one).
+    private var channel: HandoffChannel?
     private var timer: Scheduled<Void>?
     private var unsent = CircularBuffer<EncodedFrame>()
     private var retry: Scheduled<Void>?
@@ -46,6 +49,7 @@ final class ClusterClient {
     /// Uses `channel` from now on (the role started or was restarted), with a reader thread.
     func attach(_ channel: HandoffChannel) {
         let current = attach(link: channel)
+        self.channel = channel
         do {
             try channel.setNonBlocking(true)
         } catch {
@@ -58,7 +62,7 @@ final class ClusterClient {
         var reclaimed = 0
         engine.registry.forEach { id, key, entry in
             let message = ClusterClaim(key: key, id: id, tokenHash: Array(SHA256.hash(data: Array(entry.token.utf8))), limit: 0)
-            if let frame = try? EncodedFrame(message), transmit(frame, over: channel) { reclaimed += 1 }
+            if let frame = try? EncodedFrame(message), transmit(frame, over: channel, essential: true) { reclaimed += 1 }
         }
         if reclaimed > 0 { logger.info("claimed \(reclaimed) local ids again in the peer directory") }
         let bound = NIOLoopBound(self, eventLoop: loop)
@@ -87,14 +91,14 @@ final class ClusterClient {
         guard let frame = try? EncodedFrame(message, requestID: nextRequestID), transmit(frame, over: link) else {
             return .unavailable
         }
-        pending[nextRequestID] = (claim.connection, claim.id, loop.now + Self.claimTimeout)
+        pending[nextRequestID] = (claim.connection, claim.id, claim.key, loop.now + Self.claimTimeout)
         if timer == nil { armTimer() }
         return nil
     }
 
     func release(id: String, key: String) {
         guard let link, let frame = try? EncodedFrame(ClusterRelease(key: key, id: id)) else { return }
-        if !transmit(frame, over: link) { logger.warning("could not release \(id) in the peer directory; its row expires") }
+        if !transmit(frame, over: link, essential: true) { logger.warning("could not release \(id) in the peer directory; its row expires") }
     }
 
     func forward(_ frame: UnsafeRawBufferPointer, key: String, to id: String, from source: String, at instance: String) -> Bool {
@@ -105,7 +109,9 @@ final class ClusterClient {
     }
 
     /// Sends now or queues behind earlier frames; false when neither (queue full, link failed).
-    private func transmit(_ frame: EncodedFrame, over link: any AuthLink) -> Bool {
+    /// An `essential` frame (a release, a claim again after a restart of the role) is queued past
+    /// ``maxUnsent``: each stands for an id held here, so there are never more than the registry.
+    private func transmit(_ frame: EncodedFrame, over link: any AuthLink, essential: Bool = false) -> Bool {
         if unsent.isEmpty {
             do {
                 try link.sendFrame(frame)
@@ -116,7 +122,7 @@ final class ClusterClient {
                 return false
             }
         }
-        guard unsent.count < Self.maxUnsent else { return false }
+        guard essential || unsent.count < Self.maxUnsent else { return false }
         unsent.append(frame)
         if retry == nil { scheduleRetry() }
         return true
@@ -218,7 +224,7 @@ final class ClusterClient {
         for (requestID, entry) in pending where entry.at <= now {
             pending[requestID] = nil
             logger.warning("the peer directory did not answer the claim of \(entry.id) within \(Self.claimTimeout.nanoseconds / 1_000_000_000) s; refusing it")
-            answerClaim(entry.connection, .unavailable)
+            answerClaim(entry.connection, .unavailable)  // the engine releases the id (the claim may still be granted)
         }
         connections.flush()
         armTimer()
@@ -228,6 +234,10 @@ final class ClusterClient {
         guard link != nil else { return }
         logger.error("cluster role channel lost (\(why)); new ids are refused until the supervisor restarts it")
         link = nil
+        // The role sees the end of its channel, leaves the directory and exits; the supervisor
+        // starts a new one, which is introduced to this broker like the first.
+        if let channel { _ = Glibc.shutdown(channel.rawFD, Int32(SHUT_RDWR)) }
+        channel = nil
         unsent.removeAll()
         retry?.cancel()
         retry = nil

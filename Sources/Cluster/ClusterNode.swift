@@ -36,10 +36,12 @@ actor ClusterNode {
     /// Directory records (`+`/`-`) waiting for the next NOTIFY on `peerjs.dir`.
     private var announcements: [[UInt8]] = []
     private var pingNonce: UInt64 = 0
+    private var lastNonceSeen: UInt64 = 0
     private var lastPingSeen = ContinuousClock.now
     /// Instances seen live at the last check, so a vanished one can be forgotten at once.
     private var liveInstances: Set<String> = []
-    private var started = false
+    /// The broker link's loss counters at the last report.
+    private var reported = 0
 
     /// The most bytes of frames waiting for other instances; past it a frame is dropped (logged).
     static let maxOutboxBytes = 8 << 20
@@ -91,7 +93,11 @@ actor ClusterNode {
                 var configuration = PostgresConnection.Configuration(
                     establishedChannel: channel, username: settings.user,
                     password: settings.password.isEmpty ? nil : settings.password, database: settings.database)
-                configuration.options.additionalStartupParameters = [("application_name", "peerjs \(settings.instance)")]
+                // No statement and no lock wait may hold the role up for long: the watchdog's
+                // deadline is 10 s, and a claim's client waits 5 s.
+                configuration.options.additionalStartupParameters = [
+                    ("application_name", "peerjs \(settings.instance)"), ("statement_timeout", "4000"), ("lock_timeout", "3000"),
+                ]
                 return try await PostgresConnection.connect(
                     on: channel.eventLoop, configuration: configuration, id: 1, logger: Logger(label: "postgres", factory: { _ in SwiftLogNoOpLogHandler() }))
             } catch {
@@ -105,12 +111,9 @@ actor ClusterNode {
         let writer = try await open()
         self.writer = writer
         try await migrate(writer)
-        if !started {
-            // A fresh role serves a fresh broker (or one that claims its ids again): rows left
-            // under this name by an earlier run are not ours any more.
-            try await execute(DirectorySchema.dropInstance, [settings.instance])
-            started = true
-        }
+        // Rows under this name that this role does not hold (an earlier run's, or a release
+        // that could not reach the database) go; the ids it holds are claimed again below.
+        try await execute(DirectorySchema.dropInstance, [settings.instance])
         let listener = try await open()
         self.listener = listener
         listenerFailed = nil
@@ -118,14 +121,34 @@ actor ClusterNode {
         for channel in [instanceChannel, Self.directoryChannel] {
             listenTasks.append(Task { await self.listen(on: channel, listener) })
         }
+        // A query or a LISTEN that hangs (a dead network: no reset ever comes) is cut short
+        // here, beside whatever waits for it.
+        listenTasks.append(Task { await self.watch(writer, listener) })
         // LISTEN is in force once a ping comes back: only then is the snapshot complete.
         try await waitForOwnPing()
-        for (id, hash) in local {
-            await claim(requestID: 0, ClusterClaim(key: id.key, id: id.id, tokenHash: hash, limit: 0))
+        for (id, hash) in local where local[id] == hash {
+            guard await claim(requestID: 0, ClusterClaim(key: id.key, id: id.id, tokenHash: hash, limit: 0)) else {
+                throw ClusterError("claiming this instance's ids again failed")
+            }
         }
         try await announceDirectory()
         available = true
         broker.send(ClusterState(available: true))
+        startFlush()  // what was announced while away
+    }
+
+    /// Closes both connections when no own ping has come back for ``pingDeadline``: every query
+    /// waiting on them fails, and `run()` reconnects.
+    private func watch(_ writer: PostgresConnection, _ listener: PostgresConnection) async {
+        while !Task.isCancelled {
+            do { try await pause(for: .seconds(1)) } catch { return }
+            if ContinuousClock.now - lastPingSeen > Self.pingDeadline + .seconds(2) {
+                logger.warning("the database has not answered for \(Self.pingDeadline); closing its connections")
+                writer.close().whenComplete { _ in }
+                listener.close().whenComplete { _ in }
+                return
+            }
+        }
     }
 
     private func waitForOwnPing() async throws {
@@ -231,6 +254,11 @@ actor ClusterNode {
     /// Keeps this instance's rows live, deletes long-expired ones, and forgets the ids of
     /// instances that stopped refreshing.
     private func refresh() async throws {
+        let dropped = broker.droppedCount
+        if dropped != reported {
+            logger.warning("the broker did not take \(dropped - reported) frames (it stopped reading its channel) since the last report; they are lost")
+            reported = dropped
+        }
         try await execute(DirectorySchema.refresh, [settings.instance])
         _ = try await query(DirectorySchema.sweep, [], .int(expiry)).collect()
         var live = Set<String>()
@@ -264,12 +292,13 @@ actor ClusterNode {
 
     /// Claims an id; answers the broker (request id 0: a claim again after a reconnect or a
     /// restart of this role, answered only when the id is lost).
-    private func claim(requestID: UInt32, _ claim: ClusterClaim) async {
+    @discardableResult
+    private func claim(requestID: UInt32, _ claim: ClusterClaim) async -> Bool {
         let id = LocalID(key: claim.key, id: claim.id)
+        if requestID == 0 { local[id] = claim.tokenHash }  // held here: claimed again at every reconnect
         guard writer != nil, available || requestID == 0 else {
             if requestID != 0 { broker.send(ClusterAnswer(.unavailable), requestID: requestID) }
-            else { local[id] = claim.tokenHash }  // claimed when the database is back
-            return
+            return false
         }
         do {
             var result = ""
@@ -278,6 +307,14 @@ actor ClusterNode {
                 .int(Int(claim.limit)), .int(expiry))
             {
                 result = try row.decode(String.self)
+            }
+            if requestID == 0, local[id] != claim.tokenHash {
+                // Released while the claim was out (a reconnect's claims run beside the broker's
+                // frames): the row must not outlive the peer.
+                if result == "granted" || result.hasPrefix("moved:") {
+                    try await execute(DirectorySchema.release, [claim.key, claim.id, settings.instance])
+                }
+                return true
             }
             switch result {
             case "granted":
@@ -305,15 +342,17 @@ actor ClusterNode {
             default:
                 throw ClusterError("peerjs_claim answered \(result)")
             }
+            return true
         } catch {
-            if requestID != 0 { broker.send(ClusterAnswer(.unavailable), requestID: requestID) } else { local[id] = claim.tokenHash }
+            if requestID != 0 { broker.send(ClusterAnswer(.unavailable), requestID: requestID) }
             logger.warning("claim of \(claim.id) failed: \(Self.describe(error))")
+            return false
         }
     }
 
     private func release(_ release: ClusterRelease) async {
         guard local.removeValue(forKey: LocalID(key: release.key, id: release.id)) != nil else { return }
-        guard available else { return }  // the reconnect drops every row of ours not claimed again
+        guard writer != nil else { return }  // the reconnect drops every row of ours not claimed again
         do {
             try await execute(DirectorySchema.release, [release.key, release.id, settings.instance])
             announce(.released(instance: settings.instance, key: release.key, id: release.id))
@@ -437,15 +476,13 @@ actor ClusterNode {
 
     private func handle(_ record: ClusterRecord, on channel: String, stored: Bool) async {
         let mine = channel == instanceChannel
+        guard Self.namesFit(record) else {
+            logger.warning("a notification record on \(channel) with an invalid instance, key or id was ignored")
+            return
+        }
         switch record {
         case .registered(let instance, let key, let id) where !mine && instance != settings.instance:
             liveInstances.insert(instance)
-            if local.removeValue(forKey: LocalID(key: key, id: id)) != nil {
-                // Our row expired (this instance stalled past the expiry) and was taken over:
-                // the directory's owner is the only one.
-                logger.notice("\(id) was taken over by instance \(instance) after this instance's row expired; closing it here")
-                broker.send(ClusterPeerChange(.movedElsewhere, instance: instance, key: key, id: id))
-            }
             broker.send(ClusterPeerChange(.registered, instance: instance, key: key, id: id))
         case .released(let instance, let key, let id) where !mine && instance != settings.instance:
             broker.send(ClusterPeerChange(.released, instance: instance, key: key, id: id))
@@ -469,8 +506,12 @@ actor ClusterNode {
             } catch {
                 logger.warning("relay row \(seq) could not be taken (\(Self.describe(error))); its frame is lost")
             }
-        case .ping where mine:
-            lastPingSeen = .now
+        case .ping(let nonce) where mine:
+            // Only our own pings count (anyone with the database can NOTIFY our channel).
+            if nonce <= pingNonce, nonce > lastNonceSeen {
+                lastNonceSeen = nonce
+                lastPingSeen = .now
+            }
         default:
             logger.debug("a notification record out of place on \(channel) was ignored")
         }
@@ -483,6 +524,22 @@ actor ClusterNode {
         let nanoseconds = seconds * 1_000_000_000 + attoseconds / 1_000_000_000
         try await group.next().scheduleTask(in: .nanoseconds(nanoseconds)) {}.futureResult.get()
         try Task.checkCancellation()
+    }
+
+    /// Whether a record's names fit what the broker accepts (another instance wrote them).
+    static func namesFit(_ record: ClusterRecord) -> Bool {
+        func fits(_ instance: String, _ key: String, _ ids: String...) -> Bool {
+            ClusterSettings.isValidInstance(instance) && !key.isEmpty && key.utf8.count <= ClusterClaim.maxKeyLength
+                && ids.allSatisfy { !$0.isEmpty && $0.utf8.count <= ClusterClaim.maxIDLength }
+        }
+        switch record {
+        case .registered(let instance, let key, let id), .released(let instance, let key, let id), .moved(let instance, let key, let id):
+            return fits(instance, key, id)
+        case .message(let instance, let key, let id, let source, _):
+            return fits(instance, key, id, source)
+        case .stored, .ping:
+            return true
+        }
     }
 
     // MARK: - Queries

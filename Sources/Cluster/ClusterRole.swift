@@ -39,8 +39,10 @@ public enum ClusterRole {
         // Swift concurrency runs on NIO's threads, made now: nothing creates a thread pool, an
         // epoll or an eventfd after the filter is in.
         NIOSingletons.groupLoopCountSuggestion = 1
-        if !NIOSingletons.unsafeTryInstallSingletonPosixEventLoopGroupAsConcurrencyGlobalExecutor() {
-            logger.warning("Swift concurrency could not be moved onto NIO's event loop")
+        guard NIOSingletons.unsafeTryInstallSingletonPosixEventLoopGroupAsConcurrencyGlobalExecutor() else {
+            // Its own executor would make threads and descriptors after the filter.
+            logger.critical("cannot run Swift concurrency on NIO's event loop; refusing to run the cluster role")
+            return 3
         }
         let group = MultiThreadedEventLoopGroup.singleton
         do {
@@ -67,6 +69,7 @@ public enum ClusterRole {
                     break
                 }
                 await node.handle(event)
+                broker.handled(event)
             }
             connection.cancel()
         }

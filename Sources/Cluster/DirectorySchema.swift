@@ -54,8 +54,9 @@ enum DirectorySchema {
     static let loadDirectory = "SELECT instance, key, id FROM peerjs_peers WHERE refreshed > now() - make_interval(secs => $2::integer) AND instance <> $1::text"
     /// ($1 target instance, $2 body) → one row (seq).
     static let putRelay = "INSERT INTO peerjs_relay (target, body) VALUES ($1::text, $2::bytea) RETURNING seq"
-    /// ($1 seq, $2 this instance) → the body once, no row after: delivered at most once.
-    static let takeRelay = "DELETE FROM peerjs_relay WHERE seq = $1::bigint AND target = $2::text RETURNING body"
+    /// ($1 seq, $2 this instance) → the body once, no row after: delivered at most once. A body
+    /// over 256 KiB (no peerjs writes one: a frame is at most 64 KiB) is left to the sweep.
+    static let takeRelay = "DELETE FROM peerjs_relay WHERE seq = $1::bigint AND target = $2::text AND octet_length(body) <= 262144 RETURNING body"
     /// ($1 channel, $2 payload): the payload must be under 8000 bytes (7999 at most; the server's
     /// "payload string too long" otherwise), the channel under 64 bytes. Outside write
     /// transactions (docs/cluster.md). LISTEN takes the channel as an identifier: quote it
@@ -108,10 +109,12 @@ enum DirectorySchema {
           FROM peerjs_peers WHERE key = p_key AND id = p_id FOR UPDATE;
         v_found := FOUND;
         IF v_found AND v_refreshed > v_live_since THEN
-          IF v_instance = p_instance THEN
-            UPDATE peerjs_peers SET token_hash = p_token, refreshed = now()
-              WHERE key = p_key AND id = p_id;
+          IF v_instance = p_instance AND v_token = p_token THEN
+            UPDATE peerjs_peers SET refreshed = now() WHERE key = p_key AND id = p_id;
             RETURN 'granted';
+          ELSIF v_instance = p_instance THEN
+            -- Ours, under another token: a second client claiming an id a first one holds.
+            RETURN 'taken';
           ELSIF v_token = p_token THEN
             UPDATE peerjs_peers SET instance = p_instance, refreshed = now()
               WHERE key = p_key AND id = p_id;
@@ -125,9 +128,13 @@ enum DirectorySchema {
           RETURN 'limit';
         END IF;
         IF v_found THEN
-          -- Expired, and locked by the SELECT: take it over.
+          -- Expired, and locked by the SELECT: take it over. A stalled owner that comes back
+          -- must drop its peer: it is told, like for a move.
           UPDATE peerjs_peers SET instance = p_instance, token_hash = p_token, refreshed = now()
             WHERE key = p_key AND id = p_id;
+          IF v_instance <> p_instance THEN
+            RETURN 'moved:' || v_instance;
+          END IF;
           RETURN 'granted';
         END IF;
         INSERT INTO peerjs_peers (key, id, instance, token_hash) VALUES (p_key, p_id, p_instance, p_token)

@@ -62,3 +62,45 @@ struct RemotePeers {
 
     func ids(key: String) -> [String] { realms[key].map { Array($0.keys) } ?? [] }
 }
+
+/// The registrations waiting for the directory's answer to their claim, by connection and by
+/// id: a second client asking for an id whose claim is out is answered like one asking for a
+/// registered id (another token: ID-TAKEN at once), and an id is released only when no
+/// connection here holds or claims it any more.
+struct PendingClaims {
+    struct Entry {
+        var request: RegistrationRequest
+        var ip: String
+        var id: String
+        var key: String
+        var token: String
+    }
+
+    struct Name: Hashable {
+        var key: String
+        var id: String
+    }
+
+    private var entries: [ConnectionID: Entry] = [:]
+    private var byName: [Name: [ConnectionID]] = [:]
+
+    var count: Int { entries.count }
+
+    mutating func insert(_ connection: ConnectionID, _ entry: Entry) {
+        entries[connection] = entry
+        byName[Name(key: entry.key, id: entry.id), default: []].append(connection)
+    }
+
+    mutating func take(_ connection: ConnectionID) -> Entry? {
+        guard let entry = entries.removeValue(forKey: connection) else { return nil }
+        let name = Name(key: entry.key, id: entry.id)
+        byName[name]?.removeAll { $0 == connection }
+        if byName[name]?.isEmpty == true { byName[name] = nil }
+        return entry
+    }
+
+    /// The token of a claim out for `id` of realm `key`, if any.
+    func token(of id: String, key: String) -> String? {
+        byName[Name(key: key, id: id)]?.first.flatMap { entries[$0]?.token }
+    }
+}

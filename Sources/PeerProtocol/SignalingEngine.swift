@@ -22,7 +22,7 @@ public final class SignalingEngine<Transport: PeerTransport, Store: Registry> {
     /// Registrations waiting for the policy's answer.
     private var waiting = PendingAuthorizations()
     /// Clustered: registrations waiting for the peer directory's answer to their claim.
-    private var claims = PendingAuthorizations()
+    private var claims = PendingClaims()
     /// Clustered: the ids other instances hold, as the directory announced them.
     private var remote = RemotePeers()
     /// Clustered: whether the peer directory answers (the cluster role says so).
@@ -117,9 +117,11 @@ public final class SignalingEngine<Transport: PeerTransport, Store: Registry> {
         } else if registry.count >= settings.concurrentLimit {
             return reject(connection, .concurrentLimit)
         } else if settings.clustered, !claimed {
-            // A new id: the directory decides whether another instance holds it.
+            // A new id: the directory decides whether another instance holds it. One whose claim
+            // is out already is as good as registered: another token is refused here and now.
+            if let pending = claims.token(of: id, key: key), pending != token { return reject(connection, .idTaken) }
             guard directoryAvailable else { return reject(connection, .directoryUnavailable) }
-            claims.insert(connection, request: request, ip: ip)
+            claims.insert(connection, PendingClaims.Entry(request: request, ip: ip, id: id, key: key, token: token))
             return .claiming(DirectoryClaim(connection: connection, id: id, key: key, token: token))
         }
 
@@ -238,9 +240,9 @@ public final class SignalingEngine<Transport: PeerTransport, Store: Registry> {
     /// points at this very connection (E2).
     public func connectionClosed(_ connection: ConnectionID) {
         _ = waiting.take(connection)
-        if let claim = claims.take(connection), let id = claim.request.id, let key = claim.request.key {
+        if let claim = claims.take(connection) {
             // Its claim is on its way: the release follows it on the same channel, in order.
-            transport.released(id: id, key: key)
+            releaseIfUnused(id: claim.id, key: claim.key)
         }
         guard let session = sessions.removeValue(forKey: connection) else { return }
         unregister(session, connection: connection)
@@ -268,7 +270,14 @@ public final class SignalingEngine<Transport: PeerTransport, Store: Registry> {
     private func unregister(_ session: Session, connection: ConnectionID, releasing: Bool = true) {
         guard registry.entry(for: session.id, key: session.key)?.connection == connection else { return }
         registry.remove(id: session.id, key: session.key)
-        if settings.clustered, releasing { transport.released(id: session.id, key: session.key) }
+        if releasing { releaseIfUnused(id: session.id, key: session.key) }
+    }
+
+    /// Clustered: gives the directory row of `id` up, unless a connection here still holds it
+    /// or claims it (the row is then theirs).
+    private func releaseIfUnused(id: String, key: String) {
+        guard settings.clustered, registry.entry(for: id, key: key) == nil, claims.token(of: id, key: key) == nil else { return }
+        transport.released(id: id, key: key)
     }
 
     /// Unregisters and closes a registered connection.
@@ -336,10 +345,19 @@ public final class SignalingEngine<Transport: PeerTransport, Store: Registry> {
     public func claimed(_ answer: ClaimAnswer, for connection: ConnectionID) -> RegistrationAction {
         guard let entry = claims.take(connection) else { return .none }
         switch answer {
-        case .granted: return action(register(connection, request: entry.request, ip: entry.ip, claimed: true))
+        case .granted:
+            let outcome = register(connection, request: entry.request, ip: entry.ip, claimed: true)
+            // Granted, then refused here after all (a reload took its key away): the row goes.
+            if case .rejected = outcome { releaseIfUnused(id: entry.id, key: entry.key) }
+            return action(outcome)
         case .taken: return action(reject(connection, .idTaken))
         case .limit: return action(reject(connection, .concurrentLimit))
-        case .unavailable: return action(reject(connection, .directoryUnavailable))
+        case .unavailable:
+            // Unanswered in time, perhaps granted later all the same: the release follows the
+            // claim on the channel, so its row cannot outlive the refusal.
+            let refused = action(reject(connection, .directoryUnavailable))
+            releaseIfUnused(id: entry.id, key: entry.key)
+            return refused
         }
     }
 
@@ -355,6 +373,11 @@ public final class SignalingEngine<Transport: PeerTransport, Store: Registry> {
     /// Another instance registered `id`: messages for it go there from now on, and those queued
     /// here for it leave at once.
     public func remoteRegistered(id: String, key: String, instance: String) {
+        // Another instance's word: only for a realm served here, and never more ids than the
+        // cluster may hold (concurrent_limit is cluster-wide).
+        guard settings.keys.contains(key), RegistrationRequest.isAcceptableID(id),
+            remote.instance(of: id, key: key) != nil || remote.count < settings.concurrentLimit
+        else { return }
         remote.set(id, key: key, instance: instance)
         for message in queues.take(OfflineQueues.Destination(key: key, id: id)) {
             _ = message.frame.withUnsafeBytes { transport.forward($0, key: key, to: id, from: message.source, at: instance) }
@@ -399,7 +422,9 @@ public final class SignalingEngine<Transport: PeerTransport, Store: Registry> {
             }
             return
         }
-        guard RegistrationRequest.isAcceptableID(id), RegistrationRequest.isAcceptableID(source) else { return }
+        guard RegistrationRequest.isAcceptableID(id), RegistrationRequest.isAcceptableID(source), settings.keys.contains(key) else { return }
+        // Like a local LEAVE or EXPIRE for an absent id: dropped, never queued.
+        if let envelope = EnvelopeParser.parse(frame), envelope.type == .leave || envelope.type == .expire { return }
         let queued = queues.append(
             Array(frame), from: source, to: OfflineQueues.Destination(key: key, id: id),
             now: clock.nowMilliseconds, limits: settings)

@@ -34,6 +34,15 @@ extension Supervisor {
             logger.error("reload refused, keeping the running configuration: the auth settings changed (auth_users, auth_program, auth_jwt_*, auth_timeout or auth_program_user); restart peerjs to apply them")
             return
         }
+        // Clustering is fixed for the run too: a broker that claims ids in the directory cannot
+        // stop (nor start) doing so while it holds peers.
+        if reloaded.broker.clustered != brokerSettings.clustered {
+            logger.error("reload refused, keeping the running configuration: `cluster` was \(brokerSettings.clustered ? "removed" : "added"); restart peerjs to apply it")
+            return
+        }
+        if reloaded.clusterOptions != configuration.clusterOptions {
+            logger.warning("cluster, cluster_password_file, cluster_instance, cluster_expiry, cluster_user and reuse_port take effect at the next start of peerjs, not on SIGHUP")
+        }
         var settings = reloaded.broker
         // How each child runs (user, chroot, log level, sandbox_debug) was checked at start and
         // stays: a reload changes what the broker serves, never a sandbox.

@@ -36,6 +36,10 @@ public struct SupervisorConfiguration: Sendable {
     /// share one port (the kernel spreads connections between them).
     public var reusePort = false
 
+    /// The cluster options as given (`cluster`, its password file, instance, expiry, user,
+    /// `reuse_port`), to tell on SIGHUP that a change waits for a restart.
+    public var clusterOptions: [String] = []
+
     /// The empty directory the broker chroots into; created root-owned 0555 when missing and
     /// this process runs as root. nil: none.
     public var chrootDirectory: String? {
@@ -66,10 +70,13 @@ extension SupervisorConfiguration {
     public struct Reloaded: Sendable {
         public var broker: BrokerSettings
         public var auth: AuthHelperSettings?
+        /// See ``SupervisorConfiguration/clusterOptions``.
+        public var clusterOptions: [String]
 
-        public init(broker: BrokerSettings, auth: AuthHelperSettings?) {
+        public init(broker: BrokerSettings, auth: AuthHelperSettings?, clusterOptions: [String] = []) {
             self.broker = broker
             self.auth = auth
+            self.clusterOptions = clusterOptions
         }
     }
 }

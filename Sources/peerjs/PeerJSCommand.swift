@@ -378,6 +378,11 @@ struct PeerJSCommand: ParsableCommand {
             trustedProxies: proxiedBy.map(Self.trustedProxies) ?? [], process: brokerProcess, clustered: cluster != nil)
     }
 
+    /// The cluster options as given, compared on SIGHUP (they wait for a restart).
+    var clusterOptions: [String] {
+        [cluster ?? "", clusterPasswordFile ?? "", clusterInstance ?? "", String(clusterExpiry), clusterUser, String(reusePort)]
+    }
+
     /// The cluster role's sandbox: its own user, the broker's empty chroot, the `cluster` policy.
     var clusterProcess: ChildSettings {
         ChildSettings(logLevel: logLevel, user: clusterUser, chrootDirectory: chroot, sandboxDebug: sandboxDebug)
@@ -523,7 +528,8 @@ struct PeerJSCommand: ParsableCommand {
             reload = {
                 let command = try Self.parseWithConfiguration(arguments)
                 return SupervisorConfiguration.Reloaded(
-                    broker: command.brokerSettings, auth: command.authEnabled ? command.authSettings : nil)
+                    broker: command.brokerSettings, auth: command.authEnabled ? command.authSettings : nil,
+                    clusterOptions: command.clusterOptions)
             }
         }
         var configuration = SupervisorConfiguration(
@@ -532,6 +538,7 @@ struct PeerJSCommand: ParsableCommand {
             httpsPort: httpsPort.map { UInt16($0) }, httpsHost: httpsHost, auth: authEnabled ? authSettings : nil)
         configuration.cluster = clusterSettings
         configuration.reusePort = reusePort
+        configuration.clusterOptions = clusterOptions
         do {
             throw ExitCode(try Supervisor(configuration: configuration, logger: logger).run())
         } catch let error as SupervisorError {

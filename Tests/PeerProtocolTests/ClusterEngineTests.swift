@@ -139,4 +139,45 @@ struct ClusterEngineTests {
         #expect(h.transport.released == ["alice", "carol"])
         #expect(h.engine.claimed(.granted, for: ConnectionID(3)) == .none)
     }
+
+    @Test("an id whose claim is out is as good as registered: another token is ID-TAKEN at once; the row goes only when nobody here holds or claims it")
+    func pendingClaims() {
+        let h = ClusterHarness()
+        let request = { (token: String) in RegistrationRequest(id: "dave", token: token, key: "peerjs") }
+        guard case .claiming = h.engine.register(ConnectionID(1), request: request("t1")) else { Issue.record("no claim"); return }
+        #expect(h.engine.register(ConnectionID(2), request: request("t2")) == .rejected(.idTaken))
+        // The same token (a reconnect racing its first attempt) claims too; the first one leaves.
+        guard case .claiming = h.engine.register(ConnectionID(3), request: request("t1")) else { Issue.record("no claim"); return }
+        h.engine.connectionClosed(ConnectionID(1))
+        #expect(h.transport.released.isEmpty, "connection 3 still claims dave")
+        #expect(h.engine.claimed(.granted, for: ConnectionID(3)) == .open)
+        h.engine.connectionClosed(ConnectionID(3))
+        #expect(h.transport.released == ["dave"])
+    }
+
+    @Test("a claim refused as unavailable (a timeout: it may be granted later) and a grant refused here after all release the id")
+    func refusedClaimsRelease() {
+        let h = ClusterHarness()
+        _ = h.engine.register(ConnectionID(1), request: RegistrationRequest(id: "erin", token: "t", key: "peerjs"))
+        #expect(h.engine.claimed(.unavailable, for: ConnectionID(1)) == .refuse(.directoryUnavailable))
+        #expect(h.transport.released == ["erin"])
+        _ = h.engine.register(ConnectionID(2), request: RegistrationRequest(id: "finn", token: "t", key: "peerjs"))
+        h.engine.update(ProtocolSettings(keys: ["other"], clustered: true))  // a reload took the key away
+        #expect(h.engine.claimed(.granted, for: ConnectionID(2)) == .refuse(.invalidKey))
+        #expect(h.transport.released == ["erin", "finn"])
+    }
+
+    @Test("another instance's word is checked: unknown realms, bad ids and more remote ids than concurrent_limit are ignored")
+    func remoteBounds() {
+        let h = ClusterHarness()
+        h.engine.update(ProtocolSettings(concurrentLimit: 2, clustered: true))
+        h.engine.remoteRegistered(id: "a", key: "other-key", instance: "b")
+        h.engine.remoteRegistered(id: "bad\nid", key: "peerjs", instance: "b")
+        #expect(h.engine.remoteCount == 0)
+        for id in ["a", "b", "c"] { h.engine.remoteRegistered(id: id, key: "peerjs", instance: "b") }
+        #expect(h.engine.remoteCount == 2)
+        h.engine.remoteRegistered(id: "a", key: "peerjs", instance: "c")  // a move of a known id still counts
+        h.engine.receive(Array(#"{"type":"OFFER","dst":"a","payload":1}"#.utf8), from: ConnectionID(9))
+        #expect(h.engine.remoteCount == 2)
+    }
 }
