@@ -20,8 +20,10 @@ import re
 import signal
 import ssl
 import pwd
+import shutil
 import socket
 import subprocess
+import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -327,7 +329,9 @@ def cluster(tmp_path):
         pytest.skip("Debian's postgresql is not installed (scripts/setup.sh installs it)")
     binary = Path(os.environ.get("PEERJS_BINARY", REPO / ".build" / "debug" / "peerjs"))
     script = REPO / "scripts" / "pg-scratch.sh"
-    pg_dir, pg_port, password = tmp_path / "pg", free_port(), "interop-" + os.urandom(6).hex()
+    # Not under tmp_path: pytest's directory is root's alone (0700) and the server runs as `postgres`.
+    pg_dir = Path(tempfile.gettempdir()) / f"peerjs-interop-pg-{os.urandom(4).hex()}"
+    pg_port, password = free_port(), "interop-" + os.urandom(6).hex()
     password_file = tmp_path / "pg.password"
     password_file.write_text(password + "\n")
     password_file.chmod(0o600)
@@ -349,6 +353,7 @@ def cluster(tmp_path):
             srv.stop()
             print(f"--- peerjs log ({srv.log_path.name}) ---\n{srv.log()}")
         subprocess.run(["bash", str(script), "kill", str(pg_dir)], timeout=60)
+        shutil.rmtree(pg_dir, ignore_errors=True)
 
 
 def user_exists(name: str) -> bool:
