@@ -38,8 +38,8 @@ actor ClusterNode {
     private var pingNonce: UInt64 = 0
     private var lastNonceSeen: UInt64 = 0
     private var lastPingSeen = ContinuousClock.now
-    /// Instances seen live at the last check, so a vanished one can be forgotten at once.
-    private var liveInstances: Set<String> = []
+    /// Instances whose rows had all expired at the last check (told to the broker once).
+    private var reportedGone: Set<String> = []
     /// The broker link's loss counters at the last report.
     private var reported = 0
 
@@ -212,13 +212,12 @@ actor ClusterNode {
     /// Every live id of the other instances, to the broker, after a reset.
     private func announceDirectory() async throws {
         broker.send(ClusterPeerChange(.reset))
-        var instances = Set<String>()
         for try await row in try await query(DirectorySchema.loadDirectory, [settings.instance], .int(expiry)) {
             let (instance, key, id) = try row.decode((String, String, String).self)
-            instances.insert(instance)
-            broker.send(ClusterPeerChange(.registered, instance: instance, key: key, id: id))
+            let change = ClusterPeerChange(.registered, instance: instance, key: key, id: id)
+            if Self.namesFit(.registered(instance: instance, key: key, id: id)) { broker.send(change) }
         }
-        liveInstances = instances
+        reportedGone = []
     }
 
     /// Refreshes, sweeps, pings and watches the listener until something fails.
@@ -261,18 +260,21 @@ actor ClusterNode {
         }
         try await execute(DirectorySchema.refresh, [settings.instance])
         _ = try await query(DirectorySchema.sweep, [], .int(expiry)).collect()
-        var live = Set<String>()
+        // An instance whose rows have all expired stopped refreshing them (it died, or lost the
+        // database): its ids are free. (One with no rows has nothing to forget; a live one
+        // refreshes all of its rows at once, so they never expire one by one.)
+        var dead = Set<String>()
         for try await row in try await query(
-            "SELECT DISTINCT instance FROM peerjs_peers WHERE refreshed > now() - make_interval(secs => $2::integer) AND instance <> $1::text",
+            "SELECT instance FROM peerjs_peers WHERE instance <> $1::text GROUP BY instance HAVING max(refreshed) <= now() - make_interval(secs => $2::integer)",
             [settings.instance], .int(expiry))
         {
-            live.insert(try row.decode(String.self))
+            dead.insert(try row.decode(String.self))
         }
-        for gone in liveInstances.subtracting(live) {
+        for gone in dead.subtracting(reportedGone) {
             logger.notice("instance \(gone) stopped refreshing its rows; its ids are free")
             broker.send(ClusterPeerChange(.instanceGone, instance: gone))
         }
-        liveInstances = live
+        reportedGone = dead
     }
 
     // MARK: - The broker's requests
@@ -482,7 +484,7 @@ actor ClusterNode {
         }
         switch record {
         case .registered(let instance, let key, let id) where !mine && instance != settings.instance:
-            liveInstances.insert(instance)
+            reportedGone.remove(instance)
             broker.send(ClusterPeerChange(.registered, instance: instance, key: key, id: id))
         case .released(let instance, let key, let id) where !mine && instance != settings.instance:
             broker.send(ClusterPeerChange(.released, instance: instance, key: key, id: id))
