@@ -69,8 +69,20 @@ final class AuthClient {
             return
         }
         let bound = NIOLoopBound(self, eventLoop: loop)
-        AuthReader.start(channel: channel) { event in
-            bound.eventLoop.execute { bound.value.handle(event, generation: current) }
+        FrameReader.start(channel: channel, peer: "the auth helper") { event in
+            let verdict: AuthLinkEvent
+            switch event {
+            case .frame(let type, let requestID, let payload):
+                do throws(IPCError) {
+                    guard type == .authVerdict else { throw IPCError(.wrongDirection, "the auth helper does not send \(type)") }
+                    verdict = .verdict(requestID: requestID, try AuthVerdict(decoding: payload))
+                } catch {
+                    verdict = .closed("bad frame from the auth helper: \(error)")
+                }
+            case .closed(let why):
+                verdict = .closed(why)
+            }
+            bound.eventLoop.execute { bound.value.handle(verdict, generation: current) }
         }
         logger.info("auth helper connected")
     }

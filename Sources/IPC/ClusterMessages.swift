@@ -204,15 +204,18 @@ public struct ClusterRelay: Equatable, Sendable {
     }
 }
 
-/// `clusterSend`: see ``ClusterRelay``.
-public struct ClusterSend: IPCMessage {
-    @inlinable public static var frameType: FrameType { .clusterSend }
-    public var relay: ClusterRelay
-    public init(_ relay: ClusterRelay) { self.relay = relay }
+/// A message whose payload is one ``ClusterRelay``: `clusterSend` and `clusterDeliver`.
+public protocol ClusterRelayMessage: IPCMessage {
+    var relay: ClusterRelay { get }
+    init(_ relay: ClusterRelay)
+}
+
+extension ClusterRelayMessage {
     public init(decoding payload: [UInt8]) throws(IPCError) {
         var r = PayloadReader(payload)
-        relay = try ClusterRelay(reading: &r)
+        self.init(try ClusterRelay(reading: &r))
     }
+
     public func encode() -> [UInt8] {
         var w = PayloadWriter(reservingCapacity: relay.frame.count + 128)
         relay.write(to: &w)
@@ -220,20 +223,18 @@ public struct ClusterSend: IPCMessage {
     }
 }
 
+/// `clusterSend`: see ``ClusterRelay``.
+public struct ClusterSend: ClusterRelayMessage {
+    @inlinable public static var frameType: FrameType { .clusterSend }
+    public var relay: ClusterRelay
+    public init(_ relay: ClusterRelay) { self.relay = relay }
+}
+
 /// `clusterDeliver`: see ``ClusterRelay``.
-public struct ClusterDeliver: IPCMessage {
+public struct ClusterDeliver: ClusterRelayMessage {
     @inlinable public static var frameType: FrameType { .clusterDeliver }
     public var relay: ClusterRelay
     public init(_ relay: ClusterRelay) { self.relay = relay }
-    public init(decoding payload: [UInt8]) throws(IPCError) {
-        var r = PayloadReader(payload)
-        relay = try ClusterRelay(reading: &r)
-    }
-    public func encode() -> [UInt8] {
-        var w = PayloadWriter(reservingCapacity: relay.frame.count + 128)
-        relay.write(to: &w)
-        return w.bytes
-    }
 }
 
 /// The payload of `clusterPeer` (cluster role → broker): a change of the directory that the
