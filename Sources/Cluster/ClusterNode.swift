@@ -23,6 +23,12 @@ actor ClusterNode {
     static let directoryChannel = "peerjs.dir"
 
     private var writer: PostgresConnection?
+    /// Connections for claims and releases, one per partition of the ids: claims of different
+    /// ids run at once, while the claims and releases of one id keep the broker's order.
+    private var claimers: [PostgresConnection] = []
+    /// The last task of each partition; the next one of that partition waits for it.
+    private var chains: [Task<Void, Never>?] = Array(repeating: nil, count: ClusterNode.partitions)
+    static let partitions = 3
     private var listener: PostgresConnection?
     private var listenTasks: [Task<Void, Never>] = []
     private var listenerFailed: String?
@@ -114,6 +120,9 @@ actor ClusterNode {
         // Rows under this name that this role does not hold (an earlier run's, or a release
         // that could not reach the database) go; the ids it holds are claimed again below.
         try await execute(DirectorySchema.dropInstance, [settings.instance])
+        var claimers: [PostgresConnection] = []
+        for _ in 0..<Self.partitions { claimers.append(try await open()) }
+        self.claimers = claimers
         let listener = try await open()
         self.listener = listener
         listenerFailed = nil
@@ -123,7 +132,7 @@ actor ClusterNode {
         }
         // A query or a LISTEN that hangs (a dead network: no reset ever comes) is cut short
         // here, beside whatever waits for it.
-        listenTasks.append(Task { await self.watch(writer, listener) })
+        listenTasks.append(Task { await self.watch([writer, listener] + claimers) })
         // LISTEN is in force once a ping comes back: only then is the snapshot complete.
         try await waitForOwnPing()
         for (id, hash) in local where local[id] == hash {
@@ -139,13 +148,12 @@ actor ClusterNode {
 
     /// Closes both connections when no own ping has come back for ``pingDeadline``: every query
     /// waiting on them fails, and `run()` reconnects.
-    private func watch(_ writer: PostgresConnection, _ listener: PostgresConnection) async {
+    private func watch(_ connections: [PostgresConnection]) async {
         while !Task.isCancelled {
             do { try await pause(for: .seconds(1)) } catch { return }
             if ContinuousClock.now - lastPingSeen > Self.pingDeadline + .seconds(2) {
                 logger.warning("the database has not answered for \(Self.pingDeadline); closing its connections")
-                writer.close().whenComplete { _ in }
-                listener.close().whenComplete { _ in }
+                for connection in connections { connection.close().whenComplete { _ in } }
                 return
             }
         }
@@ -173,8 +181,10 @@ actor ClusterNode {
         listenTasks = []
         try? await listener?.close()
         try? await writer?.close()
+        for claimer in claimers { try? await claimer.close() }
         listener = nil
         writer = nil
+        claimers = []
         let lost = outbox.values.reduce(0) { $0 + $1.count }
         if lost > 0 { logger.warning("\(lost) frames for other instances were not sent (the database went away)") }
         outbox = [:]
@@ -279,23 +289,45 @@ actor ClusterNode {
 
     // MARK: - The broker's requests
 
-    func handle(_ event: BrokerLink.Event) async {
+    /// Takes one of the broker's frames; `done` is called once it has been handled (the link
+    /// then reads on). Claims and releases run in the partition of their id, after the earlier
+    /// ones of that partition.
+    func submit(_ event: BrokerLink.Event, done: @escaping @Sendable () -> Void) {
+        let partition: Int
         switch event {
-        case .claim(let requestID, let claim):
-            await self.claim(requestID: requestID, claim)
-        case .release(let release):
-            await self.release(release)
+        case .claim(_, let claim): partition = Self.partition(key: claim.key, id: claim.id)
+        case .release(let release): partition = Self.partition(key: release.key, id: release.id)
         case .send(let relay):
             enqueue(relay)
+            done()
+            return
         case .closed:
-            break  // the caller ends the role
+            done()
+            return
         }
+        let previous = chains[partition]
+        chains[partition] = Task {
+            await previous?.value
+            switch event {
+            case .claim(let requestID, let claim): await self.claim(requestID: requestID, claim, partition: partition)
+            case .release(let release): await self.release(release, partition: partition)
+            default: break
+            }
+            done()
+        }
+    }
+
+    static func partition(key: String, id: String) -> Int {
+        var hasher = Hasher()
+        hasher.combine(key)
+        hasher.combine(id)
+        return Int(UInt(bitPattern: hasher.finalize()) % UInt(partitions))
     }
 
     /// Claims an id; answers the broker (request id 0: a claim again after a reconnect or a
     /// restart of this role, answered only when the id is lost).
     @discardableResult
-    private func claim(requestID: UInt32, _ claim: ClusterClaim) async -> Bool {
+    private func claim(requestID: UInt32, _ claim: ClusterClaim, partition: Int? = nil) async -> Bool {
         let id = LocalID(key: claim.key, id: claim.id)
         if requestID == 0 { local[id] = claim.tokenHash }  // held here: claimed again at every reconnect
         guard writer != nil, available || requestID == 0 else {
@@ -306,7 +338,7 @@ actor ClusterNode {
             var result = ""
             for try await row in try await query(
                 DirectorySchema.claim, [claim.key, claim.id, settings.instance], .bytes(claim.tokenHash),
-                .int(Int(claim.limit)), .int(expiry))
+                .int(Int(claim.limit)), .int(expiry), on: partition)
             {
                 result = try row.decode(String.self)
             }
@@ -314,7 +346,7 @@ actor ClusterNode {
                 // Released while the claim was out (a reconnect's claims run beside the broker's
                 // frames): the row must not outlive the peer.
                 if result == "granted" || result.hasPrefix("moved:") {
-                    try await execute(DirectorySchema.release, [claim.key, claim.id, settings.instance])
+                    try await execute(DirectorySchema.release, [claim.key, claim.id, settings.instance], on: partition)
                 }
                 return true
             }
@@ -352,11 +384,11 @@ actor ClusterNode {
         }
     }
 
-    private func release(_ release: ClusterRelease) async {
+    private func release(_ release: ClusterRelease, partition: Int) async {
         guard local.removeValue(forKey: LocalID(key: release.key, id: release.id)) != nil else { return }
         guard writer != nil else { return }  // the reconnect drops every row of ours not claimed again
         do {
-            try await execute(DirectorySchema.release, [release.key, release.id, settings.instance])
+            try await execute(DirectorySchema.release, [release.key, release.id, settings.instance], on: partition)
             announce(.released(instance: settings.instance, key: release.key, id: release.id))
         } catch {
             logger.warning("release of \(release.id) failed (\(Self.describe(error))); its row expires")
@@ -550,8 +582,10 @@ actor ClusterNode {
         case int(Int), int64(Int64), bytes([UInt8]), text(String)
     }
 
-    private func query(_ sql: String, _ texts: [String], _ more: Bind...) async throws -> PostgresRowSequence {
+    /// Runs `sql` on the writer, or on the connection of claim partition `partition`.
+    private func query(_ sql: String, _ texts: [String], _ more: Bind..., on partition: Int? = nil) async throws -> PostgresRowSequence {
         guard let writer else { throw ClusterError("not connected") }
+        let connection = partition.flatMap { $0 < claimers.count ? claimers[$0] : nil } ?? writer
         var binds = PostgresBindings()
         for text in texts { binds.append(text) }
         for bind in more {
@@ -562,11 +596,11 @@ actor ClusterNode {
             case .text(let value): binds.append(value)
             }
         }
-        return try await writer.query(PostgresQuery(unsafeSQL: sql, binds: binds), logger: logger)
+        return try await connection.query(PostgresQuery(unsafeSQL: sql, binds: binds), logger: logger)
     }
 
-    private func execute(_ sql: String, _ texts: [String]) async throws {
-        _ = try await query(sql, texts).collect()
+    private func execute(_ sql: String, _ texts: [String], on partition: Int? = nil) async throws {
+        _ = try await query(sql, texts, on: partition).collect()
     }
 
     static func describe(_ error: any Error) -> String {

@@ -68,8 +68,7 @@ public enum ClusterRole {
                     logger.notice("\(why); leaving the peer directory")
                     break
                 }
-                await node.handle(event)
-                broker.handled(event)
+                await node.submit(event) { broker.handled(event) }
             }
             connection.cancel()
         }
