@@ -13,6 +13,7 @@
 #   cluster   two instances (A, B) with --cluster: connect to A (every id claimed in the
 #             directory), and relay between a peer on A and one on B (NOTIFY both ways);
 #             server CPU counts A's processes only (B and PostgreSQL work too)
+# relay runs at full speed and, as relay-paced, at 2,000 messages/s (latency below saturation).
 # and, printed below the table: two instances' aggregate connect rate (a bench against each at
 # once) next to one instance's, in the same run.
 #
@@ -101,6 +102,8 @@ stop_all() {
 
 connect_args=(connect --count "$connect_n" --concurrency "$connect_c" --hold "$hold" --timeout 120)
 relay_args=(relay --pairs "$pairs" --inflight "$inflight" --duration "$relay_d" --warmup "$warm" --timeout 60)
+# Latency below saturation: 2,000 messages/s in all (the rate of the issue's NOTIFY reference).
+paced_args=(relay --pairs "$pairs" --inflight "$inflight" --duration "$relay_d" --warmup "$warm" --rate 2000 --timeout 60)
 cluster_flags() { echo --cluster "postgres://peerjs@127.0.0.1:$pg_port/peerjs" --cluster-password-file "$pg_dir.password" --cluster-instance "$1"; }
 
 start=$SECONDS seq=0
@@ -113,6 +116,13 @@ for round in $(seq "$runs"); do
       start_instance "$out/$name.a.log"; a_pid=$pid a_port=$port
       "$bench" "${connect_args[@]}" --port "$a_port" --server-pid "$a_pid" --label single --json >"$out/$name-connect.json" 2>"$out/$name-connect.err" || log "  connect exited $?"
       "$bench" "${relay_args[@]}" --port "$a_port" --server-pid "$a_pid" --label single --json >"$out/$name-relay.json" 2>"$out/$name-relay.err" || log "  relay exited $?"
+      "$bench" "${paced_args[@]}" --port "$a_port" --server-pid "$a_pid" --label single --json >"$out/$name-paced.json" 2>"$out/$name-paced.err" || log "  paced relay exited $?"
+      # Two independent instances (no --cluster) at once: what a second process buys on its own.
+      start_instance "$out/$name.b.log"; b_port=$port
+      "$bench" "${connect_args[@]}" --port "$a_port" --label both-a --tag both --json >"$out/$name-both-a.agg" 2>/dev/null &
+      first=$!
+      "$bench" "${connect_args[@]}" --port "$b_port" --label both-b --tag both --json >"$out/$name-both-b.agg" 2>/dev/null || true
+      wait "$first" || true
     else
       # shellcheck disable=SC2046
       start_instance "$out/$name.a.log" $(cluster_flags "a$round"); a_pid=$pid a_port=$port
@@ -120,6 +130,7 @@ for round in $(seq "$runs"); do
       start_instance "$out/$name.b.log" $(cluster_flags "b$round"); b_port=$port
       "$bench" "${connect_args[@]}" --port "$a_port" --server-pid "$a_pid" --label cluster --json >"$out/$name-connect.json" 2>"$out/$name-connect.err" || log "  connect exited $?"
       "$bench" "${relay_args[@]}" --port "$a_port" --peer-port "$b_port" --server-pid "$a_pid" --label cluster --json >"$out/$name-relay.json" 2>"$out/$name-relay.err" || log "  relay exited $?"
+      "$bench" "${paced_args[@]}" --port "$a_port" --peer-port "$b_port" --server-pid "$a_pid" --label cluster --json >"$out/$name-paced.json" 2>"$out/$name-paced.err" || log "  paced relay exited $?"
       # Two instances at once: one bench against each, started together.
       "$bench" "${connect_args[@]}" --port "$a_port" --label both-a --tag both --json >"$out/$name-both-a.agg" 2>/dev/null &
       first=$!
@@ -133,10 +144,16 @@ done
 median() { sort -n | awk '{ v[NR] = $1 } END { if (NR) print v[int((NR + 1) / 2)] }'; }
 rate() { jq -r 'select(type == "object") | .connectionsPerSecond // empty' "$@" 2>/dev/null; }
 one=$(for f in "$out"/*-single-r*-connect.json; do rate "$f"; done | median)
-two=$(for r in $(seq "$runs"); do
-  files=("$out"/*-cluster-r"$r"-both-*.agg)
-  [ -e "${files[0]}" ] && rate "${files[@]}" | awk '{ s += $1 } END { if (NR == 2) print s }'
-done | median)
+aggregate() {  # MODE: the median over rounds of the two benches' summed rates
+  local r files
+  for r in $(seq "$runs"); do
+    files=("$out"/*-"$1"-r"$r"-both-*.agg)
+    [ -e "${files[0]}" ] && rate "${files[@]}" | awk '{ s += $1 } END { if (NR == 2) printf "%.0f\n", s }'
+  done | median
+}
+two=$(aggregate cluster)
+two_plain=$(aggregate single)
+one=$(printf '%.0f' "${one:-0}")
 {
   echo "## Cluster results $(date -u +%Y-%m-%dT%H:%MZ) ($( ((quick)) && echo quick || echo full), $runs rounds, modes alternated)"
   echo
@@ -147,6 +164,7 @@ done | median)
   echo "| connect, aggregate | connections/s |"
   echo "|---|---|"
   echo "| one instance (single) | ${one:-–} |"
+  echo "| two independent instances (no --cluster), a bench against each at once | ${two_plain:-–} |"
   echo "| two instances with --cluster, a bench against each at once | ${two:-–} |"
 } | tee "$out/table.md"
 log "raw results in $out ($(( SECONDS - start ))s)"
