@@ -73,7 +73,8 @@ public enum ClusterRecord: Equatable, Sendable {
             var digits = 0
             while index < bytes.count, bytes[index] != UInt8(ascii: ":") {
                 let byte = bytes[index]
-                guard byte >= 0x30, byte <= 0x39, digits < 6 else { return nil }
+                // Canonical decimal only (no leading zero): one payload, one encoding.
+                guard byte >= 0x30, byte <= 0x39, digits < 6, digits == 0 || length > 0 else { return nil }
                 length = length * 10 + Int(byte - 0x30)
                 digits += 1
                 index += 1
@@ -89,9 +90,12 @@ public enum ClusterRecord: Equatable, Sendable {
             return String(validating: slice, as: UTF8.self)
         }
 
+        /// A decimal in canonical form: digits only, no leading zero (`0` itself aside).
         mutating func number() -> UInt64? {
-            guard let slice = field(max: 20), let text = String(validating: slice, as: UTF8.self) else { return nil }
-            return UInt64(text)
+            guard let slice = field(max: 20), !slice.isEmpty, slice.allSatisfy({ $0 >= 0x30 && $0 <= 0x39 }),
+                slice.count == 1 || slice.first != 0x30
+            else { return nil }
+            return UInt64(String(decoding: slice, as: UTF8.self))
         }
 
         mutating func record() -> ClusterRecord? {

@@ -17,6 +17,7 @@ struct ClusterRecordTests {
         let payload = records.flatMap(\.encoded)
         #expect(ClusterRecord.parse(payload) == records)
         #expect(ClusterRecord.parse([UInt8]()) == [])
+        #expect(ClusterRecord.parse(Array("i1:0p1:0".utf8)) == [.ping(nonce: 0), .stored(seq: 0)])
     }
 
     @Test("malformed payloads are refused whole: unknown tags, bad lengths, truncation, huge lengths, bad UTF-8")
@@ -27,6 +28,10 @@ struct ClusterRecordTests {
             Array("+1234567:a".utf8), Array("+1a:".utf8), Array("p2:-1".utf8), Array("p25:99999999999999999999999".utf8),
             [UInt8(ascii: "+"), UInt8(ascii: "1"), UInt8(ascii: ":"), 0xFF] + Array("1:k1:i".utf8),
             good + Array("x".utf8),
+            // Non-canonical numbers would parse into records that encode differently (fuzz-ipc
+            // found `i2:02`): leading zeros in a length or a number, a sign.
+            Array("i2:02".utf8), Array("+01:a1:k1:i".utf8), Array("p2:+5".utf8), Array("i0:".utf8),
+            Array(#"+1:a6:peerjs5:alicem1:b6:peerjs5:alice3:bob2:{Lp3:123x1:c6:peerjs3:boyi2:02"#.utf8),
         ] {
             #expect(ClusterRecord.parse(bad) == nil, "\(String(decoding: bad, as: UTF8.self))")
         }
