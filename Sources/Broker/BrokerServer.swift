@@ -90,8 +90,7 @@ public final class BrokerServer: Sendable {
         let interval = TimeAmount.milliseconds(state.engine.tickIntervalMs)
         ticker.value = state.engine.tickIntervalMs > 0
             ? ticker.eventLoop.scheduleRepeatedTask(initialDelay: interval, delay: interval) { _ in
-                bound.value.engine.tick()
-                bound.value.connections.flush()
+                bound.value.tick()
             }
             : nil
     }

@@ -121,10 +121,20 @@ final class BrokerState {
             // Not clustered cannot happen (the engine claims only then): refuse all the same.
             guard let answer = cluster.map({ $0.claim(claim) }) ?? ClaimAnswer.unavailable else { return true }
             return follow(engine.claimed(answer, for: claim.connection), id: id, engine: engine, cluster: cluster, logger: logger)
+        case .takeover:
+            return true  // the engine answers from its tick, or when the id's holder answers its ping
         case .authorize, .open, .refuse, .none:
             break
         }
         return false
+    }
+
+    /// The engine's periodic rules, and the directory claims a takeover starts (clustered).
+    func tick() {
+        for claim in engine.tick() {
+            Self.follow(.claim(claim), id: claim.id, engine: engine, cluster: cluster, logger: logger)
+        }
+        connections.flush()
     }
 
     /// Sets the descriptor limit `configuration` wants (soft limit, up to the hard limit) and

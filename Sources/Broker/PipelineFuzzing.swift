@@ -34,8 +34,7 @@ public enum BrokerPipelineFuzzing {
         let state = BrokerState(configuration: configuration, tls: nil, loop: loop, logger: logger, clock: EventLoopClock(loop: loop))
         let bound = NIOLoopBound(state, eventLoop: loop)
         let ticker = loop.scheduleRepeatedTask(initialDelay: .milliseconds(40), delay: .milliseconds(40)) { _ in
-            bound.value.engine.tick()
-            bound.value.connections.flush()
+            bound.value.tick()
         }
         defer { ticker.cancel() }
 

@@ -26,6 +26,8 @@
 ///   - maxHeaderBytes: the largest HTTP request head (request line and headers).
 ///   - trustedProxies: with `proxied`, the addresses of the proxies whose `X-Forwarded-For`
 ///     entries are believed (numeric, checked with inet_pton); empty trusts the connecting peer.
+///   - takeoverTimeoutMs: how long the socket holding an id has to answer a ping when another
+///     token asks for the id (`--takeover-timeout`); 0: ID-TAKEN at once.
 public struct BrokerSettings: IPCMessage {
     @inlinable public static var frameType: FrameType { .hello }
 
@@ -64,6 +66,7 @@ public struct BrokerSettings: IPCMessage {
     /// Whether ids are shared with other instances (`--cluster`): a new id is claimed in the
     /// peer directory first, and refused while it cannot be. Read at start only, like `process`.
     public var clustered: Bool
+    public var takeoverTimeoutMs: UInt32
     public static let maxTrustedProxies = 64
     public static let maxTrustedProxyLength = 64
 
@@ -83,6 +86,7 @@ public struct BrokerSettings: IPCMessage {
     public static let defaultHandshakeLimit: UInt32 = 1024
     public static let defaultOutputLimit: UInt32 = 1 << 20
     public static let defaultMaxHeaderBytes: UInt32 = 16 * 1024
+    public static let defaultTakeoverTimeoutMs: UInt32 = 2000
 
     public init(
         key: String, path: String, expireTimeoutMs: UInt32, aliveTimeoutMs: UInt32,
@@ -92,7 +96,8 @@ public struct BrokerSettings: IPCMessage {
         ipLimit: UInt32 = BrokerSettings.defaultIPLimit, ipHandshakeLimit: UInt32 = BrokerSettings.defaultIPHandshakeLimit,
         handshakeLimit: UInt32 = BrokerSettings.defaultHandshakeLimit, outputLimit: UInt32 = BrokerSettings.defaultOutputLimit,
         maxHeaderBytes: UInt32 = BrokerSettings.defaultMaxHeaderBytes, trustedProxies: [String] = [],
-        process: ChildSettings = ChildSettings(logLevel: "info", user: ""), clustered: Bool = false
+        process: ChildSettings = ChildSettings(logLevel: "info", user: ""), clustered: Bool = false,
+        takeoverTimeoutMs: UInt32 = BrokerSettings.defaultTakeoverTimeoutMs
     ) {
         self.key = key
         self.path = path
@@ -116,6 +121,7 @@ public struct BrokerSettings: IPCMessage {
         self.trustedProxies = trustedProxies
         self.process = process
         self.clustered = clustered
+        self.takeoverTimeoutMs = takeoverTimeoutMs
     }
 
     public init(decoding payload: [UInt8]) throws(IPCError) {
@@ -142,6 +148,7 @@ public struct BrokerSettings: IPCMessage {
         trustedProxies = try r.readStringList(maxCount: Self.maxTrustedProxies, maxLength: Self.maxTrustedProxyLength)
         process = try ChildSettings(reading: &r)
         clustered = try r.readBool()
+        takeoverTimeoutMs = try r.readUInt32()
         try r.finish()
     }
 
@@ -169,6 +176,7 @@ public struct BrokerSettings: IPCMessage {
         w.writeStringList(trustedProxies)
         process.write(to: &w)
         w.writeBool(clustered)
+        w.writeUInt32(takeoverTimeoutMs)
         return w.bytes
     }
 }

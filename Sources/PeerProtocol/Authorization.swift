@@ -55,6 +55,9 @@ public enum RegistrationAction: Sendable, Equatable {
     /// Clustered: claim the id in the peer directory and pass the answer to
     /// ``SignalingEngine/claimed(_:for:)``.
     case claim(DirectoryClaim)
+    /// Waiting for a takeover (`--takeover-timeout`): the engine sends OPEN or `ID-TAKEN` itself,
+    /// from ``SignalingEngine/tick()`` or when the id's holder answers its ping.
+    case takeover
     /// Registered: the client got OPEN.
     case open
     /// Refused: the client got the reason's frame and its connection is closed.

@@ -47,6 +47,7 @@ public enum DisconnectReason: String, Sendable, Equatable {
     case replaced = "replaced by a new socket with the same token"
     case sendFailed = "could not take a message"
     case movedElsewhere = "registered again on another instance with the same token"
+    case takenOver = "taken over: another token claimed the id and a ping went unanswered"
 }
 
 /// The outcome of a registration attempt, for the broker's log and tests.
@@ -56,6 +57,9 @@ public enum RegistrationOutcome: Sendable, Equatable {
     case rejected(RejectReason)
     /// Clustered: the id is being claimed in the peer directory (``RegistrationAction/claim(_:)``).
     case claiming(DirectoryClaim)
+    /// Another token holds the id: its socket was pinged, and the claimant gets OPEN or `ID-TAKEN`
+    /// when it answers or the takeover deadline passes (``RegistrationAction/takeover``).
+    case takingOver
 }
 
 /// Why a registration was refused; the client gets the matching PeerJS frame and a close.

@@ -26,6 +26,10 @@ public struct ProtocolSettings: Sendable, Equatable {
     /// Whether ids are shared with other instances through the peer directory (`--cluster`):
     /// a new id is then claimed there (``RegistrationAction/claim(_:)``) before it registers.
     public var clustered: Bool
+    /// How long the socket holding an id may take to answer a ping when another token asks for
+    /// that id (`--takeover-timeout`); silent, it is closed and the id changes hands. 0: off
+    /// (the other token gets `ID-TAKEN` at once, as in peerjs-server).
+    public var takeoverTimeoutMs: Int64
 
     public init(
         keys: Set<String> = ["peerjs"],
@@ -38,7 +42,8 @@ public struct ProtocolSettings: Sendable, Equatable {
         maxQueuedBytes: Int = 64 << 20,
         maxQueuedBytesPerDestination: Int = 512 << 10,
         authorizes: Bool = false,
-        clustered: Bool = false
+        clustered: Bool = false,
+        takeoverTimeoutMs: Int64 = 2000
     ) {
         self.keys = keys
         self.expireTimeoutMs = expireTimeoutMs
@@ -51,5 +56,6 @@ public struct ProtocolSettings: Sendable, Equatable {
         self.maxQueuedBytesPerDestination = maxQueuedBytesPerDestination
         self.authorizes = authorizes
         self.clustered = clustered
+        self.takeoverTimeoutMs = takeoverTimeoutMs
     }
 }

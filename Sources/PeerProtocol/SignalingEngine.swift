@@ -23,6 +23,8 @@ public final class SignalingEngine<Transport: PeerTransport, Store: Registry> {
     private var waiting = PendingAuthorizations()
     /// Clustered: registrations waiting for the peer directory's answer to their claim.
     private var claims = PendingClaims()
+    /// Registrations waiting to take an id over from a socket that may be dead (`--takeover-timeout`).
+    private var takeovers = PendingTakeovers()
     /// Clustered: the ids other instances hold, as the directory announced them.
     private var remote = RemotePeers()
     /// Clustered: whether the peer directory answers (the cluster role says so).
@@ -83,6 +85,7 @@ public final class SignalingEngine<Transport: PeerTransport, Store: Registry> {
         case .registered, .replacedPrevious: .open
         case .rejected(let reason): .refuse(reason)
         case .claiming(let claim): .claim(claim)
+        case .takingOver: .takeover
         }
     }
 
@@ -94,7 +97,10 @@ public final class SignalingEngine<Transport: PeerTransport, Store: Registry> {
     }
 
     /// `claimed`: the peer directory granted the id to this instance (clustered only).
-    private func register(_ connection: ConnectionID, request: RegistrationRequest, ip: String, claimed: Bool) -> RegistrationOutcome {
+    /// `mayTakeOver`: an id held with another token starts a takeover (false once one was decided).
+    private func register(
+        _ connection: ConnectionID, request: RegistrationRequest, ip: String, claimed: Bool, mayTakeOver: Bool = true
+    ) -> RegistrationOutcome {
         guard let id = request.id, !id.isEmpty, let token = request.token, !token.isEmpty,
             let key = request.key, !key.isEmpty
         else {
@@ -105,7 +111,10 @@ public final class SignalingEngine<Transport: PeerTransport, Store: Registry> {
 
         var outcome = RegistrationOutcome.registered
         if let existing = registry.entry(for: id, key: key) {
-            guard existing.token == token else { return reject(connection, .idTaken) }
+            guard existing.token == token else {
+                guard mayTakeOver else { return reject(connection, .idTaken) }
+                return takeOver(existing.connection, for: connection, request: request, ip: ip)
+            }
             // Same id and token: the new socket takes over and the old one is closed (§13).
             if existing.connection != connection {
                 let old = sessions.removeValue(forKey: existing.connection)
@@ -146,6 +155,28 @@ public final class SignalingEngine<Transport: PeerTransport, Store: Registry> {
         return outcome
     }
 
+    /// Another token asks for an id `holder` has: `holder` is pinged and the claimant waits for
+    /// the outcome (``tick()`` or the holder's next sign of life decides), unless takeover is off
+    /// or another claimant waits for this holder already — then `ID-TAKEN` at once.
+    private func takeOver(_ holder: ConnectionID, for claimant: ConnectionID, request: RegistrationRequest, ip: String) -> RegistrationOutcome {
+        guard settings.takeoverTimeoutMs > 0, holder != claimant, sessions[holder] != nil, !takeovers.isClaimed(holder) else {
+            return reject(claimant, .idTaken)
+        }
+        let deadline = clock.nowMilliseconds + settings.takeoverTimeoutMs
+        takeovers.insert(holder: holder, PendingTakeovers.Entry(claimant: claimant, request: request, ip: ip, deadline: deadline))
+        transport.ping(holder)
+        return .takingOver
+    }
+
+    /// `connection` showed a sign of life: a claimant waiting to take its id over gets `ID-TAKEN`.
+    private func answered(_ connection: ConnectionID) {
+        guard !takeovers.isEmpty, let claim = takeovers.remove(holder: connection) else { return }
+        _ = reject(claim.claimant, .idTaken)
+    }
+
+    /// Registrations waiting for a takeover's outcome.
+    public var waitingForTakeover: Int { takeovers.count }
+
     private func reject(_ connection: ConnectionID, _ reason: RejectReason) -> RegistrationOutcome {
         _ = transport.send(reason.frame, to: connection)
         transport.close(connection)
@@ -167,6 +198,7 @@ public final class SignalingEngine<Transport: PeerTransport, Store: Registry> {
     public func receive(_ bytes: UnsafeRawBufferPointer, from connection: ConnectionID) {
         guard let index = sessions.index(forKey: connection) else { return }
         sessions.values[index].lastSeen = clock.nowMilliseconds
+        answered(connection)
         guard let envelope = EnvelopeParser.parse(bytes), let type = envelope.type else { return }
         let session = sessions.values[index]
         switch type {
@@ -185,7 +217,9 @@ public final class SignalingEngine<Transport: PeerTransport, Store: Registry> {
 
     /// Any other sign of life (a pong) from `connection`.
     public func touch(_ connection: ConnectionID) {
-        sessions[connection]?.lastSeen = clock.nowMilliseconds
+        guard let index = sessions.index(forKey: connection) else { return }
+        sessions.values[index].lastSeen = clock.nowMilliseconds
+        answered(connection)
     }
 
     private func relay(
@@ -240,6 +274,7 @@ public final class SignalingEngine<Transport: PeerTransport, Store: Registry> {
     /// points at this very connection (E2).
     public func connectionClosed(_ connection: ConnectionID) {
         _ = waiting.take(connection)
+        takeovers.remove(claimant: connection)
         if let claim = claims.take(connection) {
             // Its claim is on its way: the release follows it on the same channel, in order.
             releaseIfUnused(id: claim.id, key: claim.key)
@@ -289,10 +324,22 @@ public final class SignalingEngine<Transport: PeerTransport, Store: Registry> {
             .disconnected(id: session.id, key: session.key, connection: connection, ip: session.ip, reason: reason))
     }
 
-    /// Runs the periodic rules: expires offline queues (senders get `EXPIRE`), pings peers that
-    /// have been silent for a third of `alive_timeout`, and drops those silent for all of it.
-    public func tick() {
+    /// Runs the periodic rules: decides the takeovers that are due, expires offline queues
+    /// (senders get `EXPIRE`), pings peers that have been silent for a third of `alive_timeout`,
+    /// and drops those silent for all of it. Returns the claims a takeover started (clustered:
+    /// the freed id is claimed in the peer directory again, for its new token).
+    @discardableResult
+    public func tick() -> [DirectoryClaim] {
         let now = clock.nowMilliseconds
+        var claimsOut: [DirectoryClaim] = []
+        for (holder, claim) in takeovers.due(now: now, isGone: { sessions[$0] == nil }) {
+            // Silent until the deadline (or closed meanwhile): the holder goes, like a LEAVE,
+            // and the claimant registers as if the id had been free — unless someone else took
+            // it in between, which is ID-TAKEN.
+            drop(holder, reason: .takenOver)
+            let outcome = register(claim.claimant, request: claim.request, ip: claim.ip, claimed: false, mayTakeOver: false)
+            if case .claiming(let directoryClaim) = outcome { claimsOut.append(directoryClaim) }
+        }
         for (destination, senders) in queues.expire(now: now, expireAfter: settings.expireTimeoutMs) {
             expire(senders: senders, waitingFor: destination.id, key: destination.key)
         }
@@ -309,11 +356,13 @@ public final class SignalingEngine<Transport: PeerTransport, Store: Registry> {
             }
         }
         for connection in silent { drop(connection, reason: .aliveTimeout) }
+        return claimsOut
     }
 
     /// How often the owner should call `tick()` so that expiry and liveness keep their timing.
     public var tickIntervalMs: Int64 {
-        max(5, min(300, settings.aliveTimeoutMs / 6, settings.cleanupIntervalMs))
+        let takeover = settings.takeoverTimeoutMs > 0 ? settings.takeoverTimeoutMs / 4 : Int64.max
+        return max(5, min(300, settings.aliveTimeoutMs / 6, settings.cleanupIntervalMs, takeover))
     }
 
     // MARK: - HTTP side

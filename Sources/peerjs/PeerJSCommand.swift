@@ -45,6 +45,10 @@ struct PeerJSCommand: ParsableCommand {
             help: ArgumentHelp("Milliseconds of silence (no message, no pong) before a peer is dropped.", valueName: "ms"))
     var aliveTimeout: Int = 60000
 
+    @Option(name: [.customLong("takeover-timeout"), .customLong("takeover_timeout")],
+            help: ArgumentHelp("Milliseconds the socket holding an id has to answer a ping when another token asks for that id; silent, it is closed and the id changes hands. 0: ID-TAKEN at once.", valueName: "ms"))
+    var takeoverTimeout: Int = Int(BrokerSettings.defaultTakeoverTimeoutMs)
+
     @Option(name: [.short, .customLong("concurrent_limit"), .customLong("concurrent-limit")],
             help: "The most peers registered at once.")
     var concurrentLimit: Int = 5000
@@ -213,6 +217,9 @@ struct PeerJSCommand: ParsableCommand {
                 throw ValidationError("\(flag) must be between 1 and 86400000 ms, not \(value)")
             }
         }
+        guard (0...60_000).contains(takeoverTimeout) else {
+            throw ValidationError("--takeover-timeout must be between 0 (off) and 60000 ms, not \(takeoverTimeout)")
+        }
         guard (1...10_000_000).contains(concurrentLimit) else {
             throw ValidationError("--concurrent_limit must be between 1 and 10000000, not \(concurrentLimit)")
         }
@@ -375,7 +382,8 @@ struct PeerJSCommand: ParsableCommand {
             authEvents: authProgram != nil || (Logger.Level(rawValue: logLevel) ?? .info) <= .info,
             ipLimit: UInt32(ipLimit), ipHandshakeLimit: UInt32(ipHandshakeLimit), handshakeLimit: UInt32(handshakeLimit),
             outputLimit: UInt32(outputLimit), maxHeaderBytes: UInt32(maxHeaderSize),
-            trustedProxies: proxiedBy.map(Self.trustedProxies) ?? [], process: brokerProcess, clustered: cluster != nil)
+            trustedProxies: proxiedBy.map(Self.trustedProxies) ?? [], process: brokerProcess, clustered: cluster != nil,
+            takeoverTimeoutMs: UInt32(takeoverTimeout))
     }
 
     /// The cluster options as given, compared on SIGHUP (they wait for a restart).

@@ -104,4 +104,36 @@ struct PeerSocketTests {
         #expect(!alice.channel.isActive)
         #expect(bob.channel.isActive)
     }
+
+    @Test("takeover: the holder gets a ping at once; silent, it is closed at --takeover-timeout and the claimant gets 101 and OPEN together; a pong keeps the id")
+    func takeover() throws {
+        let broker = TestBroker(BrokerConfiguration(protocolSettings: ProtocolSettings(takeoverTimeoutMs: 400)))
+        func tick(_ milliseconds: Int64) {
+            broker.loop.advanceTime(by: .milliseconds(milliseconds))
+            broker.state.tick()
+        }
+        let alice = try #require(try broker.peer("alice"))
+        let claimant = try #require(try broker.peer("alice", token: "new", expectOpen: false))
+        #expect(try alice.frames() == [SentFrame(opcode: 0x9, payload: [])], "the ping leaves with the claim, not at the next tick")
+        #expect(try claimant.writtenBytes().isEmpty, "the 101 waits for the outcome")
+        tick(399)
+        #expect(try claimant.writtenBytes().isEmpty)
+        tick(1)
+        #expect(try alice.frames() == [.close()])
+        let written = try claimant.writtenBytes()
+        #expect(String(decoding: written, as: UTF8.self).hasPrefix("HTTP/1.1 101 Switching Protocols\r\n"))
+        #expect(sentFrames(written) == [.open])
+        #expect(broker.state.engine.registry.entry(for: "alice", key: "peerjs")?.token == "new")
+
+        // The new holder answers the next claimant's ping: that claimant gets 101, ID-TAKEN, close.
+        let late = try #require(try broker.peer("alice", token: "late", expectOpen: false))
+        #expect(try claimant.frames() == [SentFrame(opcode: 0x9, payload: [])])
+        try claimant.send(clientFrame(0xA, []))
+        #expect(try late.frames() == [.text(#"{"type":"ID-TAKEN","payload":{"msg":"ID is taken"}}"#), .close()])
+        tick(1000)
+        #expect(broker.state.engine.registry.entry(for: "alice", key: "peerjs")?.token == "new")
+        broker.loop.run()
+        #expect(claimant.channel.isActive)
+        #expect(!late.channel.isActive)
+    }
 }

@@ -28,7 +28,9 @@ struct UpgradeTests {
 
     @Test("refusals by the engine: ERROR (or ID-TAKEN), an empty close frame, and the connection ends")
     func refusals() throws {
-        let broker = TestBroker()
+        // Takeover off: another token's ID-TAKEN comes at once (TakeoverTests has the wait).
+        let broker = TestBroker(
+            BrokerConfiguration(protocolSettings: ProtocolSettings(takeoverTimeoutMs: 0), handshakeTimeoutMs: Rig.timeoutMs, maxHeaderBytes: 4096))
         _ = try broker.peer("alice")
         for (query, reason) in [
             ("key=peerjs&token=t", RejectReason.missingParameters), ("key=other&id=bob&token=t", .invalidKey),

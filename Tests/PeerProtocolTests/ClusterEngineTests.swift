@@ -70,9 +70,26 @@ struct ClusterEngineTests {
             #expect(h.transport.drain(n) == [frame])
             #expect(h.transport.closed.contains(ConnectionID(n)))
         }
-        // A local id needs no claim: same token re-attaches, another token is ID-TAKEN at once.
-        #expect(h.engine.register(ConnectionID(5), request: RegistrationRequest(id: "alice", token: "other", key: "peerjs")) == .rejected(.idTaken))
+        // A local id needs no claim: same token re-attaches, another token is a takeover (ID-TAKEN
+        // once the holder answers its ping).
+        #expect(h.engine.register(ConnectionID(5), request: RegistrationRequest(id: "alice", token: "other", key: "peerjs")) == .takingOver)
+        h.engine.touch(ConnectionID(1))
+        #expect(h.transport.drain(5) == [#"{"type":"ID-TAKEN","payload":{"msg":"ID is taken"}}"#])
         #expect(h.engine.register(ConnectionID(6), request: RegistrationRequest(id: "alice", token: "t", key: "peerjs")) == .replacedPrevious)
+    }
+
+    @Test("a takeover of a local id: the holder's row is released, then claimed again for the new token")
+    func takeover() {
+        let h = ClusterHarness()
+        h.join(1, "alice")
+        #expect(h.engine.register(ConnectionID(2), request: RegistrationRequest(id: "alice", token: "new", key: "peerjs")) == .takingOver)
+        h.clock.advance(by: 2000)
+        let claims = h.engine.tick()
+        #expect(claims == [DirectoryClaim(connection: ConnectionID(2), id: "alice", key: "peerjs", token: "new")])
+        #expect(h.transport.released == ["alice"], "the release goes before the claim, on the same channel")
+        #expect(h.transport.closed.contains(ConnectionID(1)))
+        #expect(h.engine.claimed(.granted, for: ConnectionID(2)) == .open)
+        #expect(h.engine.registry.entry(for: "alice", key: "peerjs")?.token == "new")
     }
 
     @Test("while the directory is down a new id is refused at once, and a message for a remote peer gets EXPIRE")

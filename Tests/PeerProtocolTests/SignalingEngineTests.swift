@@ -88,15 +88,25 @@ struct RegistrationTests {
         #expect(h.transport.events == [.connected(id: "a", key: "peerjs", connection: ConnectionID(1), ip: "")])
     }
 
-    @Test("19 same id, other token: ID-TAKEN and close; the owner keeps getting messages")
+    @Test("19 same id, other token, the owner alive: ID-TAKEN and close; the owner keeps getting messages")
     func idTaken() {
         let h = Harness()
         h.join(1, "a")
         h.join(3, "c")
         for attempt in 0..<10 {
-            #expect(h.join(UInt64(100 + attempt), "a", token: "other") == .rejected(.idTaken))
-            #expect(h.frames(UInt64(100 + attempt)) == [#"{"type":"ID-TAKEN","payload":{"msg":"ID is taken"}}"#])
+            let claimant = UInt64(100 + attempt)
+            #expect(h.join(claimant, "a", token: "other") == .takingOver)
+            #expect(h.transport.pinged.last == ConnectionID(1))
+            h.clock.advance(by: 10)
+            h.engine.tick()
+            #expect(h.frames(claimant) == [])
+            // The owner's pong (or any frame) answers the takeover's ping.
+            if attempt % 2 == 0 { h.engine.touch(ConnectionID(1)) } else { h.send(1, #"{"type":"HEARTBEAT"}"#) }
+            #expect(h.frames(claimant) == [#"{"type":"ID-TAKEN","payload":{"msg":"ID is taken"}}"#])
+            #expect(h.transport.closed.contains(ConnectionID(claimant)))
         }
+        #expect(h.engine.waitingForTakeover == 0)
+        #expect(!h.transport.closed.contains(ConnectionID(1)))
         _ = h.frames(1)
         h.send(3, #"{"type":"OFFER","dst":"a","payload":1}"#)
         #expect(h.frames(1) == [#"{"type":"OFFER","src":"c","dst":"a","payload":1}"#])
