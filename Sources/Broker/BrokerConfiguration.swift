@@ -32,13 +32,15 @@ public struct BrokerConfiguration: Sendable, Equatable {
     public var trustedProxies: [String]
     /// Whether ids are shared with other instances through the cluster role (`--cluster`).
     public var clustered: Bool
+    /// How often the metrics go to the supervisor (`--metrics-port`); 0: no metrics are kept.
+    public var metricsIntervalMs: Int64
 
     public init(
         protocolSettings: ProtocolSettings = ProtocolSettings(), path: String = "/", corsOrigins: [String] = [],
         proxied: Bool = false, maxMessageBytes: Int = 65536, handshakeTimeoutMs: Int64 = 10000,
         authTimeoutMs: Int64 = 0, authEvents: Bool = true, ipLimit: Int = 0, ipHandshakeLimit: Int = 0,
         handshakeLimit: Int = 1024, outputLimit: Int = 1 << 20, maxHeaderBytes: Int = 16 * 1024,
-        trustedProxies: [String] = [], clustered: Bool = false
+        trustedProxies: [String] = [], clustered: Bool = false, metricsIntervalMs: Int64 = 0
     ) {
         self.protocolSettings = protocolSettings
         self.basePath = Self.normalise(path)
@@ -55,6 +57,7 @@ public struct BrokerConfiguration: Sendable, Equatable {
         self.maxHeaderBytes = maxHeaderBytes
         self.trustedProxies = trustedProxies
         self.clustered = clustered
+        self.metricsIntervalMs = metricsIntervalMs
     }
 
     /// `myapp` → `/myapp/`, `/` → `/`.

@@ -29,7 +29,8 @@ extension BrokerConfiguration {
             outputLimit: Int(settings.outputLimit),
             maxHeaderBytes: Int(settings.maxHeaderBytes),
             trustedProxies: settings.trustedProxies.map { ForwardedFor.canonical($0) ?? $0 },
-            clustered: settings.clustered)
+            clustered: settings.clustered,
+            metricsIntervalMs: Int64(settings.metricsIntervalMs))
     }
 }
 
@@ -129,6 +130,7 @@ public enum BrokerRole {
             }
             try channel.send(BrokerReady())
             server.startAdmission(channel: channel)
+            server.startMetrics(channel: channel)
         } catch {
             logger.error("broker start-up failed: \(error)")
             return 2
@@ -154,7 +156,7 @@ public enum BrokerRole {
                         }
                         continue
                     }
-                    server.adopt(descriptor: descriptor.release(), address: handoff.peer.description, tls: handoff.tls)
+                    server.adopt(descriptor: descriptor.release(), address: handoff.peer.description, tls: handoff.tls, acceptedAtNs: handoff.acceptedAtNs)
                 case .authChannel:
                     guard let descriptor = frame.takeFD() else {
                         if frame.descriptorLost {

@@ -25,6 +25,8 @@ public final class BrokerServer: Sendable {
         var descriptor: Int32
         var address: String
         var tls: Bool
+        /// When the supervisor accepted it (CLOCK_MONOTONIC ns; 0: unknown).
+        var acceptedAtNs: UInt64 = 0
     }
 
     /// The hand-offs between the receiving thread and the loop.
@@ -145,8 +147,8 @@ public final class BrokerServer: Sendable {
     /// The connection waits in an inbox and a byte is written to a pipe the loop reads as I/O:
     /// NIO runs every queued task before it polls again, so a task per hand-off would let a
     /// flood of new connections keep the loop from reading the peers it already has.
-    public func adopt(descriptor: Int32, address: String, tls: Bool = false) {
-        inbox.pending.withLock { $0.append(Handoff(descriptor: descriptor, address: address, tls: tls)) }
+    public func adopt(descriptor: Int32, address: String, tls: Bool = false, acceptedAtNs: UInt64 = 0) {
+        inbox.pending.withLock { $0.append(Handoff(descriptor: descriptor, address: address, tls: tls, acceptedAtNs: acceptedAtNs)) }
         var byte: UInt8 = 1
         for _ in 0..<64 {
             let written = write(doorbell, &byte, 1)
@@ -159,7 +161,9 @@ public final class BrokerServer: Sendable {
     private static func adopt(_ handoff: Handoff, state: BrokerState, on loop: any EventLoop) {
         let (descriptor, address, tls) = (handoff.descriptor, handoff.address, handoff.tls)
         state.admission.arrived()
+        state.metrics?.handedOff(acceptedAtNs: handoff.acceptedAtNs)
         guard let slot = state.admission.admit(socketAddress: BrokerState.host(of: address)) else {
+            state.counters.addressHandshakeLimitHits += 1
             close(descriptor)  // too many unfinished handshakes from this address
             return
         }
@@ -206,6 +210,35 @@ public final class BrokerServer: Sendable {
                 }
             }
             admission.grantCredit()
+        }
+    }
+
+    /// With `--metrics-port`: sends the broker's series to the supervisor over `channel` now and
+    /// every `metricsIntervalMs` (a full channel skips a turn; the next one carries the totals).
+    /// Call once, after `ready`.
+    public func startMetrics(channel: HandoffChannel) {
+        loop.execute { [state, loop] in
+            let interval = state.value.configuration.metricsIntervalMs
+            guard interval > 0, state.value.metrics != nil else { return }
+            Self.sendMetrics(state.value, over: channel)
+            _ = loop.scheduleRepeatedTask(initialDelay: .milliseconds(interval), delay: .milliseconds(interval)) { _ in
+                Self.sendMetrics(state.value, over: channel)
+            }
+        }
+    }
+
+    private static func sendMetrics(_ state: BrokerState, over channel: HandoffChannel) {
+        let text = state.exportMetrics()
+        guard text.utf8.count <= MetricsText.maxLength else {
+            state.logger.warning("the metrics are \(text.utf8.count) bytes, more than a metrics frame holds (\(MetricsText.maxLength)); not sent")
+            return
+        }
+        do throws(IPCError) {
+            try channel.send(MetricsText(text: text), nonBlocking: true)
+        } catch where error.code == .wouldBlock {
+            return
+        } catch {
+            state.logger.error("cannot send the metrics to the supervisor (\(error))")
         }
     }
 

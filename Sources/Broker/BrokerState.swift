@@ -31,6 +31,10 @@ final class BrokerState {
     let admission: Admission
     /// The cluster role's client; nil when not clustered (`--cluster`).
     let cluster: ClusterClient?
+    /// The series for `--metrics-port`; nil without it (nothing is kept then).
+    let metrics: BrokerMetrics?
+    /// What the broker counts beside the engine (auth answers, limits).
+    var counters = BrokerCounters()
 
     /// - Parameter clock: the engine's clock (the handler tests give it the loop's virtual time).
     init(
@@ -42,6 +46,9 @@ final class BrokerState {
         self.logger = logger
         let connections = ConnectionTable(logger: logger)
         self.connections = connections
+        let metrics = configuration.metricsIntervalMs > 0 ? BrokerMetrics() : nil
+        self.metrics = metrics
+        connections.metrics = metrics
         self.admission = Admission(
             configuration: configuration,
             budget: DescriptorLimit.budget(
@@ -127,6 +134,17 @@ final class BrokerState {
             break
         }
         return false
+    }
+
+    /// The metrics in the Prometheus text format (`--metrics-port`); empty without them.
+    func exportMetrics() -> String {
+        guard let metrics else { return "" }
+        let statistics = engine.statistics
+        let keys = configuration.protocolSettings.keys.sorted()
+        return metrics.export(
+            engine: engine.counters, counters: counters, handshakes: admission.handshakes,
+            queued: (statistics.queuedMessages, statistics.queuedBytes),
+            peers: keys.map { ($0, engine.registeredCount(key: $0)) })
     }
 
     /// The engine's periodic rules, and the directory claims a takeover starts (clustered).

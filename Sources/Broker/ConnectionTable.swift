@@ -9,6 +9,8 @@ final class ConnectionTable: PeerTransport {
     struct Connection {
         var channel: any Channel
         var address: String
+        /// When its upgrade request was answered (NIO's uptime clock), for the registration latency.
+        var since: UInt64
     }
 
     private var connections: [ConnectionID: Connection] = [:]
@@ -23,6 +25,8 @@ final class ConnectionTable: PeerTransport {
     /// Clustered: where frames for peers on other instances and released ids go (the cluster
     /// role's client); nil: not clustered, nothing leaves this instance.
     var cluster: ClusterClient?
+    /// With `--metrics-port`: told how long each registration took.
+    var metrics: BrokerMetrics?
 
     init(logger: Logger) {
         self.logger = logger
@@ -35,7 +39,7 @@ final class ConnectionTable: PeerTransport {
     func add(_ channel: any Channel, address: String) -> ConnectionID {
         nextID += 1
         let id = ConnectionID(nextID)
-        connections[id] = Connection(channel: channel, address: address)
+        connections[id] = Connection(channel: channel, address: address, since: NIODeadline.now().uptimeNanoseconds)
         return id
     }
 
@@ -101,6 +105,9 @@ final class ConnectionTable: PeerTransport {
     func peerEvent(_ event: PeerEvent) {
         switch event {
         case .connected(let id, let key, let connection, _):
+            if let metrics, let since = connections[connection]?.since {
+                metrics.registered(after: Int64(NIODeadline.now().uptimeNanoseconds) - Int64(since))
+            }
             logger.info("Client connected: \(id)", metadata: ["key": "\(key)", "address": "\(address(of: connection))"])
         case .disconnected(let id, let key, _, _, let reason):
             logger.info("Client disconnected: \(id)", metadata: ["key": "\(key)", "reason": "\(reason.rawValue)"])

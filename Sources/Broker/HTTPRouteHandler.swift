@@ -81,7 +81,7 @@ final class HTTPRouteHandler: ChannelInboundHandler, RemovableChannelHandler {
 
     /// Past `--output_limit` bytes waiting for this client: it is closed (``OutputLimit``).
     func channelWritabilityChanged(context: ChannelHandlerContext) {
-        OutputLimit.closeIfStuck(context.channel, address: address, logger: state.logger)
+        OutputLimit.closeIfStuck(context.channel, address: address, state: state)
         context.fireChannelWritabilityChanged()
     }
 

@@ -19,12 +19,14 @@ enum OutputLimit {
     /// `connectionClosed`) must not re-enter — and because the flush that ends the current unit
     /// of work may still hand the bytes to the kernel. Meanwhile writers see `isWritable` false:
     /// relays fail (the sender gets `LEAVE`, PROTOCOL.md §7.4), pongs are not written.
-    static func closeIfStuck(_ channel: any Channel, address: String, logger: Logger) {
+    static func closeIfStuck(_ channel: any Channel, address: String, state: BrokerState) {
         guard !channel.isWritable else { return }
+        let bound = NIOLoopBound(state, eventLoop: channel.eventLoop)
         channel.eventLoop.execute {
             guard channel.isActive, !channel.isWritable else { return }
             let waiting = (try? channel.syncOptions?.getOption(.bufferedWritableBytes)) ?? 0
-            logger.notice("closing \(address): it does not read, \(waiting) bytes waiting (--output_limit)")
+            bound.value.counters.outputLimitHits += 1
+            bound.value.logger.notice("closing \(address): it does not read, \(waiting) bytes waiting (--output_limit)")
             channel.close(promise: nil)
         }
     }

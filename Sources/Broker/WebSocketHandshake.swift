@@ -266,6 +266,7 @@ final class WebSocketHandshakeHandler: ChannelInboundHandler, RemovableChannelHa
             return
         }
         if !withinLimit {
+            state.counters.addressLimitHits += 1
             // PeerJS 0.x's ip_limit refusal (PROTOCOL.md §10), then a close.
             state.engine.deny(connection, reason: ProtocolText.ipLimit(client))
             context.flush()

@@ -28,6 +28,8 @@
 ///     entries are believed (numeric, checked with inet_pton); empty trusts the connecting peer.
 ///   - takeoverTimeoutMs: how long the socket holding an id has to answer a ping when another
 ///     token asks for the id (`--takeover-timeout`); 0: ID-TAKEN at once.
+///   - metricsIntervalMs: how often the broker sends its metrics (`metrics` frames); 0: never
+///     (no `--metrics-port`), and it keeps no metrics at all.
 public struct BrokerSettings: IPCMessage {
     @inlinable public static var frameType: FrameType { .hello }
 
@@ -67,6 +69,7 @@ public struct BrokerSettings: IPCMessage {
     /// peer directory first, and refused while it cannot be. Read at start only, like `process`.
     public var clustered: Bool
     public var takeoverTimeoutMs: UInt32
+    public var metricsIntervalMs: UInt32
     public static let maxTrustedProxies = 64
     public static let maxTrustedProxyLength = 64
 
@@ -97,7 +100,7 @@ public struct BrokerSettings: IPCMessage {
         handshakeLimit: UInt32 = BrokerSettings.defaultHandshakeLimit, outputLimit: UInt32 = BrokerSettings.defaultOutputLimit,
         maxHeaderBytes: UInt32 = BrokerSettings.defaultMaxHeaderBytes, trustedProxies: [String] = [],
         process: ChildSettings = ChildSettings(logLevel: "info", user: ""), clustered: Bool = false,
-        takeoverTimeoutMs: UInt32 = BrokerSettings.defaultTakeoverTimeoutMs
+        takeoverTimeoutMs: UInt32 = BrokerSettings.defaultTakeoverTimeoutMs, metricsIntervalMs: UInt32 = 0
     ) {
         self.key = key
         self.path = path
@@ -122,6 +125,7 @@ public struct BrokerSettings: IPCMessage {
         self.process = process
         self.clustered = clustered
         self.takeoverTimeoutMs = takeoverTimeoutMs
+        self.metricsIntervalMs = metricsIntervalMs
     }
 
     public init(decoding payload: [UInt8]) throws(IPCError) {
@@ -149,6 +153,7 @@ public struct BrokerSettings: IPCMessage {
         process = try ChildSettings(reading: &r)
         clustered = try r.readBool()
         takeoverTimeoutMs = try r.readUInt32()
+        metricsIntervalMs = try r.readUInt32()
         try r.finish()
     }
 
@@ -177,6 +182,7 @@ public struct BrokerSettings: IPCMessage {
         process.write(to: &w)
         w.writeBool(clustered)
         w.writeUInt32(takeoverTimeoutMs)
+        w.writeUInt32(metricsIntervalMs)
         return w.bytes
     }
 }

@@ -3,15 +3,19 @@
 /// - Parameters:
 ///   - peer: the client's address as accept(2) reported it.
 ///   - tls: whether the broker must run TLS on this connection.
+///   - acceptedAtNs: when the supervisor accepted it (CLOCK_MONOTONIC, nanoseconds; one clock
+///     for every process of the host), for the hand-off latency the metrics show.
 public struct ConnectionHandoff: IPCMessage {
     @inlinable public static var frameType: FrameType { .connection }
 
     public var peer: PeerAddress
     public var tls: Bool
+    public var acceptedAtNs: UInt64
 
-    public init(peer: PeerAddress, tls: Bool) {
+    public init(peer: PeerAddress, tls: Bool, acceptedAtNs: UInt64 = 0) {
         self.peer = peer
         self.tls = tls
+        self.acceptedAtNs = acceptedAtNs
     }
 
     /// Every field has a fixed size, so every value decodes back: no second decoding on the
@@ -22,6 +26,7 @@ public struct ConnectionHandoff: IPCMessage {
         var r = PayloadReader(payload)
         peer = try r.readPeerAddress()
         tls = try r.readBool()
+        acceptedAtNs = try r.readUInt64()
         try r.finish()
     }
 
@@ -29,6 +34,7 @@ public struct ConnectionHandoff: IPCMessage {
         var w = PayloadWriter()
         w.writePeerAddress(peer)
         w.writeBool(tls)
+        w.writeUInt64(acceptedAtNs)
         return w.bytes
     }
 }

@@ -96,6 +96,9 @@ public enum FrameType: UInt16, CaseIterable, Sendable {
     case clusterPeer = 46
     /// cluster role -> broker: the directory answers, or not (``ClusterState``).
     case clusterState = 47
+    /// broker -> supervisor: its metrics in the Prometheus text format (``MetricsText``), every
+    /// `metricsIntervalMs` (issue 19); declared last so the fuzz seeds' selectors keep their meaning.
+    case metrics = 11
 
     /// Numbers once used by a type that is gone, never to be given to a new one: a peer of an
     /// older build would read that frame as the old type. 5: `stats` (never sent).
@@ -131,6 +134,7 @@ public enum FrameType: UInt16, CaseIterable, Sendable {
         case .clusterDeliver: FrameSpec(name: "clusterDeliver", sender: .cluster, receiver: .broker,     carriesFD: false, maxPayload: Self.maxPayloadCap, phase: .anyTime,  answer: nil)
         case .clusterPeer:    FrameSpec(name: "clusterPeer",    sender: .cluster, receiver: .broker,     carriesFD: false, maxPayload: 1024,      phase: .anyTime,      answer: nil)
         case .clusterState:   FrameSpec(name: "clusterState",   sender: .cluster, receiver: .broker,     carriesFD: false, maxPayload: 1,         phase: .anyTime,      answer: nil)
+        case .metrics:        FrameSpec(name: "metrics",        sender: .broker,  receiver: .supervisor, carriesFD: false, maxPayload: 4 + MetricsText.maxLength, phase: .afterOpening, answer: nil)
         }
     }
 

@@ -18,7 +18,7 @@ public struct ConfigurationFile: Sendable {
         "auth_jwt_audience", "auth_jwt_issuer",
         "ip_limit", "ip_handshake_limit", "handshake_limit", "output_limit", "max_header_size",
         "cluster", "cluster_password_file", "cluster_instance", "cluster_expiry", "cluster_user",
-        "takeover_timeout",
+        "takeover_timeout", "metrics_port", "metrics_host",
     ]
     public static let switchKeys: Set<String> = ["allow_discovery", "proxied", "reuse_port"]
 

@@ -31,6 +31,8 @@ public protocol Registry {
     func ids(key: String) -> [String]
     /// Registered ids over all realms.
     var count: Int { get }
+    /// Registered ids in the realm of `key`.
+    func count(key: String) -> Int
     /// Calls `body` with every registered id, its realm and its entry.
     func forEach(_ body: (_ id: String, _ key: String, _ entry: PeerEntry) -> Void)
 }
@@ -61,6 +63,8 @@ public struct InMemoryRegistry: Registry {
     public func ids(key: String) -> [String] {
         realms[key].map { Array($0.keys) } ?? []
     }
+
+    public func count(key: String) -> Int { realms[key]?.count ?? 0 }
 
     public func forEach(_ body: (_ id: String, _ key: String, _ entry: PeerEntry) -> Void) {
         for (key, ids) in realms {

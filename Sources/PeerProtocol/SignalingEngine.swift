@@ -29,6 +29,8 @@ public final class SignalingEngine<Transport: PeerTransport, Store: Registry> {
     private var remote = RemotePeers()
     /// Clustered: whether the peer directory answers (the cluster role says so).
     public private(set) var directoryAvailable = false
+    /// What the engine did, for the metrics endpoint.
+    public private(set) var counters = EngineCounters()
     /// The relayed frame being built: reused, so relaying allocates no array per message.
     private var scratch: [UInt8] = []
 
@@ -73,6 +75,7 @@ public final class SignalingEngine<Transport: PeerTransport, Store: Registry> {
     /// `connection` waits (the client left, or it was answered before).
     public func verdict(_ answer: AuthorizationAnswer, for connection: ConnectionID) -> RegistrationAction {
         guard let entry = waiting.take(connection) else { return .none }
+        counters.count(answer)
         if let refusal = answer.refusal { return action(reject(connection, refusal)) }
         return action(register(connection, request: entry.request, ip: entry.ip))
     }
@@ -124,6 +127,7 @@ public final class SignalingEngine<Transport: PeerTransport, Store: Registry> {
             }
             outcome = .replacedPrevious
         } else if registry.count >= settings.concurrentLimit {
+            counters.concurrentLimitHits += 1
             return reject(connection, .concurrentLimit)
         } else if settings.clustered, !claimed {
             // A new id: the directory decides whether another instance holds it. One whose claim
@@ -171,6 +175,7 @@ public final class SignalingEngine<Transport: PeerTransport, Store: Registry> {
     /// `connection` showed a sign of life: a claimant waiting to take its id over gets `ID-TAKEN`.
     private func answered(_ connection: ConnectionID) {
         guard !takeovers.isEmpty, let claim = takeovers.remove(holder: connection) else { return }
+        counters.takeoverRefused += 1
         _ = reject(claim.claimant, .idTaken)
     }
 
@@ -230,6 +235,7 @@ public final class SignalingEngine<Transport: PeerTransport, Store: Registry> {
             if type == .leave { leave(connection) }
             return
         }
+        counters.relayed(type)
         scratch.removeAll(keepingCapacity: true)
         EnvelopeWriter.write(type: type.wireName, src: source, dst: destination, payload: payload, into: &scratch)
         if let entry = registry.entry(for: destination, key: key) {
@@ -258,6 +264,7 @@ public final class SignalingEngine<Transport: PeerTransport, Store: Registry> {
             scratch, from: source, to: OfflineQueues.Destination(key: key, id: destination),
             now: clock.nowMilliseconds, limits: settings)
         if queued == .full {
+            counters.expiredMessages += 1
             let expire = EnvelopeWriter.encode(type: "EXPIRE", src: destination, dst: source, payload: nil)
             _ = transport.send(expire, to: connection)
         }
@@ -289,6 +296,7 @@ public final class SignalingEngine<Transport: PeerTransport, Store: Registry> {
     /// delivered (`EXPIRE`, src `destination`); a sender that cannot take even that is dropped.
     private func expire(senders: [String], waitingFor destination: String, key: String) {
         for sender in senders {
+            counters.expiredMessages += 1
             let expire = EnvelopeWriter.encode(type: "EXPIRE", src: destination, dst: sender, payload: nil)
             guard let entry = registry.entry(for: sender, key: key) else {
                 if settings.clustered, let instance = remote.instance(of: sender, key: key) {
@@ -336,6 +344,7 @@ public final class SignalingEngine<Transport: PeerTransport, Store: Registry> {
             // Silent until the deadline (or closed meanwhile): the holder goes, like a LEAVE,
             // and the claimant registers as if the id had been free — unless someone else took
             // it in between, which is ID-TAKEN.
+            if sessions[holder] != nil { counters.takenOver += 1 }
             drop(holder, reason: .takenOver)
             let outcome = register(claim.claimant, request: claim.request, ip: claim.ip, claimed: false, mayTakeOver: false)
             if case .claiming(let directoryClaim) = outcome { claimsOut.append(directoryClaim) }
@@ -484,4 +493,7 @@ public final class SignalingEngine<Transport: PeerTransport, Store: Registry> {
     public var statistics: (registered: Int, queuedMessages: Int, queuedBytes: Int) {
         (registry.count, queues.messageCount, queues.byteCount)
     }
+
+    /// The ids registered here in realm `key`.
+    public func registeredCount(key: String) -> Int { registry.count(key: key) }
 }

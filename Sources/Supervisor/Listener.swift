@@ -17,12 +17,14 @@ struct Listener {
     ///
     /// `reusePort`: SO_REUSEPORT, so that several instances (each its own supervisor, all the
     /// same user) bind the same port and the kernel spreads connections between them.
-    static func bind(host: String?, port: UInt16, tls: Bool = false, reusePort: Bool = false, backlog: Int32 = 4096) throws(SupervisorError) -> [Listener] {
+    static func bind(
+        host: String?, port: UInt16, tls: Bool = false, reusePort: Bool = false, backlog: Int32 = 4096, name: String? = nil
+    ) throws(SupervisorError) -> [Listener] {
         guard let host else {
-            if let dual = try? open(family: AF_INET6, address: "::", port: port, tls: tls, reusePort: reusePort, backlog: backlog, dualStack: true) {
+            if let dual = try? open(family: AF_INET6, address: "::", port: port, tls: tls, reusePort: reusePort, backlog: backlog, dualStack: true, name: name) {
                 return [dual]
             }
-            return [try open(family: AF_INET, address: "0.0.0.0", port: port, tls: tls, reusePort: reusePort, backlog: backlog, dualStack: false)]
+            return [try open(family: AF_INET, address: "0.0.0.0", port: port, tls: tls, reusePort: reusePort, backlog: backlog, dualStack: false, name: name)]
         }
         var hints = addrinfo()
         hints.ai_family = AF_UNSPEC
@@ -43,7 +45,7 @@ struct Listener {
             guard family == AF_INET || family == AF_INET6, let text = numericHost(info.pointee.ai_addr, info.pointee.ai_addrlen),
                 seen.insert(text).inserted
             else { continue }
-            listeners.append(try open(family: family, address: text, port: port, tls: tls, reusePort: reusePort, backlog: backlog, dualStack: false))
+            listeners.append(try open(family: family, address: text, port: port, tls: tls, reusePort: reusePort, backlog: backlog, dualStack: false, name: name))
         }
         guard !listeners.isEmpty else {
             throw SupervisorError(.resolve, "--host \(host) resolved to no IPv4 or IPv6 address")
@@ -51,7 +53,9 @@ struct Listener {
         return listeners
     }
 
-    private static func open(family: Int32, address: String, port: UInt16, tls: Bool, reusePort: Bool, backlog: Int32, dualStack: Bool) throws(SupervisorError) -> Listener {
+    private static func open(
+        family: Int32, address: String, port: UInt16, tls: Bool, reusePort: Bool, backlog: Int32, dualStack: Bool, name: String?
+    ) throws(SupervisorError) -> Listener {
         let fd = socket(family, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue) | Int32(SOCK_NONBLOCK.rawValue), 0)
         guard fd >= 0 else { throw SupervisorError(.bind, "socket() for \(address) failed: \(SupervisorError.errnoText())") }
         var on: Int32 = 1
@@ -90,7 +94,7 @@ struct Listener {
             close(fd)
             throw SupervisorError(.bind, "cannot listen on \(address) port \(port): \(text); choose another --port or --host, or stop what holds it")
         }
-        return Listener(descriptor: fd, name: tls ? tlsName : "http", address: address, port: localPort(fd) ?? port, tls: tls)
+        return Listener(descriptor: fd, name: name ?? (tls ? tlsName : "http"), address: address, port: localPort(fd) ?? port, tls: tls)
     }
 
     /// A listening socket someone else made (systemd socket activation); TLS when it is named

@@ -43,6 +43,13 @@ enum ChildExit: CustomStringConvertible, Sendable, Equatable {
     }
 }
 
+/// Nanoseconds on the monotonic clock (NIO's uptime clock in the broker is the same one).
+func monotonicNanoseconds() -> UInt64 {
+    var now = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &now)
+    return UInt64(now.tv_sec) * 1_000_000_000 + UInt64(now.tv_nsec)
+}
+
 /// Milliseconds on the monotonic clock.
 func monotonicMilliseconds() -> Int64 {
     var now = timespec()

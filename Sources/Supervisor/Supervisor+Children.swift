@@ -39,6 +39,7 @@ extension Supervisor {
             return [.childFailedToStart(role)]
         }
         children[role] = child
+        metrics.started(role)
         logger.info("\(row.name) started pid=\(child.pid)")
         do {
             try setUpChannels(of: row, channel: child.channel, introductions: introductions)
@@ -140,6 +141,9 @@ extension Supervisor {
             return .childReady(.broker)
         case .credit:
             return .credit(try frame.decode(AdmissionCredit.self).count)
+        case .metrics:
+            metrics.brokerText = try frame.decode(MetricsText.self).text
+            return nil
         case .tlsAck:
             let ack = try frame.decode(TLSAck.self)
             guard tls.answer(ack, brokerPID: children[.broker]?.pid, logger: logger) else {

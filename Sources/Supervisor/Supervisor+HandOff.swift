@@ -66,7 +66,7 @@ extension Supervisor {
                 shedOne()
                 continue
             }
-            let handoff = ConnectionHandoff(peer: PeerAddress(storage), tls: listener.tls)
+            let handoff = ConnectionHandoff(peer: PeerAddress(storage), tls: listener.tls, acceptedAtNs: monotonicNanoseconds())
             hand(PendingHandoff(descriptor: fd, handoff: handoff), over: channel)
         }
     }

@@ -50,6 +50,7 @@ extension Supervisor {
             logger.warning("user, chroot, auth_user, log_level and sandbox_debug take effect at the next start of peerjs, not on SIGHUP")
         }
         settings.process = brokerSettings.process
+        settings.metricsIntervalMs = brokerSettings.metricsIntervalMs  // the metrics port is fixed for the run
         brokerSettings = settings
         do {
             try children[.broker]?.channel?.send(BrokerReload(settings))

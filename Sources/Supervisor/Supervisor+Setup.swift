@@ -13,7 +13,20 @@ extension Supervisor {
             do { try SecretBytes.protectProcess() } catch { throw SupervisorError(.tls, "\(error)") }
             tls.offer(try TLSMaterial.load(files, logger: logger))
         }
-        let activated = try Systemd.activatedListeners()
+        var activated = try Systemd.activatedListeners()
+        let metricsSockets = activated.filter { $0.name == MetricsEndpoint.socketName }
+        activated.removeAll { $0.name == MetricsEndpoint.socketName }
+        if !metricsSockets.isEmpty {
+            metricsEndpoint = MetricsEndpoint(listeners: metricsSockets.map { Listener.adopt(descriptor: $0.descriptor, name: $0.name) })
+        } else if let port = configuration.metricsPort {
+            metricsEndpoint = MetricsEndpoint(listeners: try Listener.bind(host: configuration.metricsHost, port: port, name: MetricsEndpoint.socketName))
+        }
+        if let endpoint = metricsEndpoint {
+            if brokerSettings.metricsIntervalMs == 0 { brokerSettings.metricsIntervalMs = MetricsEndpoint.brokerIntervalMs }
+            for listener in endpoint.listeners {
+                logger.info("listening on \(listener.address) port \(listener.port) (\(listener.name), plain; GET /metrics)")
+            }
+        }
         if activated.isEmpty {
             listeners = try bindListeners()
         } else {

@@ -29,6 +29,7 @@ public final class Supervisor {
         case logRelay
         case channel(Role, pid: pid_t)
         case listener(Listener)
+        case metrics(Int32)
     }
 
     let configuration: SupervisorConfiguration
@@ -47,6 +48,9 @@ public final class Supervisor {
     var tlsMaterial: TLSMaterial? { tls.current }
     /// Set when stderr is a regular file (see ``LogRelay``).
     let logRelay = LogRelay.ifStderrIsAFile()
+    /// `--metrics-port` (or the `metrics` socket): nil without it.
+    var metricsEndpoint: MetricsEndpoint?
+    var metrics = SupervisorMetrics()
     /// Set by the policy's `exit`: `run()` returns it.
     var exitStatus: Int32?
 
@@ -83,6 +87,10 @@ public final class Supervisor {
                 slots.append(.logRelay)
                 fds.append(pollfd(fd: logRelay.readEnd, events: Int16(POLLIN), revents: 0))
             }
+            for entry in metricsEndpoint?.pollEntries() ?? [] {
+                slots.append(.metrics(entry.fd))
+                fds.append(pollfd(fd: entry.fd, events: entry.events, revents: 0))
+            }
             if policy.admits && handOff.mayAccept(now: now) {
                 for listener in listeners {
                     slots.append(.listener(listener))
@@ -105,10 +113,13 @@ public final class Supervisor {
                     if entry.revents & Int16(POLLOUT) != 0 { flushPending() }
                 case .listener(let listener):
                     if entry.revents & Int16(POLLIN) != 0 { acceptConnections(on: listener) }
+                case .metrics(let fd):
+                    serveMetrics(fd, revents: entry.revents)
                 }
             }
             guard exitStatus == nil else { break }
             tls.checkDeadline(now: monotonicMilliseconds(), logger: logger)
+            metricsEndpoint?.expire(now: monotonicMilliseconds())
             feed(.tick)
         }
         return exitStatus ?? 0
@@ -120,7 +131,23 @@ public final class Supervisor {
         var deadline = policy.nextDeadline(now: now)
         if handOff.pausedUntil > now { deadline = min(deadline, handOff.pausedUntil) }
         if let due = tls.answerDue { deadline = min(deadline, due) }
+        if let due = metricsEndpoint?.nextDeadline { deadline = min(deadline, due) }
         return Int32(max(0, deadline - now))
+    }
+
+    /// One poll result of the metrics endpoint: a listener to accept on, or a client to read
+    /// from or write to.
+    private func serveMetrics(_ fd: Int32, revents: Int16) {
+        guard let endpoint = metricsEndpoint else { return }
+        if endpoint.isListener(fd) {
+            endpoint.accept(on: fd, now: monotonicMilliseconds())
+        } else if revents & Int16(POLLOUT) != 0 {
+            endpoint.write(fd)
+        } else {
+            endpoint.read(fd) {
+                metrics.render(processes: [("supervisor", getpid())] + children.map { (name($0.key), $0.value.pid) })
+            }
+        }
     }
 
     private func handle(signal: Int32) {
@@ -211,6 +238,7 @@ public final class Supervisor {
             waitpid(child.pid, &ignored, 0)
         }
         children = [:]
+        metricsEndpoint?.closeAll()
         logRelay?.drain()  // the children's last lines before ours
         if status == 0 { logger.notice("stopped") }
         exitStatus = status

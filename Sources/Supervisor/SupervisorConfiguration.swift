@@ -36,6 +36,12 @@ public struct SupervisorConfiguration: Sendable {
     /// share one port (the kernel spreads connections between them).
     public var reusePort = false
 
+    /// `--metrics-port`: a Prometheus endpoint on this port (on ``metricsHost``); nil: none,
+    /// unless systemd passes a socket named `metrics`.
+    public var metricsPort: UInt16?
+    /// `--metrics-host`: where the metrics port listens (default loopback only).
+    public var metricsHost = "127.0.0.1"
+
     /// The cluster options as given (`cluster`, its password file, instance, expiry, user,
     /// `reuse_port`), to tell on SIGHUP that a change waits for a restart.
     public var clusterOptions: [String] = []

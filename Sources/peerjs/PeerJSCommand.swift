@@ -194,6 +194,14 @@ struct PeerJSCommand: ParsableCommand {
           help: "Set SO_REUSEPORT on the listeners peerjs binds itself, so several instances share one port.")
     var reusePort = false
 
+    @Option(name: [.customLong("metrics-port"), .customLong("metrics_port")],
+            help: ArgumentHelp("Serve Prometheus metrics at GET /metrics on this port (off by default; systemd: a socket named metrics).", valueName: "port"))
+    var metricsPort: Int?
+
+    @Option(name: [.customLong("metrics-host"), .customLong("metrics_host")],
+            help: ArgumentHelp("The address the metrics port listens on.", valueName: "address"))
+    var metricsHost: String = "127.0.0.1"
+
     @Option(name: .customLong("role"), help: .private)
     var role: String?
 
@@ -217,6 +225,10 @@ struct PeerJSCommand: ParsableCommand {
                 throw ValidationError("\(flag) must be between 1 and 86400000 ms, not \(value)")
             }
         }
+        if let metricsPort, !(0...65535).contains(metricsPort) {
+            throw ValidationError("--metrics-port must be between 0 and 65535, not \(metricsPort)")
+        }
+        guard !metricsHost.isEmpty else { throw ValidationError("--metrics-host must not be empty") }
         guard (0...60_000).contains(takeoverTimeout) else {
             throw ValidationError("--takeover-timeout must be between 0 (off) and 60000 ms, not \(takeoverTimeout)")
         }
@@ -546,6 +558,8 @@ struct PeerJSCommand: ParsableCommand {
             httpsPort: httpsPort.map { UInt16($0) }, httpsHost: httpsHost, auth: authEnabled ? authSettings : nil)
         configuration.cluster = clusterSettings
         configuration.reusePort = reusePort
+        configuration.metricsPort = metricsPort.map { UInt16($0) }
+        configuration.metricsHost = metricsHost
         configuration.clusterOptions = clusterOptions
         do {
             throw ExitCode(try Supervisor(configuration: configuration, logger: logger).run())

@@ -29,6 +29,7 @@ struct FrameTableTests {
             (.clusterDeliver, 45, .cluster, .broker, false),
             (.clusterPeer, 46, .cluster, .broker, false),
             (.clusterState, 47, .cluster, .broker, false),
+            (.metrics, 11, .broker, .supervisor, false),
         ]
         #expect(expected.count == FrameType.allCases.count)
         for (type, raw, sender, receiver, fd) in expected {
@@ -69,6 +70,7 @@ struct FrameTableTests {
             (.clusterDeliver, .anyTime, nil),
             (.clusterPeer, .anyTime, nil),
             (.clusterState, .anyTime, nil),
+            (.metrics, .afterOpening, nil),
         ]
         #expect(expected.count == FrameType.allCases.count)
         for (type, phase, answer) in expected {

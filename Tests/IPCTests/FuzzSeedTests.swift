@@ -82,6 +82,7 @@ struct FuzzSeedTests {
         case .clusterDeliver: _ = try ClusterDeliver(decoding: payload)
         case .clusterPeer: _ = try ClusterPeerChange(decoding: payload)
         case .clusterState: _ = try ClusterState(decoding: payload)
+        case .metrics: _ = try MetricsText(decoding: payload)
         }
     }
 }

@@ -107,13 +107,14 @@ struct PayloadCodecTests {
         w.writePeerAddress(sampleV4)
         w.writeBytes(bytes)
         w.writeBool(false)
+        w.writeUInt64(0)
         #expect(errorCode { () throws(IPCError) in try ConnectionHandoff(decoding: w.bytes) } == .malformedPayload)
     }
 
     @Test("bools must be 0 or 1", arguments: [UInt8(2), 0x7F, 0xFF])
     func badBool(value: UInt8) {
         var payload = sampleHandoff.encode()
-        payload[payload.count - 1] = value
+        payload[payload.count - 9] = value  // `tls`, before the u64 `acceptedAtNs`
         #expect(errorCode { () throws(IPCError) in try ConnectionHandoff(decoding: payload) } == .malformedPayload)
     }
 

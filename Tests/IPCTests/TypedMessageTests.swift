@@ -9,7 +9,7 @@ struct TypedMessageTests {
         BrokerReload.self, AuthChannelHandoff.self, AdmissionCredit.self, AuthQuery.self, AuthVerdict.self,
         PeerEventMessage.self, AuthReloadRequest.self, TLSChunk.self, TLSAck.self, AuthHelperSettings.self,
         ClusterChannelHandoff.self, ClusterSettings.self, ClusterClaim.self, ClusterAnswer.self, ClusterRelease.self,
-        ClusterSend.self, ClusterDeliver.self, ClusterPeerChange.self, ClusterState.self,
+        ClusterSend.self, ClusterDeliver.self, ClusterPeerChange.self, ClusterState.self, MetricsText.self,
     ]
 
     @Test("every frame type has exactly one message type")

@@ -123,3 +123,36 @@ struct TakeoverTests {
         #expect(Harness(ProtocolSettings(takeoverTimeoutMs: 0)).engine.tickIntervalMs == 300)
     }
 }
+
+/// The counters behind the metrics endpoint's series (`peerjs_messages_relayed_total`, …).
+@Suite("Engine counters")
+struct EngineCounterTests {
+    @Test("relayed messages by type, expiries, concurrent-limit refusals, takeovers and auth answers are counted")
+    func counted() {
+        let h = Harness(ProtocolSettings(expireTimeoutMs: 100, concurrentLimit: 2, cleanupIntervalMs: 10))
+        h.join(1, "a")
+        h.join(2, "b")
+        h.send(1, #"{"type":"OFFER","dst":"b","payload":1}"#)
+        h.send(1, #"{"type":"ANSWER","dst":"b","payload":1}"#)
+        h.send(1, #"{"type":"CANDIDATE","dst":"b","payload":1}"#)
+        h.send(1, #"{"type":"CANDIDATE","dst":"nobody","payload":1}"#)
+        h.send(1, #"{"type":"HEARTBEAT"}"#)
+        #expect(h.join(3, "c") == .rejected(.concurrentLimit))
+        h.clock.advance(by: 200)
+        h.engine.tick()
+        h.join(4, "a", token: "x")
+        h.engine.touch(ConnectionID(1))
+        let c = h.engine.counters
+        #expect((c.offers, c.answers, c.candidates, c.leaves, c.expires) == (1, 1, 2, 0, 0))
+        #expect(c.expiredMessages == 1)
+        #expect(c.concurrentLimitHits == 1)
+        #expect((c.takenOver, c.takeoverRefused) == (0, 1))
+
+        let p = Harness(ProtocolSettings(authorizes: true))
+        for (n, answer) in [AuthorizationAnswer.allow, .deny("no"), .timedOut, .failed].enumerated() {
+            _ = p.engine.admit(ConnectionID(UInt64(n)), request: RegistrationRequest(id: "p\(n)", token: "t", key: "peerjs"), ip: "")
+            _ = p.engine.verdict(answer, for: ConnectionID(UInt64(n)))
+        }
+        #expect((p.engine.counters.authAllow, p.engine.counters.authDeny, p.engine.counters.authTimeout, p.engine.counters.authFailed) == (1, 1, 1, 1))
+    }
+}

@@ -106,6 +106,7 @@ func checkPayload(of type: FrameType) -> ([UInt8]) -> Void {
     case .clusterDeliver: checkMessage(ClusterDeliver.self)
     case .clusterPeer: checkMessage(ClusterPeerChange.self)
     case .clusterState: checkMessage(ClusterState.self)
+    case .metrics: checkMessage(MetricsText.self)
     }
 }
 

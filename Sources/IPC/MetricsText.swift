@@ -1,0 +1,29 @@
+/// The payload of `metrics`: the broker's series in the Prometheus text format, sent to the
+/// supervisor every `metricsIntervalMs` when `--metrics-port` is set. The supervisor serves the
+/// last one it got beside its own series, and never parses it; the broker keeps no listener.
+/// - Parameters:
+///   - text: the exposition (`# TYPE` lines and samples), at most ``maxLength`` bytes of UTF-8.
+public struct MetricsText: IPCMessage {
+    @inlinable public static var frameType: FrameType { .metrics }
+
+    /// Room for every series with 17 realms (the key and 16 `--keys`) several times over.
+    public static let maxLength = 60 * 1024
+
+    public var text: String
+
+    public init(text: String) {
+        self.text = text
+    }
+
+    public init(decoding payload: [UInt8]) throws(IPCError) {
+        var r = PayloadReader(payload)
+        text = try r.readString(maxLength: Self.maxLength)
+        try r.finish()
+    }
+
+    public func encode() -> [UInt8] {
+        var w = PayloadWriter(reservingCapacity: 4 + text.utf8.count)
+        w.writeString(text)
+        return w.bytes
+    }
+}
