@@ -9,6 +9,12 @@ let strict: [SwiftSetting] = [
     .enableUpcomingFeature("ExistentialAny"),
 ]
 
+// ThreadSanitizer's build (scripts/sanitize.sh) runs only the unit tests of the modules with
+// threads and event loops. With PEERJS_PACKAGE_SUBSET=unit the package holds only those tests and
+// what they import (see the end of this file): its cold build then skips the executables, the
+// process tests, and the packages only they need (postgres-nio, jwt-kit, argument parsing).
+let unitSubset = Context.environment["PEERJS_PACKAGE_SUBSET"] == "unit"
+
 let package = Package(
     name: "peerjs",
     platforms: [.macOS(.v14)],
@@ -24,16 +30,17 @@ let package = Package(
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
-        .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
         .package(url: "https://github.com/apple/swift-nio-ssl.git", from: "2.37.6"),
-        .package(url: "https://github.com/vapor/jwt-kit.git", from: "5.7.1"),
         .package(url: "https://github.com/apple/swift-crypto.git", "4.1.0"..<"6.0.0"),
-        .package(url: "https://github.com/swift-extras/swift-extras-base64", from: "1.2.0"),
-        .package(url: "https://github.com/vapor/postgres-nio.git", from: "1.33.2"),
         // The metrics endpoint's exposition format (issue 19): the broker's and the supervisor's series.
         .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
-    ],
+    ] + (unitSubset ? [] : [
+        .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
+        .package(url: "https://github.com/vapor/jwt-kit.git", from: "5.7.1"),
+        .package(url: "https://github.com/swift-extras/swift-extras-base64", from: "1.2.0"),
+        .package(url: "https://github.com/vapor/postgres-nio.git", from: "1.33.2"),
+    ]),
     targets: [
         // Tiny C shims (named CShim: swift-system owns the name CSystem) for what Swift's Glibc module cannot reach (_GNU_SOURCE calls, CMSG macros).
         .target(name: "CShim"),
@@ -191,7 +198,9 @@ let package = Package(
             swiftSettings: strict),
         .testTarget(name: "IPCTests", dependencies: ["IPC", "CShim", "PeerJSTesting"], swiftSettings: strict),
         .testTarget(name: "AuthHelperTests", dependencies: ["AuthHelper", "IPC"], swiftSettings: strict),
-        .testTarget(name: "ClusterTests", dependencies: ["Cluster", "IPC"], swiftSettings: strict),
+        // The instance-to-instance record format (ClusterRecord, in IPC); the role itself is tested
+        // against a real PostgreSQL in ProcessModelTests.
+        .testTarget(name: "ClusterTests", dependencies: ["IPC"], swiftSettings: strict),
         .testTarget(name: "PeerJSConfigurationTests", dependencies: ["PeerJSConfiguration"], swiftSettings: strict),
         .testTarget(name: "SandboxTests", dependencies: ["Sandbox", "CSeccomp"], swiftSettings: strict),
         // Runs the real binary in its sandbox: /proc status, refused calls, a PeerJS session.
@@ -224,3 +233,12 @@ let package = Package(
         ),
     ]
 )
+
+if unitSubset {
+    let kept: Set<String> = [
+        "CShim", "PeerProtocol", "IPC", "Broker", "AuthHelper", "PeerJSConfiguration", "PeerJSTesting",
+        "PeerProtocolTests", "BrokerTests", "IPCTests", "AuthHelperTests", "PeerJSConfigurationTests", "ClusterTests",
+    ]
+    package.targets.removeAll { !kept.contains($0.name) }
+    package.products.removeAll()
+}

@@ -13,7 +13,7 @@ done
 
 rm -rf debian
 cp -a packaging/debian debian
-cp packaging/systemd/peerjs.service packaging/systemd/peerjs.socket debian/
+cp packaging/systemd/peerjs.service packaging/systemd/peerjs.socket packaging/systemd/peerjs-metrics.socket debian/
 trap 'rm -rf "$root/debian"' EXIT
 
 version=$(dpkg-parsechangelog -S Version)

@@ -89,7 +89,7 @@ security peerjs.service "$max_exposure" packaging/systemd/peerjs.service
 root=$(mktemp -d /tmp/peerjs-check-static.XXXXXX)
 trap 'rm -rf "$root"' EXIT
 mkdir -p "$root/etc/systemd/system/peerjs.service.d"
-cp packaging/systemd/peerjs.service packaging/systemd/peerjs.socket "$root/etc/systemd/system/"
+cp packaging/systemd/peerjs.service packaging/systemd/peerjs.socket packaging/systemd/peerjs-metrics.socket "$root/etc/systemd/system/"
 cp packaging/systemd/peerjs-cluster.conf.example "$root/etc/systemd/system/peerjs.service.d/cluster.conf"
 security "peerjs.service + peerjs-cluster.conf.example" "$max_cluster_exposure" --root="$root" peerjs.service
 exit "$status"

@@ -187,6 +187,22 @@ done
 in_container python3 /mnt/peerjs/ws-open.py 127.0.0.1 9000 second-peer reloaded | tee "$work/open2"
 grep -q '"type":"OPEN"' "$work/open2" || fail "no OPEN with the reloaded key"
 
+step "peerjs-metrics.socket: not enabled by the package; enabled, GET /metrics answers"
+[ "$(in_container systemctl is-enabled peerjs-metrics.socket 2>/dev/null || true)" != enabled ] || fail "peerjs-metrics.socket is enabled by the package"
+in_container systemctl enable --now peerjs-metrics.socket
+in_container systemctl restart peerjs.service
+in_container python3 /mnt/peerjs/ws-open.py 127.0.0.1 9000 metrics-peer reloaded >/dev/null || fail "no OPEN after the restart with the metrics socket"
+metrics=""
+for _ in $(seq 1 20); do
+  metrics=$(in_container python3 -c 'import urllib.request; print(urllib.request.urlopen("http://127.0.0.1:9464/metrics", timeout=5).read().decode())' 2>/dev/null || true)
+  echo "$metrics" | grep -q '^peerjs_peers{key="reloaded"}' && break
+  sleep 0.5
+done
+echo "$metrics" | grep -E '^peerjs_(peers|resident_memory_bytes|restarts_total)' || true
+echo "$metrics" | grep -q '^peerjs_peers{key="reloaded"}' || fail "GET /metrics on the metrics socket has no broker series"
+echo "$metrics" | grep -q '^peerjs_resident_memory_bytes{process="broker"}' || fail "GET /metrics has no resident memory of the broker"
+in_container systemctl disable --now peerjs-metrics.socket
+
 step "systemctl stop peerjs"
 TIMEOUT=60 in_container systemctl stop peerjs
 [ "$(in_container systemctl is-active peerjs.service || true)" = inactive ] || fail "peerjs.service still running after stop"
@@ -194,7 +210,7 @@ TIMEOUT=60 in_container systemctl stop peerjs
 
 step "apt-get purge peerjs"
 TIMEOUT=120 in_container env DEBIAN_FRONTEND=noninteractive apt-get purge -y peerjs
-left=$(in_container sh -c 'ls -d /usr/sbin/peerjs /etc/peerjs /run/peerjs /lib/systemd/system/peerjs.* /etc/systemd/system/*/peerjs.* /usr/lib/tmpfiles.d/peerjs.conf /usr/lib/sysusers.d/peerjs.conf /usr/share/man/man8/peerjs.8.gz /usr/share/doc/peerjs /var/lib/systemd/deb-systemd-helper-enabled/*peerjs* /var/lib/systemd/deb-systemd-helper-masked/*peerjs* 2>/dev/null' || true)
+left=$(in_container sh -c 'ls -d /usr/sbin/peerjs /etc/peerjs /run/peerjs /lib/systemd/system/peerjs.* /lib/systemd/system/peerjs-* /etc/systemd/system/*/peerjs.* /etc/systemd/system/*/peerjs-* /usr/lib/tmpfiles.d/peerjs.conf /usr/lib/sysusers.d/peerjs.conf /usr/share/man/man8/peerjs.8.gz /usr/share/doc/peerjs /var/lib/systemd/deb-systemd-helper-enabled/*peerjs* /var/lib/systemd/deb-systemd-helper-masked/*peerjs* 2>/dev/null' || true)
 [ -z "$left" ] || fail "left behind after purge: $left"
 in_container sh -c '! dpkg -s peerjs >/dev/null 2>&1' || fail "dpkg still knows peerjs after purge"
 ! in_container pgrep -u _peerjs,_peerjs-supervisor,_peerjs-auth,_peerjs-policy,_peerjs-cluster >/dev/null || fail "peerjs processes left after purge"

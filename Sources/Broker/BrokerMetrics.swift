@@ -1,3 +1,4 @@
+import Glibc
 import NIOCore
 import PeerProtocol
 import Prometheus
@@ -21,6 +22,11 @@ final class BrokerMetrics {
     private var exported = Snapshot()
     private let handoff: DurationHistogram
     private let registration: DurationHistogram
+    /// /proc/self/statm, opened before the sandbox (which allows no open, and whose chroot has no
+    /// /proc) and re-read with pread from offset 0; -1 when it could not be opened.
+    private let statm: Int32
+    /// The keys whose `peerjs_peers` gauge was set, so a key a reload removed is set to 0.
+    private var exportedKeys: Set<String> = []
 
     /// The latency buckets: 100 µs to 10 s.
     static let buckets: [Duration] = [
@@ -36,12 +42,28 @@ final class BrokerMetrics {
     }
 
     init() {
+        statm = open("/proc/self/statm", O_RDONLY | O_CLOEXEC)
         handoff = registry.makeDurationHistogram(
             descriptor: Self.name("handoff", "seconds", "From the supervisor's accept to the broker taking the connection."),
             buckets: Self.buckets)
         registration = registry.makeDurationHistogram(
             descriptor: Self.name("registration", "seconds", "From the WebSocket upgrade request to OPEN (auth, directory and takeover waits included)."),
             buckets: Self.buckets)
+    }
+
+    deinit {
+        if statm >= 0 { close(statm) }
+    }
+
+    /// This process's resident memory in bytes (the second field of statm); 0 when unknown.
+    var residentBytes: UInt64 {
+        guard statm >= 0 else { return 0 }
+        var buffer = [UInt8](repeating: 0, count: 128)
+        let count = pread(statm, &buffer, buffer.count, 0)
+        guard count > 0 else { return 0 }
+        let fields = buffer.prefix(count).split(separator: UInt8(ascii: " "))
+        guard fields.count >= 2, let pages = UInt64(String(decoding: fields[1], as: UTF8.self)) else { return 0 }
+        return pages * UInt64(sysconf(Int32(_SC_PAGESIZE)))
     }
 
     static func name(_ metric: String, _ unit: String, _ help: String) -> MetricNameDescriptor {
@@ -90,10 +112,15 @@ final class BrokerMetrics {
         add("takeovers", takeovers, [("outcome", "refused")], engine.takeoverRefused, old.engine.takeoverRefused)
         exported = Snapshot(engine: engine, broker: counters)
 
+        let peersName = Self.name("peers", "", "Peers registered, per key (realm).")
         for (key, count) in peers {
-            registry.makeGauge(descriptor: Self.name("peers", "", "Peers registered, per key (realm)."), labels: [("key", key)])
-                .set(Int64(count))
+            registry.makeGauge(descriptor: peersName, labels: [("key", key)]).set(Int64(count))
         }
+        let keys = Set(peers.map(\.key))
+        for gone in exportedKeys.subtracting(keys) {
+            registry.makeGauge(descriptor: peersName, labels: [("key", gone)]).set(Int64(0))
+        }
+        exportedKeys.formUnion(keys)
         registry.makeGauge(descriptor: Self.name("handshakes", "", "Connections in their handshake (TLS, HTTP request, upgrade).")).set(Int64(handshakes))
         registry.makeGauge(descriptor: Self.name("offline_queue_messages", "", "Messages waiting in offline queues.")).set(Int64(queued.messages))
         registry.makeGauge(descriptor: Self.name("offline_queue", "bytes", "Bytes waiting in offline queues.")).set(Int64(queued.bytes))

@@ -220,26 +220,30 @@ public final class BrokerServer: Sendable {
         loop.execute { [state, loop] in
             let interval = state.value.configuration.metricsIntervalMs
             guard interval > 0, state.value.metrics != nil else { return }
-            Self.sendMetrics(state.value, over: channel)
-            _ = loop.scheduleRepeatedTask(initialDelay: .milliseconds(interval), delay: .milliseconds(interval)) { _ in
-                Self.sendMetrics(state.value, over: channel)
+            guard Self.sendMetrics(state.value, over: channel) else { return }
+            _ = loop.scheduleRepeatedTask(initialDelay: .milliseconds(interval), delay: .milliseconds(interval)) { task in
+                if !Self.sendMetrics(state.value, over: channel) { task.cancel() }
             }
         }
     }
 
-    private static func sendMetrics(_ state: BrokerState, over channel: HandoffChannel) {
+    /// Sends one `metrics` frame; false when the channel is broken (no more are sent: the broker
+    /// ends with its supervisor channel).
+    private static func sendMetrics(_ state: BrokerState, over channel: HandoffChannel) -> Bool {
         let text = state.exportMetrics()
         guard text.utf8.count <= MetricsText.maxLength else {
             state.logger.warning("the metrics are \(text.utf8.count) bytes, more than a metrics frame holds (\(MetricsText.maxLength)); not sent")
-            return
+            return true
         }
         do throws(IPCError) {
-            try channel.send(MetricsText(text: text), nonBlocking: true)
+            try channel.send(MetricsText(text: text, residentBytes: state.metrics?.residentBytes ?? 0), nonBlocking: true)
         } catch where error.code == .wouldBlock {
-            return
+            return true
         } catch {
-            state.logger.error("cannot send the metrics to the supervisor (\(error))")
+            state.logger.error("cannot send the metrics to the supervisor (\(error)); no more will be sent")
+            return false
         }
+        return true
     }
 
     /// Receive buffers start at 256 bytes and grow with the traffic: most peers are idle, and

@@ -96,6 +96,11 @@ final class ConnectionTable: PeerTransport {
         cluster?.release(id: id, key: key)
     }
 
+    func hasPendingOutput(_ connection: ConnectionID) -> Bool {
+        guard let channel = connections[connection]?.channel else { return false }
+        return ((try? channel.syncOptions?.getOption(.bufferedWritableBytes)) ?? 0) > 0
+    }
+
     func ping(_ connection: ConnectionID) {
         guard let channel = connections[connection]?.channel, channel.isWritable else { return }
         channel.write(ServerFrame.header(.ping, count: 0, allocator: channel.allocator), promise: nil)

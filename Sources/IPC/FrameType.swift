@@ -134,7 +134,7 @@ public enum FrameType: UInt16, CaseIterable, Sendable {
         case .clusterDeliver: FrameSpec(name: "clusterDeliver", sender: .cluster, receiver: .broker,     carriesFD: false, maxPayload: Self.maxPayloadCap, phase: .anyTime,  answer: nil)
         case .clusterPeer:    FrameSpec(name: "clusterPeer",    sender: .cluster, receiver: .broker,     carriesFD: false, maxPayload: 1024,      phase: .anyTime,      answer: nil)
         case .clusterState:   FrameSpec(name: "clusterState",   sender: .cluster, receiver: .broker,     carriesFD: false, maxPayload: 1,         phase: .anyTime,      answer: nil)
-        case .metrics:        FrameSpec(name: "metrics",        sender: .broker,  receiver: .supervisor, carriesFD: false, maxPayload: 4 + MetricsText.maxLength, phase: .afterOpening, answer: nil)
+        case .metrics:        FrameSpec(name: "metrics",        sender: .broker,  receiver: .supervisor, carriesFD: false, maxPayload: 12 + MetricsText.maxLength, phase: .afterOpening, answer: nil)
         }
     }
 

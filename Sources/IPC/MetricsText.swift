@@ -3,6 +3,8 @@
 /// last one it got beside its own series, and never parses it; the broker keeps no listener.
 /// - Parameters:
 ///   - text: the exposition (`# TYPE` lines and samples), at most ``maxLength`` bytes of UTF-8.
+///   - residentBytes: the broker's resident memory (its own /proc/self/statm; the supervisor cannot
+///     read the broker's /proc entry under `ProtectProc=invisible`); 0: unknown.
 public struct MetricsText: IPCMessage {
     @inlinable public static var frameType: FrameType { .metrics }
 
@@ -10,20 +12,24 @@ public struct MetricsText: IPCMessage {
     public static let maxLength = 60 * 1024
 
     public var text: String
+    public var residentBytes: UInt64
 
-    public init(text: String) {
+    public init(text: String, residentBytes: UInt64 = 0) {
         self.text = text
+        self.residentBytes = residentBytes
     }
 
     public init(decoding payload: [UInt8]) throws(IPCError) {
         var r = PayloadReader(payload)
         text = try r.readString(maxLength: Self.maxLength)
+        residentBytes = try r.readUInt64()
         try r.finish()
     }
 
     public func encode() -> [UInt8] {
-        var w = PayloadWriter(reservingCapacity: 4 + text.utf8.count)
+        var w = PayloadWriter(reservingCapacity: 12 + text.utf8.count)
         w.writeString(text)
+        w.writeUInt64(residentBytes)
         return w.bytes
     }
 }

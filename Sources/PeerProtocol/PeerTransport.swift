@@ -18,11 +18,15 @@ public protocol PeerTransport: AnyObject {
     func forward(_ frame: UnsafeRawBufferPointer, key: String, to id: String, from source: String, at instance: String) -> Bool
     /// Clustered: this instance no longer holds `id` of realm `key`; its directory row goes.
     func released(id: String, key: String)
+    /// Whether frames written to `connection` still wait in the server (not yet taken by the
+    /// kernel): a takeover does not evict such a holder, whose ping may not have left yet.
+    func hasPendingOutput(_ connection: ConnectionID) -> Bool
 }
 
 extension PeerTransport {
     public func forward(_ frame: UnsafeRawBufferPointer, key: String, to id: String, from source: String, at instance: String) -> Bool { false }
     public func released(id: String, key: String) {}
+    public func hasPendingOutput(_ connection: ConnectionID) -> Bool { false }
 }
 
 extension PeerTransport {

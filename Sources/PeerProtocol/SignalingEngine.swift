@@ -172,6 +172,13 @@ public final class SignalingEngine<Transport: PeerTransport, Store: Registry> {
         return .takingOver
     }
 
+    /// Why a claimant whose takeover is due could not register even once the holder is gone.
+    private func takeoverRefusal(_ request: RegistrationRequest) -> RejectReason? {
+        guard let key = request.key, settings.keys.contains(key) else { return .invalidKey }
+        if settings.clustered, !directoryAvailable { return .directoryUnavailable }
+        return nil
+    }
+
     /// `connection` showed a sign of life: a claimant waiting to take its id over gets `ID-TAKEN`.
     private func answered(_ connection: ConnectionID) {
         guard !takeovers.isEmpty, let claim = takeovers.remove(holder: connection) else { return }
@@ -203,9 +210,11 @@ public final class SignalingEngine<Transport: PeerTransport, Store: Registry> {
     public func receive(_ bytes: UnsafeRawBufferPointer, from connection: ConnectionID) {
         guard let index = sessions.index(forKey: connection) else { return }
         sessions.values[index].lastSeen = clock.nowMilliseconds
+        // Copied before `answered`: refusing a claimant closes its channel, which may re-enter the
+        // engine and change `sessions`, so `index` must not be used after it.
+        let session = sessions.values[index]
         answered(connection)
         guard let envelope = EnvelopeParser.parse(bytes), let type = envelope.type else { return }
-        let session = sessions.values[index]
         switch type {
         case .offer, .answer, .candidate, .leave, .expire:
             let payload = envelope.payload.map { UnsafeRawBufferPointer(rebasing: bytes[$0]) }
@@ -235,10 +244,10 @@ public final class SignalingEngine<Transport: PeerTransport, Store: Registry> {
             if type == .leave { leave(connection) }
             return
         }
-        counters.relayed(type)
         scratch.removeAll(keepingCapacity: true)
         EnvelopeWriter.write(type: type.wireName, src: source, dst: destination, payload: payload, into: &scratch)
         if let entry = registry.entry(for: destination, key: key) {
+            counters.relayed(type)
             let sent = scratch.withUnsafeBytes { transport.send($0, to: entry.connection) }
             if !sent {
                 drop(entry.connection, reason: .sendFailed)
@@ -249,6 +258,7 @@ public final class SignalingEngine<Transport: PeerTransport, Store: Registry> {
             return
         }
         if settings.clustered, let instance = remote.instance(of: destination, key: key) {
+            counters.relayed(type)
             let sent = scratch.withUnsafeBytes { transport.forward($0, key: key, to: destination, from: source, at: instance) }
             if !sent, type != .leave, type != .expire {
                 // The directory is down or the link full: at most once, and the sender hears it.
@@ -267,6 +277,8 @@ public final class SignalingEngine<Transport: PeerTransport, Store: Registry> {
             counters.expiredMessages += 1
             let expire = EnvelopeWriter.encode(type: "EXPIRE", src: destination, dst: source, payload: nil)
             _ = transport.send(expire, to: connection)
+        } else {
+            counters.relayed(type)
         }
     }
 
@@ -296,14 +308,15 @@ public final class SignalingEngine<Transport: PeerTransport, Store: Registry> {
     /// delivered (`EXPIRE`, src `destination`); a sender that cannot take even that is dropped.
     private func expire(senders: [String], waitingFor destination: String, key: String) {
         for sender in senders {
-            counters.expiredMessages += 1
             let expire = EnvelopeWriter.encode(type: "EXPIRE", src: destination, dst: sender, payload: nil)
             guard let entry = registry.entry(for: sender, key: key) else {
                 if settings.clustered, let instance = remote.instance(of: sender, key: key) {
+                    counters.expiredMessages += 1
                     _ = expire.withUnsafeBytes { transport.forward($0, key: key, to: sender, from: destination, at: instance) }
                 }
                 continue
             }
+            counters.expiredMessages += 1
             if !transport.send(expire, to: entry.connection) { drop(entry.connection, reason: .sendFailed) }
         }
     }
@@ -341,10 +354,24 @@ public final class SignalingEngine<Transport: PeerTransport, Store: Registry> {
         let now = clock.nowMilliseconds
         var claimsOut: [DirectoryClaim] = []
         for (holder, claim) in takeovers.due(now: now, isGone: { sessions[$0] == nil }) {
+            let holderIsThere = sessions[holder] != nil
+            // What would refuse the claimant anyway refuses it now, before the holder is closed:
+            // its key gone by a reload, or (clustered) no directory to claim the id in.
+            if let refusal = takeoverRefusal(claim.request) {
+                _ = reject(claim.claimant, refusal)
+                continue
+            }
+            // Output still waits in the server for the holder: the ping may not have reached it,
+            // and a slow link is not a dead socket. It keeps its id (alive_timeout decides).
+            if holderIsThere, transport.hasPendingOutput(holder) {
+                counters.takeoverRefused += 1
+                _ = reject(claim.claimant, .idTaken)
+                continue
+            }
             // Silent until the deadline (or closed meanwhile): the holder goes, like a LEAVE,
             // and the claimant registers as if the id had been free — unless someone else took
             // it in between, which is ID-TAKEN.
-            if sessions[holder] != nil { counters.takenOver += 1 }
+            if holderIsThere { counters.takenOver += 1 }
             drop(holder, reason: .takenOver)
             let outcome = register(claim.claimant, request: claim.request, ip: claim.ip, claimed: false, mayTakeOver: false)
             if case .claiming(let directoryClaim) = outcome { claimsOut.append(directoryClaim) }

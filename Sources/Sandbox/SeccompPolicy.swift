@@ -145,6 +145,7 @@ public struct SeccompPolicy: Sendable {
         ("epoll_ctl", .allow, why: "NIO registers adopted sockets"),
         ("timerfd_settime", .allow, why: "NIO scheduled tasks (timeouts, ticks)"),
         ("read", .allow, why: "socket input, NIO's eventfd/timerfd"),
+        ("pread64", .allow, why: "its resident memory for the metrics: /proc/self/statm, opened before the filter, re-read from offset 0"),
         ("write", .allow, why: "socket output, eventfd wake-ups, log lines on stderr"),
         ("readv", .allow, why: "vectored socket input"),
         ("writev", .allow, why: "NIO's gathering writes"),

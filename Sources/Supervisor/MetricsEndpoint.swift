@@ -4,15 +4,20 @@ import Glibc
 /// The `--metrics-port` listener (or the systemd socket named `metrics`), served from the
 /// supervisor's poll loop. The supervisor is privileged, so it does not parse HTTP: it reads at
 /// most ``maxRequestBytes`` up to the blank line that ends a request head, answers a request
-/// line that starts with `GET /metrics` with the exposition and anything else with 404, and
-/// closes. Every client has a deadline, and there are at most ``maxClients`` at once.
+/// line that starts with `GET /metrics` with the exposition and anything else with 404, then
+/// shuts its side down and reads (and drops) what the client still sends until it closes, so
+/// the answer is not lost to a reset. Every client has a deadline, and there are at most
+/// ``maxClients`` at once.
 final class MetricsEndpoint {
     struct Client {
         var received: [UInt8] = []
         var response: [UInt8] = []
         var sent = 0
         let deadline: Int64
-        var answered: Bool { !response.isEmpty }
+        /// Its request is answered (the answer is being sent, or is out).
+        var answered = false
+        /// The whole answer is out and our side is shut down: what comes now is dropped.
+        var draining = false
     }
 
     /// The systemd `FileDescriptorName=` of a socket-activated metrics listener.
@@ -37,7 +42,9 @@ final class MetricsEndpoint {
         if clients.count < Self.maxClients {
             for listener in listeners { entries.append((listener.descriptor, Int16(POLLIN))) }
         }
-        for (fd, client) in clients { entries.append((fd, client.answered ? Int16(POLLOUT) : Int16(POLLIN))) }
+        for (fd, client) in clients {
+            entries.append((fd, client.answered && !client.draining ? Int16(POLLOUT) : Int16(POLLIN)))
+        }
         return entries
     }
 
@@ -61,37 +68,62 @@ final class MetricsEndpoint {
         clients[fd] = Client(deadline: now + Self.deadlineMs)
     }
 
+    /// One poll result for client `fd`: an error or a hang-up without data ends it; otherwise it
+    /// is read from or written to.
+    func serve(_ fd: Int32, revents: Int16, render: () -> [UInt8]) {
+        if revents & Int16(POLLERR | POLLNVAL) != 0 || (revents & Int16(POLLHUP) != 0 && revents & Int16(POLLIN) == 0) {
+            return drop(fd)
+        }
+        if revents & Int16(POLLOUT) != 0 { write(fd) } else if revents & Int16(POLLIN) != 0 { read(fd, render: render) }
+    }
+
     /// Reads what `fd` sent; once its request head is complete, answers it with `render()`
-    /// (for `GET /metrics`) or 404.
+    /// (for `GET /metrics`) or 404. A draining client's bytes are dropped until it closes.
     func read(_ fd: Int32, render: () -> [UInt8]) {
-        guard var client = clients[fd], !client.answered else { return }
-        var buffer = [UInt8](repeating: 0, count: 2048)
+        guard let client = clients[fd] else { return }
+        guard !client.draining else {
+            var sink = [UInt8](repeating: 0, count: 2048)
+            let count = Glibc.read(fd, &sink, sink.count)
+            if count < 0, errno == EAGAIN || errno == EINTR { return }
+            if count <= 0 { drop(fd) }
+            return
+        }
+        guard !client.answered else { return }
+        let before = client.received.count
+        var buffer = [UInt8](repeating: 0, count: min(2048, Self.maxRequestBytes - before))
         let count = Glibc.read(fd, &buffer, buffer.count)
         if count < 0, errno == EAGAIN || errno == EINTR { return }
         guard count > 0 else { return drop(fd) }
-        client.received += buffer.prefix(count)
-        if let end = Self.headEnd(client.received) {
-            client.response = Self.answer(to: client.received[..<end], render: render)
-        } else if client.received.count >= Self.maxRequestBytes {
-            client.response = Self.response(status: "431 Request Header Fields Too Large", body: Array("request head too large\n".utf8))
+        clients[fd]?.received.append(contentsOf: buffer.prefix(count))
+        let received = clients[fd]?.received ?? []
+        var response: [UInt8] = []
+        if let end = Self.headEnd(received, from: max(0, before - 3)) {
+            response = Self.answer(to: received[..<end], render: render)
+        } else if received.count >= Self.maxRequestBytes {
+            response = Self.response(status: "431 Request Header Fields Too Large", body: Array("request head too large\n".utf8))
         }
-        clients[fd] = client
-        if client.answered { write(fd) }
+        guard !response.isEmpty else { return }
+        clients[fd]?.received = []
+        clients[fd]?.response = response
+        clients[fd]?.answered = true
+        write(fd)
     }
 
-    /// Sends what is left of `fd`'s answer; closes it once all is out.
+    /// Sends what is left of `fd`'s answer; once all is out, shuts our side down and drains.
     func write(_ fd: Int32) {
-        guard var client = clients[fd], client.answered else { return }
+        guard var client = clients[fd], client.answered, !client.draining else { return }
         while client.sent < client.response.count {
             let count = client.response[client.sent...].withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
             if count < 0, errno == EAGAIN || errno == EINTR {
-                clients[fd] = client
+                clients[fd]?.sent = client.sent
                 return
             }
             guard count > 0 else { return drop(fd) }
             client.sent += count
         }
-        drop(fd)
+        shutdown(fd, Int32(SHUT_WR))
+        clients[fd]?.response = []
+        clients[fd]?.draining = true
     }
 
     /// Closes every client past its deadline.
@@ -109,10 +141,11 @@ final class MetricsEndpoint {
         close(fd)
     }
 
-    /// The index just past the `\r\n\r\n` (or `\n\n`) that ends a request head.
-    static func headEnd(_ bytes: [UInt8]) -> Int? {
-        guard bytes.count >= 2 else { return nil }
-        for index in 1..<bytes.count where bytes[index] == UInt8(ascii: "\n") {
+    /// The index just past the `\r\n\r\n` (or `\n\n`) that ends a request head; the search
+    /// starts at `start` (what was scanned before needs no second look).
+    static func headEnd(_ bytes: [UInt8], from start: Int = 0) -> Int? {
+        guard bytes.count >= 2, start < bytes.count else { return nil }
+        for index in max(1, start)..<bytes.count where bytes[index] == UInt8(ascii: "\n") {
             if bytes[index - 1] == UInt8(ascii: "\n") { return index + 1 }
             if index >= 3, bytes[index - 1] == UInt8(ascii: "\r"), bytes[index - 2] == UInt8(ascii: "\n") { return index + 1 }
         }

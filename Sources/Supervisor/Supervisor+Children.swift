@@ -142,7 +142,9 @@ extension Supervisor {
         case .credit:
             return .credit(try frame.decode(AdmissionCredit.self).count)
         case .metrics:
-            metrics.brokerText = try frame.decode(MetricsText.self).text
+            let sent = try frame.decode(MetricsText.self)
+            metrics.brokerText = sent.text
+            metrics.brokerResidentBytes = sent.residentBytes
             return nil
         case .tlsAck:
             let ack = try frame.decode(TLSAck.self)
@@ -168,6 +170,7 @@ extension Supervisor {
             }
             let (role, child) = (entry.key, entry.value)
             children[role] = nil
+            if role == .broker { metrics.brokerExited() }
             if child.ownGroup { child.kill() }  // its policy program, if any, goes with it
             feed(.childExited(role, ChildExit(status: status)))
             if exitStatus != nil { return }

@@ -40,8 +40,8 @@ extension Supervisor {
             logger.error("reload refused, keeping the running configuration: `cluster` was \(brokerSettings.clustered ? "removed" : "added"); restart peerjs to apply it")
             return
         }
-        if reloaded.clusterOptions != configuration.clusterOptions {
-            logger.warning("cluster, cluster_password_file, cluster_instance, cluster_expiry, cluster_user and reuse_port take effect at the next start of peerjs, not on SIGHUP")
+        if reloaded.startOnlyOptions != configuration.startOnlyOptions {
+            logger.warning("cluster, cluster_password_file, cluster_instance, cluster_expiry, cluster_user, reuse_port, metrics_port and metrics_host take effect at the next start of peerjs, not on SIGHUP")
         }
         var settings = reloaded.broker
         // How each child runs (user, chroot, log level, sandbox_debug) was checked at start and

@@ -24,7 +24,8 @@ extension Supervisor {
         if let endpoint = metricsEndpoint {
             if brokerSettings.metricsIntervalMs == 0 { brokerSettings.metricsIntervalMs = MetricsEndpoint.brokerIntervalMs }
             for listener in endpoint.listeners {
-                logger.info("listening on \(listener.address) port \(listener.port) (\(listener.name), plain; GET /metrics)")
+                // notice: where the metrics are is worth a line at the default and quieter levels.
+                logger.notice("listening on \(listener.address) port \(listener.port) (\(listener.name), plain; GET /metrics)")
             }
         }
         if activated.isEmpty {

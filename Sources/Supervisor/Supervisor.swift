@@ -141,11 +141,9 @@ public final class Supervisor {
         guard let endpoint = metricsEndpoint else { return }
         if endpoint.isListener(fd) {
             endpoint.accept(on: fd, now: monotonicMilliseconds())
-        } else if revents & Int16(POLLOUT) != 0 {
-            endpoint.write(fd)
         } else {
-            endpoint.read(fd) {
-                metrics.render(processes: [("supervisor", getpid())] + children.map { (name($0.key), $0.value.pid) })
+            endpoint.serve(fd, revents: revents) {
+                metrics.render(processes: [("supervisor", getpid())] + children.map { ($0.key.rawValue, $0.value.pid) })
             }
         }
     }

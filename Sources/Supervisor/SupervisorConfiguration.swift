@@ -42,9 +42,10 @@ public struct SupervisorConfiguration: Sendable {
     /// `--metrics-host`: where the metrics port listens (default loopback only).
     public var metricsHost = "127.0.0.1"
 
-    /// The cluster options as given (`cluster`, its password file, instance, expiry, user,
-    /// `reuse_port`), to tell on SIGHUP that a change waits for a restart.
-    public var clusterOptions: [String] = []
+    /// The options read at start only, as given (`cluster`, its password file, instance, expiry,
+    /// user, `reuse_port`, `metrics_port`, `metrics_host`), to tell on SIGHUP that a change waits
+    /// for a restart.
+    public var startOnlyOptions: [String] = []
 
     /// The empty directory the broker chroots into; created root-owned 0555 when missing and
     /// this process runs as root. nil: none.
@@ -76,13 +77,13 @@ extension SupervisorConfiguration {
     public struct Reloaded: Sendable {
         public var broker: BrokerSettings
         public var auth: AuthHelperSettings?
-        /// See ``SupervisorConfiguration/clusterOptions``.
-        public var clusterOptions: [String]
+        /// See ``SupervisorConfiguration/startOnlyOptions``.
+        public var startOnlyOptions: [String]
 
-        public init(broker: BrokerSettings, auth: AuthHelperSettings?, clusterOptions: [String] = []) {
+        public init(broker: BrokerSettings, auth: AuthHelperSettings?, startOnlyOptions: [String] = []) {
             self.broker = broker
             self.auth = auth
-            self.clusterOptions = clusterOptions
+            self.startOnlyOptions = startOnlyOptions
         }
     }
 }

@@ -7,8 +7,15 @@ import Prometheus
 /// it came; the supervisor only checks it is UTF-8 of at most ``MetricsText/maxLength`` bytes.
 struct SupervisorMetrics {
     let registry = PrometheusCollectorRegistry()
-    /// The broker's exposition, as last sent.
+    /// The broker's exposition and resident memory, as last sent; cleared when it exits, so a
+    /// scrape during a restart shows no dead broker's values.
     var brokerText = ""
+    var brokerResidentBytes: UInt64 = 0
+
+    mutating func brokerExited() {
+        brokerText = ""
+        brokerResidentBytes = 0
+    }
     /// Children started per role: every start after the first is a restart.
     private var starts: [Role: Int] = [:]
 
@@ -24,14 +31,14 @@ struct SupervisorMetrics {
         if starts[role, default: 0] > 1 { counter.increment() }
     }
 
-    /// The exposition: resident memory read now, the restarts, then the broker's series.
+    /// The exposition: resident memory (the broker's as it reported it, the others' read now from
+    /// /proc where it shows them), the restarts, then the broker's series.
     func render(processes: [(role: String, pid: pid_t)]) -> [UInt8] {
+        let memory = Self.name("resident_memory", "bytes", "Resident memory of each process of the service (/proc/PID/statm).")
         for (role, pid) in processes {
-            guard let bytes = Self.residentBytes(pid: pid) else { continue }
-            registry.makeGauge(
-                descriptor: Self.name("resident_memory", "bytes", "Resident memory of each process of the service (/proc/PID/statm)."),
-                labels: [("process", role)]
-            ).set(Int64(bytes))
+            let bytes = role == Role.broker.rawValue ? (brokerResidentBytes > 0 ? Int(brokerResidentBytes) : nil) : Self.residentBytes(pid: pid)
+            guard let bytes else { continue }
+            registry.makeGauge(descriptor: memory, labels: [("process", role)]).set(Int64(bytes))
         }
         var buffer = registry.emitToBuffer()
         buffer += brokerText.utf8

@@ -398,9 +398,10 @@ struct PeerJSCommand: ParsableCommand {
             takeoverTimeoutMs: UInt32(takeoverTimeout))
     }
 
-    /// The cluster options as given, compared on SIGHUP (they wait for a restart).
-    var clusterOptions: [String] {
-        [cluster ?? "", clusterPasswordFile ?? "", clusterInstance ?? "", String(clusterExpiry), clusterUser, String(reusePort)]
+    /// The options read at start only, as given, compared on SIGHUP (they wait for a restart).
+    var startOnlyOptions: [String] {
+        [cluster ?? "", clusterPasswordFile ?? "", clusterInstance ?? "", String(clusterExpiry), clusterUser, String(reusePort),
+         metricsPort.map(String.init) ?? "", metricsHost]
     }
 
     /// The cluster role's sandbox: its own user, the broker's empty chroot, the `cluster` policy.
@@ -549,7 +550,7 @@ struct PeerJSCommand: ParsableCommand {
                 let command = try Self.parseWithConfiguration(arguments)
                 return SupervisorConfiguration.Reloaded(
                     broker: command.brokerSettings, auth: command.authEnabled ? command.authSettings : nil,
-                    clusterOptions: command.clusterOptions)
+                    startOnlyOptions: command.startOnlyOptions)
             }
         }
         var configuration = SupervisorConfiguration(
@@ -560,7 +561,7 @@ struct PeerJSCommand: ParsableCommand {
         configuration.reusePort = reusePort
         configuration.metricsPort = metricsPort.map { UInt16($0) }
         configuration.metricsHost = metricsHost
-        configuration.clusterOptions = clusterOptions
+        configuration.startOnlyOptions = startOnlyOptions
         do {
             throw ExitCode(try Supervisor(configuration: configuration, logger: logger).run())
         } catch let error as SupervisorError {

@@ -1,5 +1,4 @@
 import IPC
-import IPC
 import Testing
 
 @Suite("Cluster notification records")

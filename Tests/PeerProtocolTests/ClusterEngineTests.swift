@@ -92,6 +92,20 @@ struct ClusterEngineTests {
         #expect(h.engine.registry.entry(for: "alice", key: "peerjs")?.token == "new")
     }
 
+    @Test("the directory down at a takeover's deadline: the claimant is refused and the holder keeps its id and row")
+    func takeoverWithoutDirectory() {
+        let h = ClusterHarness()
+        h.join(1, "alice")
+        _ = h.engine.register(ConnectionID(2), request: RegistrationRequest(id: "alice", token: "new", key: "peerjs"))
+        h.engine.directory(available: false)
+        h.clock.advance(by: 2000)
+        #expect(h.engine.tick().isEmpty)
+        #expect(h.transport.drain(2) == [#"{"type":"ERROR","payload":{"msg":"The peer directory is unavailable, try again later"}}"#])
+        #expect(h.transport.released.isEmpty)
+        #expect(!h.transport.closed.contains(ConnectionID(1)))
+        #expect(h.engine.registry.entry(for: "alice", key: "peerjs")?.token == "t")
+    }
+
     @Test("while the directory is down a new id is refused at once, and a message for a remote peer gets EXPIRE")
     func directoryDown() {
         let h = ClusterHarness()

@@ -8,6 +8,8 @@ final class RecordingTransport: PeerTransport {
     var pinged: [ConnectionID] = []
     var events: [PeerEvent] = []
     var failing: Set<ConnectionID> = []
+    /// Connections whose output still waits in the server (``hasPendingOutput(_:)``).
+    var pending: Set<ConnectionID> = []
 
     func send(_ frame: UnsafeRawBufferPointer, to connection: ConnectionID) -> Bool {
         guard !failing.contains(connection) else { return false }
@@ -17,6 +19,7 @@ final class RecordingTransport: PeerTransport {
     func close(_ connection: ConnectionID) { closed.append(connection) }
     func ping(_ connection: ConnectionID) { pinged.append(connection) }
     func peerEvent(_ event: PeerEvent) { events.append(event) }
+    func hasPendingOutput(_ connection: ConnectionID) -> Bool { pending.contains(connection) }
 
     /// Takes the frames sent to `connection` so far.
     func drain(_ connection: ConnectionID) -> [String] {

@@ -90,6 +90,31 @@ struct TakeoverTests {
         #expect(h.engine.registry.entry(for: "a", key: "peerjs")?.connection == ConnectionID(3))
     }
 
+    @Test("a holder with output still waiting in the server is not evicted at the deadline (slow, maybe not dead)")
+    func pendingOutput() {
+        let h = Harness()
+        h.join(1, "a")
+        h.join(2, "a", token: "new")
+        h.transport.pending = [ConnectionID(1)]
+        h.clock.advance(by: 2000)
+        h.engine.tick()
+        #expect(h.frames(2) == [Self.idTaken])
+        #expect(!h.transport.closed.contains(ConnectionID(1)))
+        #expect(h.engine.counters.takeoverRefused == 1)
+    }
+
+    @Test("a reload that removed the key before the deadline refuses the claimant and keeps the holder")
+    func keyRemoved() {
+        let h = Harness(ProtocolSettings(keys: ["peerjs", "room"]))
+        h.join(1, "a", key: "room")
+        h.join(2, "a", token: "new", key: "room")
+        h.engine.update(ProtocolSettings(keys: ["peerjs"]))
+        h.clock.advance(by: 2000)
+        h.engine.tick()
+        #expect(h.frames(2) == [#"{"type":"ERROR","payload":{"msg":"Invalid key provided"}}"#])
+        #expect(!h.transport.closed.contains(ConnectionID(1)))
+    }
+
     @Test("--takeover-timeout 0: ID-TAKEN at once, no ping (peerjs-server's behaviour)")
     func off() {
         let h = Harness(ProtocolSettings(takeoverTimeoutMs: 0))

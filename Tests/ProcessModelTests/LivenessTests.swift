@@ -2,17 +2,18 @@ import Foundation
 import PeerJSTesting
 import Testing
 
-/// `--alive_timeout 3000`: the server pings every 1 s and drops a peer silent for 3000 ms (3 s rather than 1 or 2 s so
-/// that a loaded 2-core CI machine starting every suite at once does not starve a pong past the deadline: with 2 s
-/// a well-behaved peer that answers every ping was dropped once in four full runs). Project decision (b),
+/// `--alive_timeout 6000`: the server pings every 2 s and drops a peer silent for 6000 ms. A peer that only answers
+/// pings has two thirds of the timeout as slack: a broker starved of the CPU for that long (a loaded 2-core CI machine
+/// starting every suite at once) drops it. With 2 s such a peer was dropped once in four full runs, with 3 s once in
+/// three after the takeover and metrics suites joined (issue 19); 6 s leaves 4 s of slack. Project decision (b),
 /// PROTOCOL.md §13: any frame from the client counts as alive, the pong to the server's ping included.
 @Suite(
-    "Liveness, --alive_timeout 3000",
+    "Liveness, --alive_timeout 6000",
     .disabled(if: ServerFixture.isExternal, needsOwnServer),
-    .peerServer("--alive_timeout", "3000", "--expire_timeout", "1000", "--cleanup_out_msgs", "20", "--allow_discovery")
+    .peerServer("--alive_timeout", "6000", "--expire_timeout", "1000", "--cleanup_out_msgs", "20", "--allow_discovery")
 )
 struct Liveness {
-    static let aliveTimeout = 3000.0
+    static let aliveTimeout = 6000.0
 
     /// Registers with a bounded time origin taken before the connect (so origin ≤ registration time).
     func registerTimed(_ s: Endpoint, autoPong: Bool) async throws -> (Peer, ContinuousClock.Instant) {
@@ -37,11 +38,11 @@ struct Liveness {
     func silentPeerDropped() async throws {
         let s = try Endpoint.current()
         let (peer, start) = try await registerTimed(s, autoPong: false)
-        let info = try await peer.ws.waitForClose(timeout: .seconds(10))
+        let info = try await peer.ws.waitForClose(timeout: .seconds(20))
         let elapsed = Stopwatch.milliseconds(since: start)
         #expect(info.code == nil, "server-initiated close carries no status code (E4): \(info)")
         #expect(elapsed >= Self.aliveTimeout, "closed after \(elapsed) ms, before alive_timeout \(Self.aliveTimeout)")
-        #expect(elapsed <= Self.aliveTimeout + 2500, "closed after \(elapsed) ms")
+        #expect(elapsed <= Self.aliveTimeout + 5000, "closed after \(elapsed) ms")
         #expect(peer.ws.pingsReceived >= 1, "the server should have pinged every alive_timeout/3")
         #expect(try await s.waitForPeers(timeout: .seconds(1)) { !$0.contains(peer.id) })
         let again = try await s.register(id: peer.id, token: "another-token")
@@ -61,7 +62,7 @@ struct Liveness {
             }
         }
         defer { heartbeats.cancel() }
-        try await silent.ws.waitForClose(timeout: .seconds(10))
+        try await silent.ws.waitForClose(timeout: .seconds(20))
         #expect(try await s.waitForPeers(timeout: .seconds(1)) { !$0.contains(silent.id) })
         try await sender.send(type: "OFFER", to: silent.id, payload: ["late": true])
         let expire = try await sender.ws.nextJSON(timeout: .seconds(5))
@@ -94,13 +95,13 @@ struct Liveness {
         try await Task.sleep(until: start + .milliseconds(Int64(Self.aliveTimeout / 2)))
         let beat = Stopwatch.now
         try await peer.heartbeat()
-        try await peer.ws.waitForClose(timeout: .seconds(10))
+        try await peer.ws.waitForClose(timeout: .seconds(20))
         let sinceBeat = Stopwatch.milliseconds(since: beat)
         #expect(
             sinceBeat >= Self.aliveTimeout - 5,
             "dropped \(sinceBeat) ms after the heartbeat (\(Stopwatch.milliseconds(since: start)) ms after connecting): the heartbeat did not reset the deadline"
         )
-        #expect(sinceBeat <= Self.aliveTimeout + 2500, "dropped \(sinceBeat) ms after the heartbeat")
+        #expect(sinceBeat <= Self.aliveTimeout + 5000, "dropped \(sinceBeat) ms after the heartbeat")
     }
 
     @Test("48b (§13 b) a peer that only answers pings (sends nothing) stays registered past alive_timeout")

@@ -74,12 +74,15 @@ struct Metrics {
         let port = try await server.listenerPort("metrics")
         let huge = try await HTTPClient.request(port: port, path: "/metrics", headers: [("X-Pad", String(repeating: "a", count: 9000))])
         #expect(huge.status == 431)
-        // Sixteen silent clients fill the endpoint; a scrape still gets through after their deadline.
+        // Sixteen silent clients fill the endpoint; a scrape still gets through after their deadline,
+        // which is at least 5 s after `start` (each was accepted after it).
+        let start = Stopwatch.now
         var silent: [RawTCPConnection] = []
         for _ in 0..<16 { silent.append(try await RawTCPConnection.connect(port: port)) }
         // It waits in the backlog until the first silent one is closed at the 5 s deadline.
         let samples = try await Self.scrape(port, timeout: .seconds(30))
         #expect(samples["peerjs_handshakes"] != nil)
+        #expect(Stopwatch.milliseconds(since: start) >= 4900, "answered while 16 silent clients held every slot")
         for connection in silent { await connection.close() }
     }
 }

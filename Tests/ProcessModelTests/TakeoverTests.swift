@@ -6,15 +6,16 @@ import Testing
 /// `--takeover-timeout` (issue 19, peerjs-server#224): a client that comes back with its id and a
 /// new token after a reload or a network change gets the id from a socket that no longer answers.
 /// The dead socket is a real client process stopped with SIGSTOP: its kernel still holds the TCP
-/// connection open, but nothing answers the server's ping.
+/// connection open, but nothing answers the server's ping. 4000 ms, so that a live client process
+/// on a loaded 2-core machine has room to answer.
 @Suite(
-    "Takeover of an id held by a dead socket, --takeover-timeout 1000",
+    "Takeover of an id held by a dead socket, --takeover-timeout 4000",
     .disabled(if: ServerFixture.isExternal, needsOwnServer),
-    .peerServer("--takeover-timeout", "1000", "--allow_discovery")
+    .peerServer("--takeover-timeout", "4000", "--allow_discovery")
 )
 struct Takeover {
     static let idTaken: JSONValue = ["type": "ID-TAKEN", "payload": ["msg": "ID is taken"]]
-    static let takeoverMs = 1000
+    static let takeoverMs = 4000
 
     /// A PeerJS client in a process of its own (Python's standard library only): it registers
     /// `id` with `token`, prints `OPEN` once it got OPEN, then reads and answers pings until
@@ -72,7 +73,7 @@ struct Takeover {
         let mark = server.process.lines.count
         let start = Stopwatch.now
         let claimant = try await s.connect(id: id, token: "after-reload")
-        #expect(try await claimant.nextJSON(timeout: .seconds(10)) == ["type": "OPEN"])
+        #expect(try await claimant.nextJSON(timeout: .seconds(20)) == ["type": "OPEN"])
         let elapsed = Stopwatch.milliseconds(since: start)
         #expect(elapsed >= Double(Self.takeoverMs) - 50, "OPEN after \(elapsed) ms, before the holder had its time to answer")
         _ = try await server.waitForLog(from: mark, "the holder's disconnect") {
@@ -114,7 +115,7 @@ struct Takeover {
         async let second = s.connect(id: id, token: "two")
         let claimants = try await [first, second]
         var answers: [JSONValue] = []
-        for claimant in claimants { answers.append(try await claimant.nextJSON(timeout: .seconds(10))) }
+        for claimant in claimants { answers.append(try await claimant.nextJSON(timeout: .seconds(20))) }
         #expect(answers.filter { $0 == ["type": "OPEN"] }.count == 1, "\(answers)")
         #expect(answers.filter { $0 == Self.idTaken }.count == 1, "\(answers)")
         for claimant in claimants { await claimant.close() }

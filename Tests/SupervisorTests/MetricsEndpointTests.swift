@@ -26,19 +26,46 @@ struct MetricsEndpointTests {
         #expect(Self.answer("GET /metrics HTTP/1.1\r\nHost: a\r\n") == "incomplete")
     }
 
-    @Test("a client is answered and closed over a real socket pair; one past its deadline is closed unanswered")
+    @Test("a client is answered, its side shut down, and closed when it closes; one past its deadline is closed unanswered")
     func clients() throws {
         var pair: [Int32] = [-1, -1]
-        #expect(socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0, &pair) == 0)
+        #expect(socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue), 0, &pair) == 0)
         let endpoint = MetricsEndpoint(listeners: [])
         endpoint.adoptForTesting(pair[0], now: 0)
         _ = "GET /metrics HTTP/1.1\r\n\r\n".withCString { write(pair[1], $0, strlen($0)) }
-        endpoint.read(pair[0]) { Array("peerjs_peers 1\n".utf8) }
-        #expect(endpoint.clients.isEmpty, "closed once answered")
+        endpoint.serve(pair[0], revents: Int16(POLLIN)) { Array("peerjs_peers 1\n".utf8) }
         var buffer = [UInt8](repeating: 0, count: 4096)
         let count = read(pair[1], &buffer, buffer.count)
         #expect(String(decoding: buffer.prefix(max(0, count)), as: UTF8.self).hasSuffix("peerjs_peers 1\n"))
+        #expect(read(pair[1], &buffer, buffer.count) == 0, "our side is shut down after the answer")
+        #expect(endpoint.clients[pair[0]]?.draining == true)
+        // What the client sends now is dropped; its close ends it.
+        _ = "extra".withCString { write(pair[1], $0, strlen($0)) }
+        endpoint.serve(pair[0], revents: Int16(POLLIN)) { [] }
+        #expect(endpoint.clients.count == 1)
         close(pair[1])
+        endpoint.serve(pair[0], revents: Int16(POLLIN)) { [] }
+        #expect(endpoint.clients.isEmpty)
+
+        // A hang-up or an error ends a client at once.
+        #expect(socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0, &pair) == 0)
+        endpoint.adoptForTesting(pair[0], now: 0)
+        endpoint.serve(pair[0], revents: Int16(POLLHUP)) { [] }
+        #expect(endpoint.clients.isEmpty)
+        close(pair[1])
+
+        // A head that does not end within 8 KiB gets 431.
+        #expect(socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue), 0, &pair) == 0)
+        endpoint.adoptForTesting(pair[0], now: 0)
+        let long = [UInt8](repeating: UInt8(ascii: "a"), count: MetricsEndpoint.maxRequestBytes + 100)
+        _ = long.withUnsafeBytes { write(pair[1], $0.baseAddress, $0.count) }
+        for _ in 0..<8 { endpoint.serve(pair[0], revents: Int16(POLLIN)) { [] } }
+        let answer = read(pair[1], &buffer, buffer.count)
+        #expect(String(decoding: buffer.prefix(max(0, answer)), as: UTF8.self).hasPrefix("HTTP/1.1 431 "))
+        close(pair[1])
+        endpoint.serve(pair[0], revents: Int16(POLLIN)) { [] }
+        for _ in 0..<8 where !endpoint.clients.isEmpty { endpoint.serve(pair[0], revents: Int16(POLLIN)) { [] } }
+        #expect(endpoint.clients.isEmpty)
 
         #expect(socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0, &pair) == 0)
         endpoint.adoptForTesting(pair[0], now: 0)
