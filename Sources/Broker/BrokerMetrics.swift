@@ -1,4 +1,5 @@
 import Glibc
+import IPC
 import NIOCore
 import PeerProtocol
 import Prometheus
@@ -61,9 +62,7 @@ final class BrokerMetrics {
         var buffer = [UInt8](repeating: 0, count: 128)
         let count = pread(statm, &buffer, buffer.count, 0)
         guard count > 0 else { return 0 }
-        let fields = buffer.prefix(count).split(separator: UInt8(ascii: " "))
-        guard fields.count >= 2, let pages = UInt64(String(decoding: fields[1], as: UTF8.self)) else { return 0 }
-        return pages * UInt64(sysconf(Int32(_SC_PAGESIZE)))
+        return MetricsText.residentBytes(statm: buffer.prefix(count)) ?? 0
     }
 
     static func name(_ metric: String, _ unit: String, _ help: String) -> MetricNameDescriptor {

@@ -1,3 +1,5 @@
+import Glibc
+
 /// The payload of `metrics`: the broker's series in the Prometheus text format, sent to the
 /// supervisor every `metricsIntervalMs` when `--metrics-port` is set. The supervisor serves the
 /// last one it got beside its own series, and never parses it; the broker keeps no listener.
@@ -31,5 +33,15 @@ public struct MetricsText: IPCMessage {
         w.writeString(text)
         w.writeUInt64(residentBytes)
         return w.bytes
+    }
+}
+
+extension MetricsText {
+    /// Resident memory in bytes from the text of a /proc/PID/statm (its second field, in pages);
+    /// nil when the text is not one. The broker reads its own, the supervisor the other children's.
+    public static func residentBytes(statm: ArraySlice<UInt8>) -> UInt64? {
+        let fields = statm.split(separator: UInt8(ascii: " "))
+        guard fields.count >= 2, let pages = UInt64(String(decoding: fields[1], as: UTF8.self)) else { return nil }
+        return pages * UInt64(sysconf(Int32(_SC_PAGESIZE)))
     }
 }

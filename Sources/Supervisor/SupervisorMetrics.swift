@@ -53,8 +53,6 @@ struct SupervisorMetrics {
         var buffer = [UInt8](repeating: 0, count: 128)
         let count = read(fd, &buffer, buffer.count)
         guard count > 0 else { return nil }
-        let fields = buffer.prefix(count).split(separator: UInt8(ascii: " "))
-        guard fields.count >= 2, let pages = Int(String(decoding: fields[1], as: UTF8.self)) else { return nil }
-        return pages * sysconf(Int32(_SC_PAGESIZE))
+        return MetricsText.residentBytes(statm: buffer.prefix(count)).map { Int($0) }
     }
 }
