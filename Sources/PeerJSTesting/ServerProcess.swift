@@ -104,13 +104,22 @@ public final class ServerProcess: @unchecked Sendable {
         if !full.contains(where: { ["--port", "-p"].contains($0) || $0.hasPrefix("--port=") }) {
             full = ["--port", "0"] + full
         }
-        let process = try spawn(full, environment: environment)
+        await StartupGate.shared.enter()
+        let process: ChildProcess
         let startedLine: String
+        do {
+            process = try spawn(full, environment: environment)
+        } catch {
+            await StartupGate.shared.leave()
+            throw error
+        }
         do {
             startedLine = try await process.waitForLine(timeout: startupTimeout, "'Started PeerServer on …' line") {
                 $0.contains("Started PeerServer on")
             }
+            await StartupGate.shared.leave()
         } catch {
+            await StartupGate.shared.leave()
             process.killGroup()
             throw HarnessError("\(error) (\(process.exitStatus.map { "\($0)" } ?? "killed"))")
         }
@@ -357,4 +366,36 @@ public func normalizeBasePath(_ path: String) -> String {
     var result = path.hasPrefix("/") ? path : "/" + path
     if !result.hasSuffix("/") { result += "/" }
     return result
+}
+
+/// At most two servers start at once. Every suite launches its server at the first instant of a
+/// test run; thirty starting together (each ~90 ms of CPU) on a 2-core machine stalled the first
+/// tests' deadlines by seconds, about one full run in two. Spread out, the same starts cost the
+/// run about two seconds and no test its timing.
+actor StartupGate {
+    static let shared = StartupGate(limit: 2)
+    private let limit: Int
+    private var starting = 0
+    private var waiting: [CheckedContinuation<Void, Never>] = []
+
+    init(limit: Int) {
+        self.limit = limit
+    }
+
+    func enter() async {
+        guard starting >= limit else {
+            starting += 1
+            return
+        }
+        await withCheckedContinuation { waiting.append($0) }
+    }
+
+    /// Lets the next waiting start go (its slot passes on), or frees a slot.
+    func leave() {
+        guard waiting.isEmpty else {
+            waiting.removeFirst().resume()
+            return
+        }
+        starting -= 1
+    }
 }
