@@ -189,8 +189,10 @@ grep -q '"type":"OPEN"' "$work/open2" || fail "no OPEN with the reloaded key"
 
 step "peerjs-metrics.socket: not enabled by the package; enabled, GET /metrics answers"
 [ "$(in_container systemctl is-enabled peerjs-metrics.socket 2>/dev/null || true)" != enabled ] || fail "peerjs-metrics.socket is enabled by the package"
+# systemd refuses to start a socket whose service is running: stop it, start the socket, start it.
+in_container systemctl stop peerjs.service
 in_container systemctl enable --now peerjs-metrics.socket
-in_container systemctl restart peerjs.service
+in_container systemctl start peerjs.service
 in_container python3 /mnt/peerjs/ws-open.py 127.0.0.1 9000 metrics-peer reloaded >/dev/null || fail "no OPEN after the restart with the metrics socket"
 metrics=""
 for _ in $(seq 1 20); do
