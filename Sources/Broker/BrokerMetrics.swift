@@ -15,7 +15,7 @@ struct BrokerCounters {
 
 /// The broker's series for `--metrics-port`, kept in a swift-prometheus registry: the counters
 /// of the hot path stay plain integers (``EngineCounters``, ``BrokerCounters``) and move into
-/// the registry only when ``export(engine:counters:handshakes:keys:)`` runs, once per
+/// the registry only when ``export(engine:counters:handshakes:queued:peers:)`` runs, once per
 /// `metricsIntervalMs`; the two latency histograms are recorded as they happen (once per
 /// connection). The text goes to the supervisor in a `metrics` frame.
 final class BrokerMetrics {

@@ -33,7 +33,7 @@ final class BrokerState {
     let cluster: ClusterClient?
     /// The series for `--metrics-port`; nil without it (nothing is kept then).
     let metrics: BrokerMetrics?
-    /// What the broker counts beside the engine (auth answers, limits).
+    /// What the broker counts beside the engine: the per-address and output limits it enforces.
     var counters = BrokerCounters()
 
     /// - Parameter clock: the engine's clock (the handler tests give it the loop's virtual time).

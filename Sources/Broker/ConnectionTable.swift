@@ -9,7 +9,8 @@ final class ConnectionTable: PeerTransport {
     struct Connection {
         var channel: any Channel
         var address: String
-        /// When its upgrade request was answered (NIO's uptime clock), for the registration latency.
+        /// When its upgrade request was answered (NIO's uptime clock), for the registration latency;
+        /// 0 without metrics (the clock is not read then).
         var since: UInt64
     }
 
@@ -39,7 +40,7 @@ final class ConnectionTable: PeerTransport {
     func add(_ channel: any Channel, address: String) -> ConnectionID {
         nextID += 1
         let id = ConnectionID(nextID)
-        connections[id] = Connection(channel: channel, address: address, since: NIODeadline.now().uptimeNanoseconds)
+        connections[id] = Connection(channel: channel, address: address, since: metrics == nil ? 0 : NIODeadline.now().uptimeNanoseconds)
         return id
     }
 
@@ -110,7 +111,7 @@ final class ConnectionTable: PeerTransport {
     func peerEvent(_ event: PeerEvent) {
         switch event {
         case .connected(let id, let key, let connection, _):
-            if let metrics, let since = connections[connection]?.since {
+            if let metrics, let since = connections[connection]?.since, since > 0 {
                 metrics.registered(after: Int64(NIODeadline.now().uptimeNanoseconds) - Int64(since))
             }
             logger.info("Client connected: \(id)", metadata: ["key": "\(key)", "address": "\(address(of: connection))"])
