@@ -13,7 +13,11 @@ let strict: [SwiftSetting] = [
 // threads and event loops. With PEERJS_PACKAGE_SUBSET=unit the package holds only those tests and
 // what they import (see the end of this file): its cold build then skips the executables, the
 // process tests, and the packages only they need (postgres-nio, jwt-kit, argument parsing).
-let unitSubset = Context.environment["PEERJS_PACKAGE_SUBSET"] == "unit"
+let subset = Context.environment["PEERJS_PACKAGE_SUBSET"] ?? ""
+let unitSubset = subset == "unit"
+// AddressSanitizer's build (PEERJS_PACKAGE_SUBSET=daemon) leaves out the Hummingbird adapter, its
+// example and tests (and Hummingbird with them): the sanitizers check the daemon's code.
+let withHummingbird = subset.isEmpty
 
 let package = Package(
     name: "peerjs",
@@ -27,7 +31,12 @@ let package = Package(
         .executable(name: "fuzz-ipc", targets: ["fuzz-ipc"]),
         .executable(name: "fuzz-files", targets: ["fuzz-files"]),
         .executable(name: "fuzz-jwt", targets: ["fuzz-jwt"]),
-    ],
+        // PeerJS signalling inside a Swift server app (issue 19; README, "Embed it in a Swift server").
+        .library(name: "PeerJSKit", targets: ["PeerJSKit"]),
+    ] + (withHummingbird ? [
+        .library(name: "PeerJSHummingbird", targets: ["PeerJSHummingbird"]),
+        .executable(name: "peerjs-hummingbird-example", targets: ["peerjs-hummingbird-example"]),
+    ] : []),
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
         .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
@@ -40,7 +49,10 @@ let package = Package(
         .package(url: "https://github.com/vapor/jwt-kit.git", from: "5.7.1"),
         .package(url: "https://github.com/swift-extras/swift-extras-base64", from: "1.2.0"),
         .package(url: "https://github.com/vapor/postgres-nio.git", from: "1.33.2"),
-    ]),
+    ]) + (withHummingbird ? [
+        .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.1"),
+        .package(url: "https://github.com/apple/swift-http-types.git", from: "1.8.0"),
+    ] : []),
     targets: [
         // Tiny C shims (named CShim: swift-system owns the name CSystem) for what Swift's Glibc module cannot reach (_GNU_SOURCE calls, CMSG macros).
         .target(name: "CShim"),
@@ -68,6 +80,18 @@ let package = Package(
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
+            ],
+            swiftSettings: strict
+        ),
+        // The embeddable server (issue 19): the broker's engine and handlers in an app's process,
+        // mounted at a path of its NIO server. No Sandbox, no system libraries.
+        .target(
+            name: "PeerJSKit",
+            dependencies: [
+                "Broker", "IPC", "PeerProtocol",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: strict
         ),
@@ -231,7 +255,48 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
-    ]
+    ] + (withHummingbird ? [
+        // PeerJSKit in Hummingbird 2: a ServerChildChannel that mounts it beside the app's router.
+        .target(
+            name: "PeerJSHummingbird",
+            dependencies: [
+                "PeerJSKit",
+                .product(name: "HummingbirdCore", package: "hummingbird"),
+                .product(name: "HTTPTypes", package: "swift-http-types"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict
+        ),
+        // examples/hummingbird: a page at / and signalling at /peerjs (scripts/test-interop.sh runs
+        // peerjs-py against it).
+        .executableTarget(
+            name: "peerjs-hummingbird-example",
+            dependencies: [
+                "PeerJSKit", "PeerJSHummingbird",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            path: "examples/hummingbird",
+            swiftSettings: strict
+        ),
+        // The embedded server through Hummingbird's test client (live server on 127.0.0.1) and
+        // PeerJS clients; a plain NIO server mounting it; the library's dependency graph.
+        .testTarget(
+            name: "PeerJSKitTests",
+            dependencies: [
+                "PeerJSKit", "PeerJSHummingbird", "PeerJSTesting", "peerjs-hummingbird-example",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HummingbirdTesting", package: "hummingbird"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict
+        ),
+    ] : [])
 )
 
 if unitSubset {

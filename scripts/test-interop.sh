@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Interop test (issue 8): the Python PeerJS client peerjs-py (on aiortc) against the real
 # `peerjs` binary — two peers open a WebRTC DataConnection through it and exchange a message
-# both ways; a third asking for a taken id gets `unavailable-id`. See Tests/interop/.
+# both ways; a third asking for a taken id gets `unavailable-id`; the same two peers through the
+# Hummingbird example app with PeerJSKit mounted at /peerjs (issue 19). See Tests/interop/.
 #
 #   scripts/test-interop.sh                       # builds .build/debug/peerjs if needed
 #   PEERJS_BINARY=/path/to/peerjs scripts/test-interop.sh
@@ -57,6 +58,12 @@ if [ -z "${PEERJS_BINARY:-}" ]; then
 fi
 export PEERJS_BINARY
 echo "test-interop: server binary $PEERJS_BINARY"
+# The Hummingbird example app with PeerJSKit mounted at /peerjs (issue 19).
+if [ -z "${EXAMPLE_BINARY:-}" ]; then
+  swift build --product peerjs-hummingbird-example
+  EXAMPLE_BINARY="$(swift build --product peerjs-hummingbird-example --show-bin-path)/peerjs-hummingbird-example"
+fi
+export EXAMPLE_BINARY
 
 # pytest's own bound; each wait inside the test is bounded as well.
 PYTHONDONTWRITEBYTECODE=1 timeout -k 10 300 \

@@ -34,13 +34,18 @@ public struct BrokerConfiguration: Sendable, Equatable {
     public var clustered: Bool
     /// How often the metrics go to the supervisor (`--metrics-port`); 0: no metrics are kept.
     public var metricsIntervalMs: Int64
+    /// Mounted in an app that serves the other paths (PeerJSKit): a request outside `basePath`
+    /// on a connection this server holds gets `307` to itself with `Connection: close`, so the
+    /// client asks again on a new connection, which the app's router sees first.
+    public var mounted: Bool
 
     public init(
         protocolSettings: ProtocolSettings = ProtocolSettings(), path: String = "/", corsOrigins: [String] = [],
         proxied: Bool = false, maxMessageBytes: Int = 65536, handshakeTimeoutMs: Int64 = 10000,
         authTimeoutMs: Int64 = 0, authEvents: Bool = true, ipLimit: Int = 0, ipHandshakeLimit: Int = 0,
         handshakeLimit: Int = 1024, outputLimit: Int = 1 << 20, maxHeaderBytes: Int = 16 * 1024,
-        trustedProxies: [String] = [], clustered: Bool = false, metricsIntervalMs: Int64 = 0
+        trustedProxies: [String] = [], clustered: Bool = false, metricsIntervalMs: Int64 = 0,
+        mounted: Bool = false
     ) {
         self.protocolSettings = protocolSettings
         self.basePath = Self.normalise(path)
@@ -58,6 +63,7 @@ public struct BrokerConfiguration: Sendable, Equatable {
         self.trustedProxies = trustedProxies
         self.clustered = clustered
         self.metricsIntervalMs = metricsIntervalMs
+        self.mounted = mounted
     }
 
     /// `myapp` → `/myapp/`, `/` → `/`.
@@ -65,6 +71,14 @@ public struct BrokerConfiguration: Sendable, Equatable {
         var result = path.hasPrefix("/") ? path : "/" + path
         if !result.hasSuffix("/") { result += "/" }
         return result
+    }
+
+    /// Whether a request target (path and query) is this server's: the base path itself, with
+    /// or without its final `/`, or anything under it. The rule that PeerJSKit's router and the
+    /// mounted server's `307` share.
+    public func serves(target: some StringProtocol) -> Bool {
+        let path = target.split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false)[0]
+        return path.hasPrefix(basePath) || path + "/" == basePath
     }
 
     /// The WebSocket endpoint: the base path followed by `peerjs`.

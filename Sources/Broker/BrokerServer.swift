@@ -86,7 +86,7 @@ public final class BrokerServer: Sendable {
         try channel.close().wait()
     }
 
-    private static func startTicker(_ state: BrokerState, _ ticker: NIOLoopBoundBox<RepeatedTask?>) {
+    static func startTicker(_ state: BrokerState, _ ticker: NIOLoopBoundBox<RepeatedTask?>) {
         ticker.value?.cancel()
         let bound = NIOLoopBound(state, eventLoop: ticker.eventLoop)
         let interval = TimeAmount.milliseconds(state.engine.tickIntervalMs)
@@ -248,7 +248,7 @@ public final class BrokerServer: Sendable {
 
     /// Receive buffers start at 256 bytes and grow with the traffic: most peers are idle, and
     /// NIO's 2 KiB default would be most of an idle peer's memory.
-    private static let receiveBuffers = AdaptiveRecvByteBufferAllocator(minimum: 64, initial: 256, maximum: 65536)
+    static let receiveBuffers = AdaptiveRecvByteBufferAllocator(minimum: 64, initial: 256, maximum: 65536)
 
     /// Sets up an adopted connection: ties it to its admission `slot` (freed when it closes),
     /// then TLS if asked for, then the handshake handler. The fuzz harness and the handler tests

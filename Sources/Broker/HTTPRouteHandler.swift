@@ -61,13 +61,13 @@ final class HTTPRouteHandler: ChannelInboundHandler, RemovableChannelHandler {
         guard !refused else { return }
         switch unwrapInboundIn(data) {
         case .head(let head):
-            if Self.announcesBody(head) {
+            if Self.announcesBody(head), !isElsewhere(head) {
                 refused = true
                 return refuseBody(head, context: context)
             }
             request = head
         case .body:
-            break  // never reached: a request with a body is refused at its head
+            break  // a request with a body is refused at its head, or redirected at its end (dropped)
         case .end:
             guard let head = request else { return }
             request = nil
@@ -108,7 +108,32 @@ final class HTTPRouteHandler: ChannelInboundHandler, RemovableChannelHandler {
         }
     }
 
+    /// Mounted in an app (``BrokerConfiguration/mounted``), a request for one of the app's paths
+    /// on a keep-alive connection this server holds: `307` to the same target with
+    /// `Connection: close`, so the client asks again on a new connection, which the app's router
+    /// takes. Then like a `413`: the output is shut and the deadline ends the connection.
+    private func redirectElsewhere(_ head: HTTPRequestHead, context: ChannelHandlerContext) {
+        refused = true
+        var headers = HTTPHeaders()
+        headers.add(name: "Location", value: head.uri)
+        headers.add(name: "Content-Length", value: "0")
+        headers.add(name: "Connection", value: "close")
+        context.write(wrapOutboundOut(.head(HTTPResponseHead(version: head.version, status: .temporaryRedirect, headers: headers))),
+                      promise: nil)
+        let bound = NIOLoopBound(context, eventLoop: context.eventLoop)
+        context.writeAndFlush(wrapOutboundOut(.end(nil))).whenComplete { _ in
+            bound.value.close(mode: .output, promise: nil)
+        }
+    }
+
+    /// Whether `head` is for one of the app's paths (mounted only): it gets a `307` when its
+    /// turn comes, after the responses before it.
+    private func isElsewhere(_ head: HTTPRequestHead) -> Bool {
+        state.configuration.mounted && !state.configuration.serves(target: head.uri)
+    }
+
     private func respond(to head: HTTPRequestHead, context: ChannelHandlerContext) {
+        if isElsewhere(head) { return redirectElsewhere(head, context: context) }
         let configuration = state.configuration
         var headers = HTTPHeaders()
         let origin = head.headers.first(name: "origin")

@@ -103,3 +103,54 @@ struct HTTPRouteTests {
         #expect(!rig.channel.isActive)
     }
 }
+
+/// Mounted in an app (PeerJSKit), the broker answers only its base path; the app's paths on a
+/// connection it holds are sent back to a new connection.
+@Suite("HTTP routes mounted in an app (BrokerConfiguration.mounted)")
+struct MountedRouteTests {
+    static func broker() -> TestBroker {
+        TestBroker(BrokerConfiguration(path: "/peerjs", handshakeTimeoutMs: Rig.timeoutMs, maxHeaderBytes: 4096, mounted: true))
+    }
+
+    @Test("a request outside the base path gets 307 to itself with Connection: close; the base path is served")
+    func redirect() throws {
+        let broker = Self.broker()
+        let own = try HTTPRouteTests.get("/peerjs/peerjs/id", broker: broker)
+        #expect(own.status == "HTTP/1.1 200 OK")
+        let other = try HTTPRouteTests.get("/index.html?x=1", broker: broker)
+        #expect(other.status == "HTTP/1.1 307 Temporary Redirect")
+        #expect(other.headers.contains("Location: /index.html?x=1"))
+        #expect(other.headers.contains("Connection: close"))
+        #expect(try HTTPRouteTests.get("/peerjs", broker: broker).body == ProtocolText.serverInfo)
+        #expect(try HTTPRouteTests.get("/peerjsx", broker: broker).status == "HTTP/1.1 307 Temporary Redirect",
+                "a sibling path is the app's")
+        // Not mounted (the daemon): the same request is a 404 as before.
+        #expect(try HTTPRouteTests.get("/index.html", broker: HTTPRouteTests.broker(path: "/peerjs")).status == "HTTP/1.1 404 Not Found")
+    }
+
+    @Test("on a keep-alive connection the 307 comes after the response before it, and nothing after it is answered")
+    func order() throws {
+        let rig = try #require(try Self.broker().connect())
+        rig.held.holding = false
+        try rig.send("GET /peerjs/peerjs/id HTTP/1.1\r\nHost: h\r\n\r\nGET / HTTP/1.1\r\nHost: h\r\n\r\nGET /peerjs/peerjs/id HTTP/1.1\r\nHost: h\r\n\r\n")
+        rig.loop.run()
+        let text = try rig.written()
+        // Bodies end without a line break: the status lines are found in the text as it is.
+        let statuses = text.ranges(of: "HTTP/1.1 ").map { text[$0.lowerBound...].prefix(while: { $0 != "\r\n" }) }
+        #expect(statuses == ["HTTP/1.1 200 OK", "HTTP/1.1 307 Temporary Redirect"], "\(text)")
+        _ = try rig.channel.finish(acceptAlreadyClosed: true)
+    }
+
+    @Test("a serves(target:) rule: the base path with or without its slash, and anything under it")
+    func rule() {
+        let configuration = BrokerConfiguration(path: "/peerjs")
+        #expect(configuration.serves(target: "/peerjs"))
+        #expect(configuration.serves(target: "/peerjs/"))
+        #expect(configuration.serves(target: "/peerjs?x"))
+        #expect(configuration.serves(target: "/peerjs/peerjs?key=peerjs&id=a"))
+        #expect(!configuration.serves(target: "/peerjsx"))
+        #expect(!configuration.serves(target: "/"))
+        #expect(!configuration.serves(target: "/other/peerjs/"))
+        #expect(BrokerConfiguration(path: "/").serves(target: "/anything"))
+    }
+}

@@ -171,11 +171,11 @@ def server(request, tmp_path, monkeypatch):
 SECURE = {"value": False}
 
 
-def options(port: int) -> dict:
+def options(port: int, path: str = "/") -> dict:
     return {
         "host": HOST,
         "port": port,
-        "path": "/",
+        "path": path,
         "key": "peerjs",
         "secure": SECURE["value"],
         "config": RTCConfiguration(iceServers=[]),
@@ -212,8 +212,8 @@ async def bounded(awaitable, seconds: float, what: str):
         raise AssertionError(f"timed out after {seconds}s waiting for {what}") from None
 
 
-async def start_peer(peer_id: str, port: int) -> tuple[Peer, asyncio.Queue]:
-    peer = Peer(peer_id, options(port))
+async def start_peer(peer_id: str, port: int, path: str = "/") -> tuple[Peer, asyncio.Queue]:
+    peer = Peer(peer_id, options(port, path))
     errors = collect(peer, "error")  # pyee raises on an 'error' event nobody listens to
     opened = first(peer, "open")
     await bounded(peer.start(), 10, f"{peer_id}: Peer.start()")
@@ -247,42 +247,44 @@ def run(coro, seconds: float = 90):
 def test_data_connection_both_ways(server):
     """Behaviour 71: two Peers register, open a DataConnection (OFFER/ANSWER relayed by the
     server, ICE candidates inside the SDP) and exchange a message each way over WebRTC."""
+    run(data_connection_both_ways(server.port, "/", server.peers))
 
-    async def scenario():
-        alice = bob = None
-        try:
-            alice, alice_errors = await start_peer("alice", server.port)
-            bob, bob_errors = await start_peer("bob", server.port)
-            assert sorted(server.peers()) == ["alice", "bob"]
 
-            incoming = first(bob, "connection")
-            alice_conn = await bounded(alice.connect("bob"), 20, "alice.connect('bob')")
-            assert alice_conn is not None, f"connect failed: {drain(alice_errors)}"
+async def data_connection_both_ways(port: int, path: str, peers) -> None:
+    """alice and bob register at `path`, alice connects to bob, one message goes each way;
+    `peers()` lists the registered ids (discovery)."""
+    alice = bob = None
+    try:
+        alice, alice_errors = await start_peer("alice", port, path)
+        bob, bob_errors = await start_peer("bob", port, path)
+        assert sorted(peers()) == ["alice", "bob"]
 
-            bob_conn = await bounded(
-                asyncio.shield(incoming), 20,
-                f"bob's 'connection' event (OFFER relayed?) alice errors {drain(alice_errors)}, "
-                f"bob errors {drain(bob_errors)}")
-            assert bob_conn.peer == "alice"
-            bob_inbox = collect(bob_conn, "data")
-            await bounded(asyncio.shield(alice_conn.open_future), 20,
-                          "alice's DataConnection to open (ANSWER relayed?)")
-            assert alice_conn.open and bob_conn.open
-            alice_inbox = collect(alice_conn, "data")
+        incoming = first(bob, "connection")
+        alice_conn = await bounded(alice.connect("bob"), 20, "alice.connect('bob')")
+        assert alice_conn is not None, f"connect failed: {drain(alice_errors)}"
 
-            await alice_conn.send({"from": "alice", "text": "hello bob"})
-            got = await bounded(bob_inbox.get(), 20, "alice → bob message")
-            assert got == {"from": "alice", "text": "hello bob"}
+        bob_conn = await bounded(
+            asyncio.shield(incoming), 20,
+            f"bob's 'connection' event (OFFER relayed?) alice errors {drain(alice_errors)}, "
+            f"bob errors {drain(bob_errors)}")
+        assert bob_conn.peer == "alice"
+        bob_inbox = collect(bob_conn, "data")
+        await bounded(asyncio.shield(alice_conn.open_future), 20,
+                      "alice's DataConnection to open (ANSWER relayed?)")
+        assert alice_conn.open and bob_conn.open
+        alice_inbox = collect(alice_conn, "data")
 
-            await bob_conn.send({"from": "bob", "text": "hello alice"})
-            got = await bounded(alice_inbox.get(), 20, "bob → alice message")
-            assert got == {"from": "bob", "text": "hello alice"}
+        await alice_conn.send({"from": "alice", "text": "hello bob"})
+        got = await bounded(bob_inbox.get(), 20, "alice → bob message")
+        assert got == {"from": "alice", "text": "hello bob"}
 
-            assert drain(alice_errors) == [] and drain(bob_errors) == []
-        finally:
-            await destroy(*(p for p in (alice, bob) if p is not None))
+        await bob_conn.send({"from": "bob", "text": "hello alice"})
+        got = await bounded(alice_inbox.get(), 20, "bob → alice message")
+        assert got == {"from": "bob", "text": "hello alice"}
 
-    run(scenario())
+        assert drain(alice_errors) == [] and drain(bob_errors) == []
+    finally:
+        await destroy(*(p for p in (alice, bob) if p is not None))
 
 
 def test_taken_id_gets_unavailable_id(server):
@@ -407,3 +409,75 @@ def test_data_connection_across_instances(cluster):
             await destroy(*(p for p in (alice, bob, intruder) if p is not None))
 
     run(scenario())
+
+
+# --------------------------------------------------------------------------- embedded (issue 19)
+
+EXAMPLE_STARTED = re.compile(r"peerjs-hummingbird-example listening on (\S+):(\d+)")
+
+
+@pytest.fixture
+def example_app(tmp_path):
+    """examples/hummingbird: a Hummingbird app with a page at / and PeerJSKit at /peerjs."""
+    binary = Path(os.environ.get("EXAMPLE_BINARY", REPO / ".build" / "debug" / "peerjs-hummingbird-example"))
+    if not binary.exists():
+        pytest.fail(f"no example binary at {binary}: swift build --product peerjs-hummingbird-example, or set EXAMPLE_BINARY")
+    log_path = tmp_path / "example.log"
+    log = open(log_path, "wb")
+    proc = subprocess.Popen([str(binary), "--host", HOST, "--port", "0"], stdin=subprocess.DEVNULL,
+                            stdout=log, stderr=log, start_new_session=True)
+    app = {"proc": proc, "log": lambda: log_path.read_text(errors="replace")}
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            match = EXAMPLE_STARTED.search(app["log"]())
+            if match:
+                app["port"] = int(match.group(2))
+                break
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the example app did not start (exit {proc.poll()}):\n{app['log']()}")
+            time.sleep(0.05)
+        yield app
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                pass
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        proc.wait(timeout=5)
+        log.close()
+
+
+def test_embedded_in_hummingbird_example(example_app):
+    """Issue 19: the example app serves its page at / and PeerJS signalling at /peerjs in one
+    process; two peerjs-py Peers with `path: /peerjs` open a DataConnection through it, its auth
+    hook refuses an `admin…` id, and SIGTERM stops it gracefully (exit 0)."""
+    port = example_app["port"]
+    with urllib.request.urlopen(f"http://{HOST}:{port}/", timeout=5) as response:
+        assert "PeerJS on Hummingbird" in response.read().decode()
+
+    def peers() -> list[str]:
+        with urllib.request.urlopen(f"http://{HOST}:{port}/peerjs/peerjs/peers", timeout=5) as response:
+            return json.loads(response.read())
+
+    async def refused():
+        admin = Peer("admin1", options(port, "/peerjs"))
+        errors = collect(admin, "error")
+        try:
+            await bounded(admin.start(), 10, "admin Peer.start()")
+            err = await bounded(errors.get(), 10, "the admin's 'error' event")
+            assert error_type(err) == "server-error" and "reserved" in str(err), f"{error_type(err)}: {err}"
+        finally:
+            await destroy(admin)
+
+    run(data_connection_both_ways(port, "/peerjs", peers))
+    run(refused(), 30)
+    log = example_app["log"]()
+    assert "connection" in log and "id=alice" in log, log
+    example_app["proc"].send_signal(signal.SIGTERM)
+    assert example_app["proc"].wait(timeout=15) == 0, example_app["log"]()

@@ -1,0 +1,202 @@
+public import Broker
+// Apps configure it with the broker's configuration type (as `PeerJSServer.Configuration`).
+@_exported public import struct Broker.BrokerConfiguration
+import IPC
+public import Logging
+public import NIOCore
+import NIOPosix
+@_exported public import PeerProtocol
+import Synchronization
+
+/// PeerJS signalling inside your own SwiftNIO or Hummingbird server — the Swift counterpart of
+/// peerjs-server's `ExpressPeerServer`. It runs the daemon's protocol engine, HTTP routes,
+/// WebSocket handling and limits in the app's process, on one event loop.
+///
+/// In-process means no privilege separation: the code that parses clients' bytes runs with
+/// everything the app holds. The `peerjs` daemon keeps that code in a sandboxed process; use
+/// it (behind the app's reverse proxy) when that matters more than one process.
+///
+/// All the state lives on ``eventLoop``: the app serves its connections from that loop (give it
+/// to Hummingbird as `eventLoopGroupProvider: .shared(server.eventLoop)`, or to a NIO
+/// `ServerBootstrap` as its group). Mount it with ``mount(_:otherwise:)`` (a path of the app's
+/// server) or hand it whole connections with ``serve(_:)``.
+public final class PeerJSServer: Sendable {
+    /// Every protocol setting (`protocolSettings`: keys, timeouts, limits, discovery), the base
+    /// path (`path`, e.g. `/peerjs` for a client with `path: '/peerjs'`), CORS origins, size and
+    /// time limits — the daemon's options, under the same names as ``BrokerConfiguration``.
+    public typealias Configuration = BrokerConfiguration
+
+    /// What the auth hook is asked: a client's registration, before it gets `OPEN`.
+    public struct Registration: Sendable, Equatable {
+        public var id: String
+        public var token: String
+        public var key: String
+        /// The client's address, without port (`X-Forwarded-For`'s with `proxied`).
+        public var ip: String
+        /// The client library's `version=` parameter; empty when absent.
+        public var version: String
+
+        public init(id: String, token: String, key: String, ip: String, version: String) {
+            self.id = id
+            self.token = token
+            self.key = key
+            self.ip = ip
+            self.version = version
+        }
+    }
+
+    /// The auth hook's answer.
+    public enum Verdict: Sendable, Equatable {
+        case allow
+        /// Refused: the client gets `ERROR` with `reason` (`Error on Auth` when empty) and a close.
+        case deny(reason: String)
+    }
+
+    /// Where ``mount(_:otherwise:)`` sent a connection.
+    public enum Route<Other: Sendable>: Sendable {
+        /// Its first request was under the base path: this server has it, until it closes.
+        case peerJS
+        /// The app's own pipeline (set up by `otherwise`) has it.
+        case other(Other)
+    }
+
+    /// The auth hook's default deadline when the configuration has none (`authTimeoutMs` 0).
+    public static let defaultAuthTimeoutMs: Int64 = 5000
+    /// Events kept for a reader of ``events`` that falls behind; past it the oldest are dropped.
+    public static let defaultEventBuffer = 4096
+
+    /// The loop that holds the state and serves every connection.
+    public let eventLoop: any EventLoop
+    /// The configuration in force (mounted, without a cluster or metrics: those are the daemon's).
+    public var configuration: Configuration { broker.configuration }
+    /// `connection` and `disconnect` events (peerjs-server's `connection` / `disconnect`), in
+    /// order. Read it from one task; a reader that falls more than the buffer behind loses the
+    /// oldest (logged). Finished by ``shutdown()``.
+    public let events: AsyncStream<PeerEvent>
+
+    private let broker: EmbeddedBroker
+    private let continuation: AsyncStream<PeerEvent>.Continuation
+    private let logger: Logger
+
+    /// - Parameters:
+    ///   - configuration: the protocol settings and limits; `path` is where the app mounts it.
+    ///   - eventLoop: the loop the app serves from; nil: one of NIO's shared singleton loops.
+    ///   - eventBuffer: events kept for a slow reader of ``events``.
+    ///   - logger: the broker's log lines ("Client connected: …") go here; values a client chose
+    ///     in them are escaped (one record is one line, whatever the app's log handler does).
+    ///   - authorize: the auth hook, asked before each registration; nil: everyone is allowed.
+    ///     It must answer within `configuration.authTimeoutMs` (``defaultAuthTimeoutMs`` when 0);
+    ///     a late answer is ignored and the client gets `Auth Timeout`.
+    public init(
+        configuration: Configuration = Configuration(),
+        eventLoop: (any EventLoop)? = nil,
+        eventBuffer: Int = PeerJSServer.defaultEventBuffer,
+        logger: Logger = Logger(label: "peerjs"),
+        authorize: (@Sendable (Registration) async -> Verdict)? = nil
+    ) {
+        var configuration = configuration
+        if authorize != nil, configuration.authTimeoutMs <= 0 { configuration.authTimeoutMs = Self.defaultAuthTimeoutMs }
+        let logger = EscapingLogHandler.wrapping(logger)
+        self.logger = logger
+        let eventLoop = eventLoop ?? MultiThreadedEventLoopGroup.singleton.next()
+        self.eventLoop = eventLoop
+        let (events, continuation) = AsyncStream.makeStream(of: PeerEvent.self, bufferingPolicy: .bufferingNewest(max(1, eventBuffer)))
+        self.events = events
+        self.continuation = continuation
+        let dropped = DropCounter(logger: logger)
+        var policy: EmbeddedBroker.Authorize?
+        if let authorize {
+            policy = { query in
+                let registration = Registration(id: query.id, token: query.token, key: query.key, ip: query.ip, version: query.version)
+                switch await authorize(registration) {
+                case .allow: return .allow
+                case .deny(let reason): return .deny(reason)
+                }
+            }
+        }
+        broker = EmbeddedBroker(
+            configuration: configuration, loop: eventLoop, logger: logger, authorize: policy,
+            onEvent: { event in
+                if case .dropped = continuation.yield(event) { dropped.count() }
+            })
+    }
+
+    /// Serves `channel` as a PeerJS connection from its first byte: HTTP routes under the base
+    /// path and the PeerJS WebSocket. Call it on ``eventLoop`` (a channel initializer), before
+    /// anything has been read. Throws when the channel is on another loop, the server is shut
+    /// down, or the client's address has too many handshakes open (close the channel then).
+    public func serve(_ channel: any Channel) throws {
+        do {
+            try broker.serve(channel)
+        } catch {
+            throw PeerJSServerError(description: error.description)
+        }
+    }
+
+    /// Mounts the server at its base path on a connection of the app's own HTTP server: the
+    /// first request line decides. Under the base path (`/peerjs`, `/peerjs/…`) this server
+    /// takes the connection; otherwise `otherwise` sets up the app's pipeline (its future is
+    /// what the app's server would have returned). Either way the bytes read so far are passed
+    /// on. Call it on ``eventLoop`` from the channel initializer; the returned future completes
+    /// once the first request line has arrived (or fails when the connection ends first).
+    ///
+    /// A later request on the same keep-alive connection that belongs to the other side gets
+    /// `307` to itself with `Connection: close` (from this server; Hummingbird's adapter does the
+    /// same for the app), so clients ask again on a new connection.
+    public func mount<Other: Sendable>(
+        _ channel: any Channel, otherwise: @escaping @Sendable (any Channel) -> EventLoopFuture<Other>
+    ) -> EventLoopFuture<Route<Other>> {
+        let promise = channel.eventLoop.makePromise(of: Route<Other>.self)
+        do {
+            try channel.pipeline.syncOperations.addHandler(
+                MountRouter(server: self, otherwise: otherwise, promise: promise,
+                            timeoutMs: configuration.handshakeTimeoutMs, maxLineBytes: configuration.maxHeaderBytes))
+        } catch {
+            promise.fail(error)
+        }
+        return promise.futureResult
+    }
+
+    /// Whether a request target (`/peerjs/peerjs?key=…`) is under this server's base path.
+    public func serves(target: some StringProtocol) -> Bool {
+        configuration.serves(target: target)
+    }
+
+    /// Registered peers and open PeerJS sockets, now.
+    public func statistics() async throws -> (registered: Int, connections: Int) {
+        try await broker.statistics().get()
+    }
+
+    /// Closes every PeerJS socket with `1001 going away` and every connection in its handshake,
+    /// refuses new ones, and finishes ``events``. Hummingbird's graceful shutdown closes the
+    /// sockets of its own connections too; call this when the app stops.
+    public func shutdown() async {
+        try? await broker.shutdown().get()
+        continuation.finish()
+    }
+}
+
+/// Why ``PeerJSServer/serve(_:)`` did not take a connection.
+public struct PeerJSServerError: Error, CustomStringConvertible {
+    public let description: String
+}
+
+/// Counts events a slow reader lost, and logs the first of each run of losses and every 1000th.
+private final class DropCounter: Sendable {
+    private let logger: Logger
+    private let dropped = Mutex(0)
+
+    init(logger: Logger) {
+        self.logger = logger
+    }
+
+    func count() {
+        let total = dropped.withLock { value in
+            value += 1
+            return value
+        }
+        if total == 1 || total % 1000 == 0 {
+            logger.warning("PeerJSServer.events: the reader is behind; \(total) events dropped so far (oldest first)")
+        }
+    }
+}
