@@ -1,3 +1,4 @@
+import IPC
 public import PeerProtocol
 
 /// Everything the broker's HTTP and WebSocket layer needs to know, beyond the protocol rules:
@@ -64,6 +65,39 @@ public struct BrokerConfiguration: Sendable, Equatable {
         self.clustered = clustered
         self.metricsIntervalMs = metricsIntervalMs
         self.mounted = mounted
+    }
+
+    /// The first setting outside the ranges the daemon's flags accept (`peerjs --help`), as a
+    /// sentence naming it; nil when every one is in range. PeerJSKit checks what an app gives it
+    /// with this (the daemon's command line checks its flags before it builds a configuration).
+    public var problem: String? {
+        let settings = protocolSettings
+        for (name, value) in [("expireTimeoutMs", settings.expireTimeoutMs), ("aliveTimeoutMs", settings.aliveTimeoutMs),
+                              ("cleanupIntervalMs", settings.cleanupIntervalMs), ("handshakeTimeoutMs", handshakeTimeoutMs)]
+        where !(1...86_400_000).contains(value) {
+            return "\(name) must be between 1 and 86400000 ms, not \(value)"
+        }
+        let ranges: [(String, Int, ClosedRange<Int>)] = [
+            ("takeoverTimeoutMs", Int(clamping: settings.takeoverTimeoutMs), 0...60_000),
+            ("authTimeoutMs", Int(clamping: authTimeoutMs), 0...60_000),
+            ("concurrentLimit", settings.concurrentLimit, 1...10_000_000),
+            ("ipLimit", ipLimit, 0...10_000_000),
+            ("ipHandshakeLimit", ipHandshakeLimit, 0...10_000_000),
+            ("handshakeLimit", handshakeLimit, 1...1_000_000),
+            ("outputLimit", outputLimit, 65536...1_073_741_824),
+            ("maxHeaderBytes", maxHeaderBytes, 1024...65536),
+            ("maxMessageBytes", maxMessageBytes, 256...16_777_216),
+            ("maxQueuedPerDestination", settings.maxQueuedPerDestination, 1...1_000_000),
+            ("maxQueuedBytes", settings.maxQueuedBytes, 1...(1 << 40)),
+            ("maxQueuedBytesPerDestination", settings.maxQueuedBytesPerDestination, 1...(1 << 40)),
+            ("corsOrigins.count", corsOrigins.count, 0...64),
+            ("trustedProxies.count", trustedProxies.count, 0...Int(BrokerSettings.maxTrustedProxies)),
+        ]
+        for (name, value, range) in ranges where !range.contains(value) {
+            return "\(name) must be between \(range.lowerBound) and \(range.upperBound), not \(value)"
+        }
+        if settings.keys.isEmpty || settings.keys.contains(where: \.isEmpty) { return "keys must be one or more non-empty keys" }
+        return nil
     }
 
     /// `myapp` → `/myapp/`, `/` → `/`.

@@ -252,8 +252,11 @@ public final class BrokerServer: Sendable {
 
     /// Sets up an adopted connection: ties it to its admission `slot` (freed when it closes),
     /// then TLS if asked for, then the handshake handler. The fuzz harness and the handler tests
-    /// set up their in-memory channels with this too.
-    static func configure(_ channel: any Channel, state: BrokerState, address: String, tls: Bool, slot: UInt64) throws {
+    /// set up their in-memory channels with this too. `since`: when the connection started, if
+    /// earlier than now (PeerJSKit's router read its first line): the handshake deadline's start.
+    static func configure(
+        _ channel: any Channel, state: BrokerState, address: String, tls: Bool, slot: UInt64, since: NIODeadline? = nil
+    ) throws {
         state.admission.attach(slot, channel: channel)
         let bound = NIOLoopBound(state, eventLoop: channel.eventLoop)
         channel.closeFuture.whenComplete { _ in bound.value.admission.closed(slot) }
@@ -266,7 +269,7 @@ public final class BrokerServer: Sendable {
             try channel.pipeline.syncOperations.addHandler(
                 TLSHandshakeDeadlineHandler(provider: provider, timeout: .milliseconds(configuration.handshakeTimeoutMs)))
         }
-        try channel.pipeline.syncOperations.addHandler(WebSocketHandshakeHandler(state: state, address: address, slot: slot))
+        try channel.pipeline.syncOperations.addHandler(WebSocketHandshakeHandler(state: state, address: address, slot: slot, since: since))
     }
 
     /// Closes every peer with `1001 going away` and every connection still in its handshake,

@@ -18,6 +18,8 @@ package final class EmbeddedBroker: Sendable {
     private let ticker: NIOLoopBoundBox<RepeatedTask?>
     /// Set by ``shutdown()``: nil until then.
     private let stopped: NIOLoopBoundBox<Bool?>
+    /// The auth hook's link, with an `authorize` closure.
+    private let authLink: NIOLoopBoundBox<InProcessAuthLink?>
 
     /// Sets the state up on `loop` (a task queued now, so it runs before any connection the app
     /// accepts later). `onEvent` is told of every registration and departure, on the loop.
@@ -29,31 +31,44 @@ package final class EmbeddedBroker: Sendable {
         configuration.mounted = true
         configuration.clustered = false  // a directory needs the cluster role: the daemon's
         configuration.metricsIntervalMs = 0
-        if authorize == nil { configuration.authTimeoutMs = 0 }
+        if authorize == nil {
+            configuration.authTimeoutMs = 0
+        } else if configuration.authTimeoutMs <= 0 {
+            configuration.authTimeoutMs = Self.defaultAuthTimeoutMs  // 0 would mean "no policy": everyone allowed
+        }
         self.configuration = configuration
         self.loop = loop
         held = .makeEmptyBox(valueType: BrokerState.self, eventLoop: loop)
         ticker = .makeEmptyBox(valueType: RepeatedTask.self, eventLoop: loop)
         stopped = .makeEmptyBox(valueType: Bool.self, eventLoop: loop)
-        loop.execute { [held, ticker, configuration] in
+        authLink = .makeEmptyBox(valueType: InProcessAuthLink.self, eventLoop: loop)
+        let setUp: @Sendable () -> Void = { [held, ticker, authLink, configuration] in
             let state = BrokerState(configuration: configuration, tls: nil, loop: loop, logger: logger)
             if let authorize, let auth = state.auth {
                 auth.forwardsEvents = false  // events go to `onEvent`
                 let link = InProcessAuthLink(loop: loop, authorize: authorize)
                 link.generation = auth.attach(link: link)
                 link.auth = auth
+                authLink.value = link
             }
             state.connections.forwardEvent = onEvent
             held.value = state
             BrokerServer.startTicker(state, ticker)
         }
+        // On the loop already (made in a channel initializer, or a test): ready before this returns.
+        if loop.inEventLoop { setUp() } else { loop.execute(setUp) }
     }
+
+    /// The auth hook's deadline when the configuration has none.
+    package static let defaultAuthTimeoutMs: Int64 = 5000
 
     /// Serves `channel` (an accepted TCP connection, on ``loop``, nothing read from it yet or
     /// what was read fired again after this) as the daemon's broker serves a hand-off: the
     /// handshake deadline, the per-address and handshake limits, then HTTP routes or a PeerJS
     /// socket. Throws when it cannot: the caller closes the channel.
-    package func serve(_ channel: any Channel) throws(EmbeddedBrokerError) {
+    /// `since`: when the connection started, if earlier (a router read its first line): the
+    /// handshake deadline counts from then.
+    package func serve(_ channel: any Channel, since: NIODeadline? = nil) throws(EmbeddedBrokerError) {
         guard channel.eventLoop === loop else { throw .otherEventLoop }
         guard stopped.value == nil, let state = held.value else { throw .stopped }
         let address = Self.describe(channel.remoteAddress)
@@ -69,7 +84,7 @@ package final class EmbeddedBroker: Sendable {
                 try options.setOption(.allowRemoteHalfClosure, value: false)
             }
             try channel.pipeline.syncOperations.addHandler(QuiesceHandler())
-            try BrokerServer.configure(channel, state: state, address: address, tls: false, slot: slot)
+            try BrokerServer.configure(channel, state: state, address: address, tls: false, slot: slot, since: since)
         } catch {
             state.admission.closed(slot)
             throw .pipeline("\(error)")
@@ -79,12 +94,13 @@ package final class EmbeddedBroker: Sendable {
     /// Closes every PeerJS socket with `1001 going away` and every connection still in its
     /// handshake, refuses new ones, and stops the timers. Completes when the closes have.
     package func shutdown() -> EventLoopFuture<Void> {
-        loop.flatSubmit { [held, ticker, stopped, loop] in
+        loop.flatSubmit { [held, ticker, stopped, authLink, loop] in
             stopped.value = true
             ticker.value?.cancel()
             ticker.value = nil
             guard let state = held.value else { return loop.makeSucceededVoidFuture() }
             state.admission.closeHandshakes()
+            authLink.value?.cancelAll()
             return EventLoopFuture.andAllComplete(state.connections.closeAll(), on: loop)
         }
     }
@@ -142,47 +158,93 @@ final class QuiesceHandler: ChannelInboundHandler {
 
 /// ``AuthClient``'s link when the policy is a closure in the same process: each question runs
 /// the closure in a task, and its answer comes back to the loop like a helper's verdict. The
-/// AuthClient keeps the deadline (`Auth Timeout`) and the order; questions in flight are bounded
-/// (a closure that never returns fills it, then further questions wait, then fail).
+/// AuthClient keeps the deadline (`Auth Timeout`) and the order. At the same deadline the link
+/// cancels the question's task and frees its place: at most ``maxInFlight`` run at once, past
+/// that the link is "full" and AuthClient holds the questions (then fails them), so a hook that
+/// hangs costs denials for as long as it hangs, never memory or an allow.
 final class InProcessAuthLink: AuthLink {
-    /// The most closures running at once; past it the link is "full" and AuthClient holds the rest.
-    static let maxInFlight = 1024
+    /// The most closures running at once.
+    let maxInFlight: Int
 
     private let loop: any EventLoop
     private let authorize: EmbeddedBroker.Authorize
     weak var auth: AuthClient?
     var generation = 0
-    private var inFlight = 0
+    /// The running questions by request id, with the deadline that cancels each.
+    private var running: [UInt32: (task: Task<Void, Never>, deadline: Scheduled<Void>)] = [:]
+    /// After ``cancelAll()`` (shutdown) every question is denied without asking.
+    private var closed = false
 
-    init(loop: any EventLoop, authorize: @escaping EmbeddedBroker.Authorize) {
+    var inFlight: Int { running.count }
+
+    init(loop: any EventLoop, maxInFlight: Int = 1024, authorize: @escaping EmbeddedBroker.Authorize) {
         self.loop = loop
+        self.maxInFlight = maxInFlight
         self.authorize = authorize
     }
 
     func sendFrame(_ frame: EncodedFrame) throws(IPCError) {
         guard frame.type == .authQuery else { return }  // events: the stream has them already
-        guard inFlight < Self.maxInFlight else { throw IPCError(.wouldBlock, "\(inFlight) auth closures are running") }
-        let query = try AuthQuery(decoding: frame.payload)
-        inFlight += 1
-        let requestID = frame.requestID
         let bound = NIOLoopBound(self, eventLoop: loop)
+        let requestID = frame.requestID
+        if closed {
+            // Answered on a later turn: AuthClient is in the middle of asking.
+            loop.execute { bound.value.auth?.handle(.verdict(requestID: requestID, AuthVerdict(allow: false)), generation: bound.value.generation) }
+            return
+        }
+        guard running.count < maxInFlight else { throw IPCError(.wouldBlock, "\(running.count) auth hooks are running") }
+        let query = try AuthQuery(decoding: frame.payload)
         let authorize = self.authorize
-        Task {
+        let task = Task {
             let answer = await authorize(query)
             bound.eventLoop.execute { bound.value.answered(requestID, answer) }
         }
+        let deadline = loop.scheduleTask(in: .milliseconds(auth?.timeoutMs ?? EmbeddedBroker.defaultAuthTimeoutMs)) {
+            bound.value.expired(requestID)
+        }
+        running[requestID] = (task, deadline)
+    }
+
+    /// The question's deadline passed (AuthClient has answered `Auth Timeout`): its task is
+    /// cancelled and its place freed.
+    private func expired(_ requestID: UInt32) {
+        running.removeValue(forKey: requestID)?.task.cancel()
+    }
+
+    /// Cancels every question (the server shuts down); AuthClient fails them.
+    func cancelAll() {
+        closed = true
+        for (_, entry) in running {
+            entry.task.cancel()
+            entry.deadline.cancel()
+        }
+        running.removeAll()
     }
 
     private func answered(_ requestID: UInt32, _ answer: AuthorizationAnswer) {
-        inFlight -= 1
+        guard let entry = running.removeValue(forKey: requestID) else { return }  // past its deadline
+        entry.deadline.cancel()
         let verdict: AuthVerdict
         switch answer {
         case .allow: verdict = AuthVerdict(allow: true)
-        case .deny(let text): verdict = AuthVerdict(allow: false, reason: String(text.prefix(AuthVerdict.maxReasonLength)))
+        case .deny(let text): verdict = AuthVerdict(allow: false, reason: Self.truncated(text, toBytes: AuthVerdict.maxReasonLength))
         case .timedOut: verdict = AuthVerdict(allow: false, reason: ProtocolText.authTimeout)
         case .failed: verdict = AuthVerdict(allow: false)
         case .unaskable: verdict = AuthVerdict(allow: false, reason: ProtocolText.invalidID)
         }
         auth?.handle(.verdict(requestID: requestID, verdict), generation: generation)
+    }
+
+    /// The longest prefix of `text`, in whole characters, of at most `limit` UTF-8 bytes.
+    static func truncated(_ text: String, toBytes limit: Int) -> String {
+        guard text.utf8.count > limit else { return text }
+        var result = ""
+        var bytes = 0
+        for character in text {
+            bytes += character.utf8.count
+            guard bytes <= limit else { break }
+            result.append(character)
+        }
+        return result
     }
 }

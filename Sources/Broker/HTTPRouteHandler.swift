@@ -3,7 +3,9 @@ import NIOHTTP1
 import PeerProtocol
 
 /// Serves the HTTP routes of PROTOCOL.md §4 (`GET {path}`, `{key}/id`, `{key}/peers`, CORS
-/// pre-flight) and refuses WebSocket upgrades on any path but `{path}peerjs` with 400.
+/// pre-flight) and refuses WebSocket upgrades on any path but `{path}peerjs` with 400. Mounted in
+/// an app (PeerJSKit), any request outside `{path}` — upgrades and bodies included — gets `307`
+/// to itself with `Connection: close` instead (see `redirectElsewhere`).
 ///
 /// Every state a client can hold here has an end (`--handshake_timeout`): one deadline runs from
 /// the connection's start (the handshake handler's, passed in) and again from the moment each
@@ -61,13 +63,16 @@ final class HTTPRouteHandler: ChannelInboundHandler, RemovableChannelHandler {
         guard !refused else { return }
         switch unwrapInboundIn(data) {
         case .head(let head):
+            if isElsewhere(head), !writing, waiting == nil {
+                return redirectElsewhere(head, context: context)  // now: a body after it is not waited for
+            }
             if Self.announcesBody(head), !isElsewhere(head) {
                 refused = true
                 return refuseBody(head, context: context)
             }
             request = head
         case .body:
-            break  // a request with a body is refused at its head, or redirected at its end (dropped)
+            break  // a request with a body is refused at its head; one for the app's paths is dropped
         case .end:
             guard let head = request else { return }
             request = nil
@@ -112,18 +117,28 @@ final class HTTPRouteHandler: ChannelInboundHandler, RemovableChannelHandler {
     /// on a keep-alive connection this server holds: `307` to the same target with
     /// `Connection: close`, so the client asks again on a new connection, which the app's router
     /// takes. Then like a `413`: the output is shut and the deadline ends the connection.
+    ///
+    /// Only an origin-form target (starting with one `/`, no `\` anywhere) is sent back
+    /// as it is: `//evil.example/x` in `Location` would send a browser to another host. Any
+    /// other target gets `400` and the same close.
     private func redirectElsewhere(_ head: HTTPRequestHead, context: ChannelHandlerContext) {
         refused = true
         var headers = HTTPHeaders()
-        headers.add(name: "Location", value: head.uri)
+        let safe = Self.isOriginForm(head.uri)
+        if safe { headers.add(name: "Location", value: head.uri) }
         headers.add(name: "Content-Length", value: "0")
         headers.add(name: "Connection", value: "close")
-        context.write(wrapOutboundOut(.head(HTTPResponseHead(version: head.version, status: .temporaryRedirect, headers: headers))),
-                      promise: nil)
+        let status: HTTPResponseStatus = safe ? .temporaryRedirect : .badRequest
+        context.write(wrapOutboundOut(.head(HTTPResponseHead(version: head.version, status: status, headers: headers))), promise: nil)
         let bound = NIOLoopBound(context, eventLoop: context.eventLoop)
         context.writeAndFlush(wrapOutboundOut(.end(nil))).whenComplete { _ in
             bound.value.close(mode: .output, promise: nil)
         }
+    }
+
+    /// `/a/b?c`: a path on this host, which a browser cannot read as another host's.
+    static func isOriginForm(_ target: String) -> Bool {
+        target.hasPrefix("/") && !target.hasPrefix("//") && !target.utf8.contains(UInt8(ascii: "\\"))
     }
 
     /// Whether `head` is for one of the app's paths (mounted only): it gets a `307` when its

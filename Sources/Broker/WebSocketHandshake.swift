@@ -173,16 +173,21 @@ final class WebSocketHandshakeHandler: ChannelInboundHandler, RemovableChannelHa
     private var passThrough = false
     private var timer: Scheduled<Void>?
 
-    init(state: BrokerState, address: String, slot: UInt64) {
+    /// When the connection started, if before this handler (PeerJSKit's router read its first
+    /// line): the handshake deadline counts from then.
+    private let since: NIODeadline?
+
+    init(state: BrokerState, address: String, slot: UInt64, since: NIODeadline? = nil) {
         self.state = state
         self.address = address
         self.slot = slot
+        self.since = since
     }
 
     func handlerAdded(context: ChannelHandlerContext) {
-        started = context.eventLoop.now
+        started = since ?? context.eventLoop.now
         let bound = NIOLoopBound(context, eventLoop: context.eventLoop)
-        timer = context.eventLoop.scheduleTask(in: .milliseconds(state.configuration.handshakeTimeoutMs)) {
+        timer = context.eventLoop.scheduleTask(deadline: started + .milliseconds(state.configuration.handshakeTimeoutMs)) {
             bound.value.close(promise: nil)
         }
     }

@@ -32,7 +32,13 @@ public struct PeerJSHTTP1Channel: ServerChildChannel {
         do {
             switch try await value.route.get() {
             case .peerJS:
-                try await value.channel.closeFuture.get()
+                // Until it closes; a cancelled server task (not a graceful shutdown) closes it.
+                let channel = value.channel
+                try await withTaskCancellationHandler {
+                    try await channel.closeFuture.get()
+                } onCancel: {
+                    channel.close(promise: nil)
+                }
             case .other(let asyncChannel):
                 await http1.handle(value: asyncChannel, logger: logger)
             }
@@ -44,7 +50,10 @@ public struct PeerJSHTTP1Channel: ServerChildChannel {
     /// A request under the PeerJS base path on a keep-alive connection the app's router holds
     /// (a page's `fetch` of `/peerjs/peerjs/id` after loading `/`): `307` to itself with
     /// `Connection: close`, so the client asks again on a new connection, which the PeerJS
-    /// server takes.
+    /// server takes. The connection is left for the client to close (as `Connection: close`
+    /// asks): closing it here with a body or a pipelined request unread could reset it before
+    /// the client has read the `307`. (The target is under the base path, so it starts with it:
+    /// no other host can be named in `Location`.)
     static func redirectingPeerJS(_ responder: @escaping HTTPChannelHandler.Responder, server: PeerJSServer) -> HTTPChannelHandler.Responder {
         { request, responseWriter, channel in
             let target = request.head.path ?? "/"
@@ -53,13 +62,9 @@ public struct PeerJSHTTP1Channel: ServerChildChannel {
             }
             try await responseWriter.writeResponse(
                 HTTPResponse(status: .temporaryRedirect, headerFields: [.location: target, .connection: "close", .contentLength: "0"]))
-            throw MovedToNewConnection()
         }
     }
 }
-
-/// Ends the app's side of a connection after its `307` (Hummingbird closes on an error).
-struct MovedToNewConnection: Error {}
 
 extension HTTPServerBuilder {
     /// Hummingbird's HTTP/1 server with `server` mounted at its base path:

@@ -4,7 +4,10 @@ import NIOCore
 /// it holds the bytes until the first request line is complete, then gives the connection to
 /// the PeerJS server (a target under its base path) or to the app's pipeline, passes the bytes
 /// on, and leaves. A client that sends no complete line within the handshake timeout is closed;
-/// a line longer than `maxLineBytes` goes to the app, whose HTTP parser refuses it.
+/// a line longer than `maxLineBytes` is decided by the part of its target read (under the base
+/// path: the PeerJS server, which answers `431`). Empty lines before the request line are
+/// skipped (RFC 9112 §2.2) and an absolute-form target (`http://host/peerjs/…`) is read by its
+/// path, as HTTP servers read it.
 final class MountRouter<Other: Sendable>: ChannelInboundHandler, RemovableChannelHandler {
     typealias InboundIn = ByteBuffer
     typealias InboundOut = ByteBuffer
@@ -17,6 +20,8 @@ final class MountRouter<Other: Sendable>: ChannelInboundHandler, RemovableChanne
     private var buffered: ByteBuffer?
     private var scanned = 0
     private var decided = false
+    /// The new owner has the connection (and the bytes): events go to it from now on.
+    private var released = false
     private var settled = false
     private var timer: Scheduled<Void>?
 
@@ -31,7 +36,11 @@ final class MountRouter<Other: Sendable>: ChannelInboundHandler, RemovableChanne
         self.maxLineBytes = maxLineBytes
     }
 
+    /// When the connection reached this handler: the PeerJS handshake deadline counts from here.
+    private var started = NIODeadline.uptimeNanoseconds(0)
+
     func handlerAdded(context: ChannelHandlerContext) {
+        started = context.eventLoop.now
         let bound = NIOLoopBound(context, eventLoop: context.eventLoop)
         timer = context.eventLoop.scheduleTask(in: .milliseconds(timeoutMs)) { bound.value.close(promise: nil) }
     }
@@ -54,27 +63,32 @@ final class MountRouter<Other: Sendable>: ChannelInboundHandler, RemovableChanne
             if buffered!.readableBytes > 4 * maxLineBytes { context.close(promise: nil) }
             return
         }
-        let bytes = buffered!
-        let lineEnd = bytes.readableBytesView.dropFirst(scanned).firstIndex(of: UInt8(ascii: "\n"))
-        scanned = bytes.readableBytes
-        if lineEnd == nil, bytes.readableBytes < maxLineBytes { return }
-        decide(target: lineEnd.map { Self.target(of: bytes.readableBytesView[..<$0]) } ?? nil, context: context)
+        let view = buffered!.readableBytesView
+        // Empty lines before the request line are skipped; they count toward the limit.
+        let start = view.firstIndex(where: { $0 != UInt8(ascii: "\r") && $0 != UInt8(ascii: "\n") }) ?? view.endIndex
+        let lineEnd = view[max(start, view.startIndex + scanned)...].firstIndex(of: UInt8(ascii: "\n"))
+        scanned = view.count
+        if lineEnd == nil, view.count < maxLineBytes { return }
+        decide(target: Self.target(of: view[start..<(lineEnd ?? view.endIndex)], complete: lineEnd != nil), context: context)
     }
 
-    /// `GET /peerjs/peerjs?key=x HTTP/1.1` → `/peerjs/peerjs?key=x`; nil when it is no request line.
-    static func target(of line: ByteBufferView.SubSequence) -> Substring? {
+    /// `GET /peerjs/peerjs?key=x HTTP/1.1` → `/peerjs/peerjs?key=x`, `GET http://h:1/peerjs/ HTTP/1.1`
+    /// → `/peerjs/`; with `complete` false (a line over the limit), the part of the target read.
+    /// Nil when it is no request line.
+    static func target(of line: ByteBufferView.SubSequence, complete: Bool) -> Substring? {
         let words = line.split(separator: UInt8(ascii: " "), maxSplits: 2, omittingEmptySubsequences: false)
-        guard words.count == 3, !words[1].isEmpty else { return nil }
-        return Substring(decoding: words[1], as: UTF8.self)
+        guard words.count == (complete ? 3 : words.count), words.count >= 2, !words[1].isEmpty else { return nil }
+        let target = Substring(decoding: words[1], as: UTF8.self)
+        guard !target.hasPrefix("/"), let scheme = target.firstRange(of: "://") else { return target }
+        let path = target[scheme.upperBound...].drop(while: { $0 != "/" })
+        return path.isEmpty ? "/" : path
     }
 
     private func decide(target: Substring?, context: ChannelHandlerContext) {
         decided = true
-        timer?.cancel()
-        timer = nil
         if let target, server.serves(target: target) {
             do {
-                try server.serve(context.channel)
+                try server.serve(context.channel, since: started)
             } catch {
                 settle(.failure(error))
                 return context.close(promise: nil)
@@ -96,11 +110,16 @@ final class MountRouter<Other: Sendable>: ChannelInboundHandler, RemovableChanne
         }
     }
 
-    /// Passes on what was read and leaves the pipeline.
+    /// Passes on what was read (with the read-complete that NIO's async channels wait for) and
+    /// leaves the pipeline. The new owner's own deadlines run from here.
     private func release(_ context: ChannelHandlerContext) {
+        released = true
+        timer?.cancel()
+        timer = nil
         if let bytes = buffered, bytes.readableBytes > 0 {
             buffered = nil
             context.fireChannelRead(wrapInboundOut(bytes))
+            context.fireChannelReadComplete()
         }
         buffered = nil
         context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
@@ -117,10 +136,10 @@ final class MountRouter<Other: Sendable>: ChannelInboundHandler, RemovableChanne
         context.fireChannelInactive()
     }
 
-    /// Before the decision a half-close or the server's shutdown ends the connection (nobody
-    /// else would answer it); after it, the events are the new owner's.
+    /// Until the new owner has the bytes, a half-close or the server's shutdown ends the
+    /// connection (nobody would answer it, and the owner must not see them before its request).
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
-        guard !decided, event is ChannelShouldQuiesceEvent || event as? ChannelEvent == .inputClosed else {
+        guard !released, event is ChannelShouldQuiesceEvent || event as? ChannelEvent == .inputClosed else {
             return context.fireUserInboundEventTriggered(event)
         }
         context.close(promise: nil)

@@ -23,7 +23,9 @@ import Synchronization
 public final class PeerJSServer: Sendable {
     /// Every protocol setting (`protocolSettings`: keys, timeouts, limits, discovery), the base
     /// path (`path`, e.g. `/peerjs` for a client with `path: '/peerjs'`), CORS origins, size and
-    /// time limits — the daemon's options, under the same names as ``BrokerConfiguration``.
+    /// time limits — the daemon's options, in the daemon's ranges (``BrokerConfiguration/problem``).
+    /// `clustered` and `metricsIntervalMs` are the daemon's alone and ignored here; `authEvents`
+    /// too (``events`` has them all); `mounted` is always on.
     public typealias Configuration = BrokerConfiguration
 
     /// What the auth hook is asked: a client's registration, before it gets `OPEN`.
@@ -61,7 +63,7 @@ public final class PeerJSServer: Sendable {
     }
 
     /// The auth hook's default deadline when the configuration has none (`authTimeoutMs` 0).
-    public static let defaultAuthTimeoutMs: Int64 = 5000
+    public static let defaultAuthTimeoutMs: Int64 = EmbeddedBroker.defaultAuthTimeoutMs
     /// Events kept for a reader of ``events`` that falls behind; past it the oldest are dropped.
     public static let defaultEventBuffer = 4096
 
@@ -81,28 +83,32 @@ public final class PeerJSServer: Sendable {
     /// - Parameters:
     ///   - configuration: the protocol settings and limits; `path` is where the app mounts it.
     ///   - eventLoop: the loop the app serves from; nil: one of NIO's shared singleton loops.
-    ///   - eventBuffer: events kept for a slow reader of ``events``.
+    ///   - eventBuffer: events kept for a slow reader of ``events``; 0: no events are kept (an
+    ///     app that does not read them).
     ///   - logger: the broker's log lines ("Client connected: …") go here; values a client chose
     ///     in them are escaped (one record is one line, whatever the app's log handler does).
     ///   - authorize: the auth hook, asked before each registration; nil: everyone is allowed.
     ///     It must answer within `configuration.authTimeoutMs` (``defaultAuthTimeoutMs`` when 0);
-    ///     a late answer is ignored and the client gets `Auth Timeout`.
+    ///     a late answer is ignored and the client gets `Auth Timeout`; the hook's task is cancelled
+    ///     then, and should end when it sees that (at most 1024 run at once; past that, questions
+    ///     wait, then fail as `Error on Auth`).
+    /// - Throws: ``PeerJSServerError`` naming the first setting outside the daemon's ranges.
     public init(
         configuration: Configuration = Configuration(),
         eventLoop: (any EventLoop)? = nil,
         eventBuffer: Int = PeerJSServer.defaultEventBuffer,
         logger: Logger = Logger(label: "peerjs"),
         authorize: (@Sendable (Registration) async -> Verdict)? = nil
-    ) {
-        var configuration = configuration
-        if authorize != nil, configuration.authTimeoutMs <= 0 { configuration.authTimeoutMs = Self.defaultAuthTimeoutMs }
+    ) throws {
+        if let problem = configuration.problem { throw PeerJSServerError(description: "PeerJSServer.Configuration: \(problem)") }
         let logger = EscapingLogHandler.wrapping(logger)
         self.logger = logger
         let eventLoop = eventLoop ?? MultiThreadedEventLoopGroup.singleton.next()
         self.eventLoop = eventLoop
-        let (events, continuation) = AsyncStream.makeStream(of: PeerEvent.self, bufferingPolicy: .bufferingNewest(max(1, eventBuffer)))
+        let (events, continuation) = AsyncStream.makeStream(of: PeerEvent.self, bufferingPolicy: .bufferingNewest(max(0, eventBuffer)))
         self.events = events
         self.continuation = continuation
+        if eventBuffer <= 0 { continuation.finish() }
         let dropped = DropCounter(logger: logger)
         var policy: EmbeddedBroker.Authorize?
         if let authorize {
@@ -117,7 +123,12 @@ public final class PeerJSServer: Sendable {
         broker = EmbeddedBroker(
             configuration: configuration, loop: eventLoop, logger: logger, authorize: policy,
             onEvent: { event in
-                if case .dropped = continuation.yield(event) { dropped.count() }
+                switch continuation.yield(event) {
+                case .dropped: dropped.count()
+                case .enqueued: dropped.caughtUp()
+                case .terminated: break
+                @unknown default: break
+                }
             })
     }
 
@@ -126,11 +137,28 @@ public final class PeerJSServer: Sendable {
     /// anything has been read. Throws when the channel is on another loop, the server is shut
     /// down, or the client's address has too many handshakes open (close the channel then).
     public func serve(_ channel: any Channel) throws {
+        try serve(channel, since: nil)
+    }
+
+    /// ``serve(_:)`` for a connection whose handshake deadline started at `since` (the router's).
+    func serve(_ channel: any Channel, since: NIODeadline?) throws {
         do {
-            try broker.serve(channel)
+            try broker.serve(channel, since: since)
         } catch {
+            switch error {
+            case .otherEventLoop, .pipeline: logOnce(error.description)
+            case .stopped, .handshakeLimit: logger.debug("\(error.description)")
+            }
             throw PeerJSServerError(description: error.description)
         }
+    }
+
+    private let loggedErrors = Mutex<Set<String>>([])
+
+    /// A set-up mistake (the wrong loop) would otherwise close every PeerJS connection quietly.
+    private func logOnce(_ text: String) {
+        guard loggedErrors.withLock({ $0.count < 16 && $0.insert(text).inserted }) else { return }
+        logger.error("PeerJSServer: \(text)")
     }
 
     /// Mounts the server at its base path on a connection of the app's own HTTP server: the
@@ -143,10 +171,23 @@ public final class PeerJSServer: Sendable {
     /// A later request on the same keep-alive connection that belongs to the other side gets
     /// `307` to itself with `Connection: close` (from this server; Hummingbird's adapter does the
     /// same for the app), so clients ask again on a new connection.
+    ///
+    /// Add it before any handler that reads the request (a TLS handler before it is fine). The
+    /// future fails at once when called off the channel's loop, or when the base path is `/`
+    /// (the PeerJS server would take every request: set `path`, or use ``serve(_:)``).
     public func mount<Other: Sendable>(
         _ channel: any Channel, otherwise: @escaping @Sendable (any Channel) -> EventLoopFuture<Other>
     ) -> EventLoopFuture<Route<Other>> {
         let promise = channel.eventLoop.makePromise(of: Route<Other>.self)
+        guard channel.eventLoop.inEventLoop else {
+            promise.fail(PeerJSServerError(description: "PeerJSServer.mount is called off the channel's event loop; call it from the channel initializer"))
+            return promise.futureResult
+        }
+        guard configuration.basePath != "/" else {
+            logger.error("PeerJSServer.mount: the base path is /, which would take every request from the app; set configuration.path (e.g. /peerjs)")
+            promise.fail(PeerJSServerError(description: "PeerJSServer.mount needs a base path other than /"))
+            return promise.futureResult
+        }
         do {
             try channel.pipeline.syncOperations.addHandler(
                 MountRouter(server: self, otherwise: otherwise, promise: promise,
@@ -181,7 +222,8 @@ public struct PeerJSServerError: Error, CustomStringConvertible {
     public let description: String
 }
 
-/// Counts events a slow reader lost, and logs the first of each run of losses and every 1000th.
+/// Counts events a slow reader lost, and logs the first of each run of losses, every 1000th, and
+/// the end of the run.
 private final class DropCounter: Sendable {
     private let logger: Logger
     private let dropped = Mutex(0)
@@ -196,7 +238,17 @@ private final class DropCounter: Sendable {
             return value
         }
         if total == 1 || total % 1000 == 0 {
-            logger.warning("PeerJSServer.events: the reader is behind; \(total) events dropped so far (oldest first)")
+            logger.warning("PeerJSServer.events: the reader is behind; \(total) events dropped (the oldest) so far; pass eventBuffer: 0 to keep none")
         }
+    }
+
+    /// An event was kept again: the next loss starts a new run (and is logged).
+    func caughtUp() {
+        guard dropped.withLock({ $0 }) > 0 else { return }
+        let total = dropped.withLock { value in
+            defer { value = 0 }
+            return value
+        }
+        if total > 0 { logger.notice("PeerJSServer.events: the reader caught up after \(total) events were dropped") }
     }
 }

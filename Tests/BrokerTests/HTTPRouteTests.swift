@@ -154,3 +154,46 @@ struct MountedRouteTests {
         #expect(BrokerConfiguration(path: "/").serves(target: "/anything"))
     }
 }
+
+@Suite("Mounted: bodies, other hosts, the configuration's ranges, the in-process auth link")
+struct MountedEdgeTests {
+    @Test("a request with a body for the app's paths gets its 307 at the head, without waiting for the body")
+    func bodyRedirectedAtHead() throws {
+        let rig = try #require(try MountedRouteTests.broker().connect())
+        rig.held.holding = false
+        // EmbeddedChannel closes fully on .output: NIO's decoder then reports the body it never got.
+        _ = try? rig.send("POST /upload HTTP/1.1\r\nHost: h\r\nContent-Length: 100000\r\n\r\nfirst bytes of a large body")
+        rig.loop.run()
+        let text = try rig.written()
+        #expect(text.hasPrefix("HTTP/1.1 307 Temporary Redirect"), "\(text)")
+        #expect(text.contains("Location: /upload"))
+        _ = try? rig.channel.finish(acceptAlreadyClosed: true)  // NIO's decoder: the body never ended
+    }
+
+    @Test("a target a browser would read as another host (//host, backslashes) gets 400, never a Location")
+    func noOpenRedirect() throws {
+        for target in ["//evil.example/x", "/\\evil.example", "/a\\b"] {
+            let response = try HTTPRouteTests.get(target, broker: MountedRouteTests.broker())
+            #expect(response.status == "HTTP/1.1 400 Bad Request", "\(target)")
+            #expect(!response.headers.contains { $0.lowercased().hasPrefix("location") }, "\(target)")
+        }
+        #expect(HTTPRouteHandler.isOriginForm("/index.html?x=//y"))
+    }
+
+    @Test("the configuration's ranges are the daemon's flags' ranges")
+    func problems() {
+        #expect(BrokerConfiguration().problem == nil)
+        #expect(BrokerConfiguration(handshakeTimeoutMs: 0).problem?.contains("handshakeTimeoutMs") == true)
+        #expect(BrokerConfiguration(outputLimit: 10).problem?.contains("outputLimit") == true)
+        #expect(BrokerConfiguration(authTimeoutMs: 60_001).problem?.contains("authTimeoutMs") == true)
+        #expect(BrokerConfiguration(protocolSettings: ProtocolSettings(takeoverTimeoutMs: -1)).problem?.contains("takeoverTimeoutMs") == true)
+    }
+
+    @Test("a deny reason is cut at 256 UTF-8 bytes on a character boundary")
+    func truncation() {
+        let text = String(repeating: "é", count: 200)  // 400 bytes
+        let cut = InProcessAuthLink.truncated(text, toBytes: 256)
+        #expect(cut.utf8.count == 256 && cut == String(repeating: "é", count: 128))
+        #expect(InProcessAuthLink.truncated("short", toBytes: 256) == "short")
+    }
+}

@@ -21,10 +21,10 @@ struct MountedApp {
     init(
         _ configuration: PeerJSServer.Configuration = .init(protocolSettings: .init(allowDiscovery: true), path: "/peerjs"),
         authorize: (@Sendable (PeerJSServer.Registration) async -> PeerJSServer.Verdict)? = nil
-    ) {
-        // A loop of its own per test: nothing carries over between tests running at once.
-        server = PeerJSServer(configuration: configuration, eventLoop: MultiThreadedEventLoopGroup.singleton.next(),
-                              logger: Self.quiet, authorize: authorize)
+    ) throws {
+        // One of NIO's shared loops (tests running at once may share one; each has its own server).
+        server = try PeerJSServer(configuration: configuration, eventLoop: MultiThreadedEventLoopGroup.singleton.next(),
+                                  logger: Self.quiet, authorize: authorize)
         let router = Router()
         router.get("/") { _, _ in
             Response(status: .ok, headers: [.contentType: "text/html"], body: .init(byteBuffer: ByteBuffer(string: Self.page)))
@@ -69,7 +69,7 @@ func firstEvents(_ server: PeerJSServer, count: Int, timeout: Duration = .second
 struct HummingbirdMountTests {
     @Test("the app's page at /, and the PeerJS routes under /peerjs, through Hummingbird's test client")
     func routes() async throws {
-        let mounted = MountedApp()
+        let mounted = try MountedApp()
         try await mounted.live { client, _ in
             try await client.execute(uri: "/", method: .get) { response in
                 #expect(response.status == .ok)
@@ -105,7 +105,7 @@ struct HummingbirdMountTests {
 
     @Test("a keep-alive connection of the app that asks for /peerjs/… gets 307 with Connection: close")
     func appSideRedirect() async throws {
-        let mounted = MountedApp()
+        let mounted = try MountedApp()
         try await mounted.live { client, _ in
             try await client.execute(uri: "/", method: .get) { #expect($0.status == .ok) }
             try await client.execute(uri: "/peerjs/peerjs/id?ts=1", method: .get) { response in
@@ -118,7 +118,7 @@ struct HummingbirdMountTests {
 
     @Test("two PeerJS clients register at /peerjs/peerjs and relay an OFFER; the events say connection and disconnect")
     func relayAndEvents() async throws {
-        let mounted = MountedApp()
+        let mounted = try MountedApp()
         try await mounted.live { _, port in
             let alice = try await WSClient.connect(port: port, path: "/peerjs/peerjs", query: "key=peerjs&id=alice&token=a")
             #expect(try await alice.nextJSON()["type"] == .string("OPEN"))
@@ -143,7 +143,9 @@ struct HummingbirdMountTests {
     @Test("the auth hook: allow → OPEN, deny → ERROR with its reason; a hook slower than authTimeoutMs → Auth Timeout")
     func authHook() async throws {
         let gate = Gate()
-        let mounted = MountedApp(.init(path: "/peerjs", authTimeoutMs: 300)) { registration in
+        // The deadline only has to outlast a hook that answers at once on a loaded machine; the
+        // "slow" hook waits for the gate, which opens after the test.
+        let mounted = try MountedApp(.init(path: "/peerjs", authTimeoutMs: 3000)) { registration in
             switch registration.id {
             case "slow": await gate.wait(); return .allow
             case let id where id.hasPrefix("admin"): return .deny(reason: "reserved: \(registration.ip)")
@@ -166,7 +168,7 @@ struct HummingbirdMountTests {
 
     @Test("Hummingbird's graceful shutdown closes a PeerJS socket with 1001 going away")
     func gracefulShutdown() async throws {
-        let mounted = MountedApp()
+        let mounted = try MountedApp()
         let client = try await mounted.live { _, port in
             let client = try await WSClient.connect(port: port, path: "/peerjs/peerjs", query: "key=peerjs&id=erin&token=e")
             #expect(try await client.nextJSON()["type"] == .string("OPEN"))

@@ -13,10 +13,17 @@ struct MountRouterTests {
     final class AppSide: ChannelInboundHandler, Sendable {
         typealias InboundIn = ByteBuffer
         let received = Mutex("")
+        /// What reached the app, in order: `read`, `readComplete`, `inactive`.
+        let seen = Mutex<[String]>([])
 
         func channelRead(context: ChannelHandlerContext, data: NIOAny) {
             let bytes = unwrapInboundIn(data)
             received.withLock { $0 += String(buffer: bytes) }
+            seen.withLock { $0.append("read") }
+        }
+
+        func channelReadComplete(context: ChannelHandlerContext) {
+            seen.withLock { $0.append("readComplete") }
         }
     }
 
@@ -27,15 +34,21 @@ struct MountRouterTests {
         let app = AppSide()
         let route: EventLoopFuture<PeerJSServer.Route<String>>
 
-        init(handshakeTimeoutMs: Int64 = 1000, maxHeaderBytes: Int = 4096) throws {
-            server = PeerJSServer(
+        /// With `appLater`, the app's pipeline is ready when the test completes `appReady`.
+        let appReady: EventLoopPromise<Void>?
+
+        init(handshakeTimeoutMs: Int64 = 1000, maxHeaderBytes: Int = 4096, appLater: Bool = false) throws {
+            let appReady = appLater ? loop.makePromise(of: Void.self) : nil
+            self.appReady = appReady
+            server = try PeerJSServer(
                 configuration: .init(path: "/peerjs", handshakeTimeoutMs: handshakeTimeoutMs, maxHeaderBytes: maxHeaderBytes),
                 eventLoop: loop, logger: MountedApp.quiet)
-            loop.run()  // the server's state is set up by a task on its loop
+            loop.run()
             channel = EmbeddedChannel(loop: loop)
             let app = self.app
             route = server.mount(channel) { channel in
-                channel.eventLoop.makeCompletedFuture {
+                let ready = appReady?.futureResult ?? channel.eventLoop.makeSucceededVoidFuture()
+                return ready.flatMapThrowing {
                     try channel.pipeline.syncOperations.addHandler(app)
                     return "the app's"
                 }
@@ -95,7 +108,7 @@ struct MountRouterTests {
         #expect(setup.decided == nil)
     }
 
-    @Test("a half-close before the line: closed; a line longer than the header limit goes to the app (its parser refuses it)")
+    @Test("a half-close before the line: closed; an over-long line for the app's paths goes to the app")
     func halfCloseAndLongLine() throws {
         let closing = try Setup()
         try closing.send("GET /")
@@ -103,10 +116,65 @@ struct MountRouterTests {
         #expect(!closing.channel.isActive)
 
         let long = try Setup(maxHeaderBytes: 1024)
-        try long.send("GET /peerjs/" + String(repeating: "a", count: 1100))
+        try long.send("GET /app/" + String(repeating: "a", count: 1100))
         guard case .other = long.decided else { Issue.record("route: \(String(describing: long.decided))"); return }
-        #expect(long.app.received.withLock { $0.utf8.count } == 1112)
+        #expect(long.app.received.withLock { $0.utf8.count } == 1109)
         _ = try long.channel.finish(acceptAlreadyClosed: true)
+    }
+
+    @Test("an app pipeline that is ready later gets the bytes and a read-complete (NIO's async channels wait for it)")
+    func laterApp() throws {
+        let setup = try Setup(appLater: true)
+        try setup.send("GET / HTTP/1.1\r\n")
+        try setup.send("Host: h\r\n\r\n")
+        #expect(setup.decided == nil, "decided before the app's pipeline was ready")
+        setup.appReady?.succeed(())
+        setup.loop.run()
+        guard case .other = setup.decided else { Issue.record("route: \(String(describing: setup.decided))"); return }
+        #expect(setup.app.received.withLock { $0 } == "GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+        #expect(setup.app.seen.withLock { $0 } == ["read", "readComplete"])
+        _ = try setup.channel.finish(acceptAlreadyClosed: true)
+    }
+
+    @Test("absolute-form and leading empty lines are read as HTTP servers read them; an over-long line under the base path is PeerJS's (431)")
+    func targets() throws {
+        let absolute = try Setup()
+        try absolute.send("GET http://example.test:8080/peerjs/peerjs/id HTTP/1.1\r\nHost: h\r\n\r\n")
+        guard case .peerJS = absolute.decided else { Issue.record("absolute: \(String(describing: absolute.decided))"); return }
+
+        let leading = try Setup()
+        try leading.send("\r\n\r\nGET /peerjs HTTP/1.1\r\nHost: h\r\n\r\n")
+        guard case .peerJS = leading.decided else { Issue.record("leading: \(String(describing: leading.decided))"); return }
+
+        let long = try Setup(maxHeaderBytes: 1024)
+        try long.send("GET /peerjs/" + String(repeating: "a", count: 1100))
+        guard case .peerJS = long.decided else { Issue.record("long: \(String(describing: long.decided))"); return }
+        #expect(try long.written().hasPrefix("HTTP/1.1 431"))
+        for setup in [absolute, leading, long] { _ = try setup.channel.finish(acceptAlreadyClosed: true) }
+    }
+
+    @Test("a connection that ends before its first line fails the route; mount refuses a base path of /")
+    func endsEarly() throws {
+        let setup = try Setup()
+        try setup.send("GET /pe")
+        try setup.channel.close().wait()
+        let failed = Mutex(false)
+        setup.route.whenFailure { _ in failed.withLock { $0 = true } }
+        #expect(failed.withLock { $0 })
+
+        let loop = EmbeddedEventLoop()
+        let everything = try PeerJSServer(configuration: .init(path: "/"), eventLoop: loop, logger: MountedApp.quiet)
+        let refused = Mutex(false)
+        everything.mount(EmbeddedChannel(loop: loop)) { $0.eventLoop.makeSucceededFuture(0) }.whenFailure { _ in refused.withLock { $0 = true } }
+        #expect(refused.withLock { $0 }, "a base path of / would take every request from the app")
+    }
+
+    @Test("a configuration outside the daemon's ranges is refused by name")
+    func configuration() {
+        #expect(throws: PeerJSServerError.self) { try PeerJSServer(configuration: .init(handshakeTimeoutMs: Int64.max)) }
+        #expect(throws: PeerJSServerError.self) { try PeerJSServer(configuration: .init(maxMessageBytes: 1 << 30)) }
+        #expect(throws: PeerJSServerError.self) { try PeerJSServer(configuration: .init(protocolSettings: .init(keys: []))) }
+        #expect(PeerJSServer.Configuration(path: "/peerjs").problem == nil)
     }
 
     @Test("serve() refuses a channel on another loop than the server's")

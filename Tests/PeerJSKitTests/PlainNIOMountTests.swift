@@ -26,7 +26,7 @@ struct PlainNIOMountTests {
 
     @Test("ServerBootstrap on the server's loop: the app answers /, PeerJS answers /peerjs; after shutdown() PeerJS refuses")
     func bootstrap() async throws {
-        let server = PeerJSServer(configuration: .init(path: "/peerjs"), logger: MountedApp.quiet)
+        let server = try PeerJSServer(configuration: .init(path: "/peerjs"), logger: MountedApp.quiet)
         let listener = try await ServerBootstrap(group: server.eventLoop)
             .childChannelInitializer { channel in
                 _ = server.mount(channel) { channel in

@@ -36,8 +36,9 @@ struct Endpoint: Sendable {
     }
 
     /// Opens a WebSocket at `B peerjs` with the raw query.
-    func connect(query: String?, autoPong: Bool = true) async throws -> WSClient {
-        try await WSClient.connect(host: host, port: port, path: wsPath, query: query, autoPong: autoPong)
+    /// `timeout`: for TCP connect plus the 101, which waits for a takeover's decision (TakeoverTests).
+    func connect(query: String?, autoPong: Bool = true, timeout: Duration = .seconds(5)) async throws -> WSClient {
+        try await WSClient.connect(host: host, port: port, path: wsPath, query: query, autoPong: autoPong, timeout: timeout)
     }
 
     /// Opens a WebSocket with `key`/`id`/`token` (each inserted raw, unencoded, as the browser client does).
@@ -46,11 +47,12 @@ struct Endpoint: Sendable {
         token: String,
         key: String? = nil,
         extra: String = "",
-        autoPong: Bool = true
+        autoPong: Bool = true,
+        timeout: Duration = .seconds(5)
     ) async throws
         -> WSClient
     {
-        try await connect(query: "key=\(key ?? self.key)&id=\(id)&token=\(token)\(extra)", autoPong: autoPong)
+        try await connect(query: "key=\(key ?? self.key)&id=\(id)&token=\(token)\(extra)", autoPong: autoPong, timeout: timeout)
     }
 
     /// Registers a new peer with a unique id and expects exactly `{"type":"OPEN"}` first.

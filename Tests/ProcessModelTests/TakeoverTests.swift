@@ -72,7 +72,7 @@ struct Takeover {
         old.signal(SIGSTOP)
         let mark = server.process.lines.count
         let start = Stopwatch.now
-        let claimant = try await s.connect(id: id, token: "after-reload")
+        let claimant = try await s.connect(id: id, token: "after-reload", timeout: .seconds(20))
         #expect(try await claimant.nextJSON(timeout: .seconds(20)) == ["type": "OPEN"])
         let elapsed = Stopwatch.milliseconds(since: start)
         #expect(elapsed >= Double(Self.takeoverMs) - 50, "OPEN after \(elapsed) ms, before the holder had its time to answer")
@@ -111,8 +111,8 @@ struct Takeover {
         let old = try await holder(s, id: id, token: "gone")
         defer { old.killGroup() }
         old.signal(SIGSTOP)
-        async let first = s.connect(id: id, token: "one")
-        async let second = s.connect(id: id, token: "two")
+        async let first = s.connect(id: id, token: "one", timeout: .seconds(20))
+        async let second = s.connect(id: id, token: "two", timeout: .seconds(20))
         let claimants = try await [first, second]
         var answers: [JSONValue] = []
         for claimant in claimants { answers.append(try await claimant.nextJSON(timeout: .seconds(20))) }

@@ -27,7 +27,7 @@ struct HummingbirdExample: AsyncParsableCommand {
         }()
         let refusePrefix = self.refusePrefix
         // The PeerJS client's options: { host, port, path: "/peerjs" }.
-        let peers = PeerJSServer(
+        let peers = try PeerJSServer(
             configuration: .init(protocolSettings: .init(allowDiscovery: true), path: "/peerjs"),
             logger: logger,
             authorize: { registration in

@@ -1,0 +1,86 @@
+import IPC
+import Logging
+import NIOCore
+import NIOPosix
+import PeerProtocol
+import Synchronization
+import Testing
+
+@testable import Broker
+
+/// PeerJSKit's auth hook behind ``AuthClient``: closures in tasks, answers hopping back to a real
+/// event loop (an `EmbeddedEventLoop` cannot take tasks from other threads).
+@Suite("The in-process auth link (PeerJSKit's hook)")
+struct InProcessAuthLinkTests {
+    static func query(_ id: String, _ n: UInt64) -> AuthorizationQuery {
+        AuthorizationQuery(connection: ConnectionID(n), id: id, token: "t", key: "peerjs", ip: "192.0.2.1", version: "")
+    }
+
+    @Test("at most maxInFlight hooks run, then questions wait (their deadline running); a hung hook is cancelled at its deadline and frees its place; an answer is the verdict")
+    func saturationAndDeadline() async throws {
+        let loop = MultiThreadedEventLoopGroup.singleton.next()
+        let answers = Mutex<[String: AuthorizationAnswer]>([:])
+        let cancelled = Mutex(0)
+        let link = try await loop.submit {
+            let auth = AuthClient(loop: loop, timeoutMs: 300, logger: TestBroker.quiet) { query, answer in
+                answers.withLock { $0[query.id] = answer }
+            }
+            let link = InProcessAuthLink(loop: loop, maxInFlight: 2) { query in
+                if query.id == "quick" { return .deny("no \(query.token)") }
+                do { try await Task.sleep(for: .seconds(3600)) } catch { cancelled.withLock { $0 += 1 } }
+                return .allow  // after its deadline: ignored
+            }
+            link.generation = auth.attach(link: link)
+            link.auth = auth
+            for (n, id) in ["slow1", "slow2", "queued"].enumerated() {
+                #expect(auth.ask(Self.query(id, UInt64(n + 1))) == nil, "\(id) was answered at once")
+            }
+            #expect(link.inFlight == 2 && auth.held == 1, "the third question should wait for a place")
+            return NIOLoopBound((link, auth), eventLoop: loop)
+        }.get()
+
+        let deadline = ContinuousClock.now + .seconds(20)
+        while answers.withLock({ $0.count }) < 3 || cancelled.withLock({ $0 }) < 2 {
+            try #require(ContinuousClock.now < deadline, "answers so far: \(answers.withLock { $0 }), cancelled: \(cancelled.withLock { $0 })")
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        #expect(answers.withLock { $0 } == ["slow1": .timedOut, "slow2": .timedOut, "queued": .timedOut])
+        let (inFlight, waiting) = try await loop.submit { (link.value.0.inFlight, link.value.1.waiting) }.get()
+        #expect(inFlight == 0 && waiting == 0, "the hung hooks still hold their places")
+
+        // The places are free again: a hook that answers gives the verdict.
+        try await loop.submit { #expect(link.value.1.ask(Self.query("quick", 4)) == nil) }.get()
+        while answers.withLock({ $0["quick"] }) == nil {
+            try #require(ContinuousClock.now < deadline, "no verdict for quick")
+            try await Task.sleep(for: .milliseconds(10))
+        }
+        #expect(answers.withLock { $0["quick"] } == .deny("no t"))
+    }
+
+    @Test("after cancelAll (shutdown) a question is denied without running the hook")
+    func closed() async throws {
+        let loop = MultiThreadedEventLoopGroup.singleton.next()
+        let answers = Mutex<[AuthorizationAnswer]>([])
+        let ran = Mutex(0)
+        let kept = try await loop.submit {
+            let auth = AuthClient(loop: loop, timeoutMs: 5000, logger: TestBroker.quiet) { _, answer in answers.withLock { $0.append(answer) } }
+            let link = InProcessAuthLink(loop: loop) { _ in
+                ran.withLock { $0 += 1 }
+                return .allow
+            }
+            link.generation = auth.attach(link: link)
+            link.auth = auth
+            link.cancelAll()
+            #expect(auth.ask(Self.query("late", 1)) == nil)
+            return NIOLoopBound((link, auth), eventLoop: loop)
+        }.get()
+        let deadline = ContinuousClock.now + .seconds(10)
+        while answers.withLock({ $0.isEmpty }) {
+            try #require(ContinuousClock.now < deadline)
+            try await Task.sleep(for: .milliseconds(10))
+        }
+        #expect(answers.withLock { $0 } == [.deny("")])
+        #expect(ran.withLock { $0 } == 0)
+        _ = kept
+    }
+}
