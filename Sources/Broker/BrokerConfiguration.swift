@@ -1,4 +1,5 @@
 import IPC
+import NIOCore
 public import PeerProtocol
 
 /// Everything the broker's HTTP and WebSocket layer needs to know, beyond the protocol rules:
@@ -97,6 +98,19 @@ public struct BrokerConfiguration: Sendable, Equatable {
             return "\(name) must be between \(range.lowerBound) and \(range.upperBound), not \(value)"
         }
         if settings.keys.isEmpty || settings.keys.contains(where: \.isEmpty) { return "keys must be one or more non-empty keys" }
+        if settings.keys.count > BrokerSettings.maxExtraKeys + 1 {
+            return "keys may hold at most \(BrokerSettings.maxExtraKeys + 1) keys, not \(settings.keys.count)"
+        }
+        if let long = settings.keys.first(where: { $0.utf8.count > AuthQuery.maxKeyLength }) {
+            return "each key is at most \(AuthQuery.maxKeyLength) bytes; \(LogText.escaped(long)) is longer"
+        }
+        if let proxy = trustedProxies.first(where: { (try? SocketAddress(ipAddress: $0, port: 0)) == nil }) {
+            return "trustedProxies: \(LogText.escaped(proxy)) is not a numeric IPv4 or IPv6 address"
+        }
+        // An origin-form path: it is matched against request targets and sent back in redirects.
+        let pathIsPlain = basePath.hasPrefix("/") && !basePath.hasPrefix("//")
+            && !basePath.unicodeScalars.contains { $0.value <= 0x20 || $0.value == 0x7F || "?#\\%".unicodeScalars.contains($0) }
+        if !pathIsPlain { return "path must be a plain path such as /peerjs (no //, ?, #, %, backslash, space or control), not \(LogText.escaped(basePath))" }
         return nil
     }
 

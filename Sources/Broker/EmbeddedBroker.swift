@@ -159,12 +159,17 @@ final class QuiesceHandler: ChannelInboundHandler {
 /// ``AuthClient``'s link when the policy is a closure in the same process: each question runs
 /// the closure in a task, and its answer comes back to the loop like a helper's verdict. The
 /// AuthClient keeps the deadline (`Auth Timeout`) and the order. At the same deadline the link
-/// cancels the question's task and frees its place: at most ``maxInFlight`` run at once, past
-/// that the link is "full" and AuthClient holds the questions (then fails them), so a hook that
-/// hangs costs denials for as long as it hangs, never memory or an allow.
+/// cancels the question's task and frees its place: at most ``maxInFlight`` questions are out at
+/// once, and at most ``maxTasks`` tasks live (one that ignores its cancellation keeps living);
+/// past either the link is "full" and AuthClient holds the questions, then fails them. A hook
+/// that hangs costs denials for as long as it hangs, never unbounded memory or an allow.
 final class InProcessAuthLink: AuthLink {
-    /// The most closures running at once.
+    /// The most questions out at once (each until its answer or its deadline).
     let maxInFlight: Int
+    /// The most tasks alive at once, cancelled ones that have not ended included.
+    let maxTasks: Int
+    /// Tasks started and not yet ended.
+    private(set) var tasks = 0
 
     private let loop: any EventLoop
     private let authorize: EmbeddedBroker.Authorize
@@ -177,9 +182,10 @@ final class InProcessAuthLink: AuthLink {
 
     var inFlight: Int { running.count }
 
-    init(loop: any EventLoop, maxInFlight: Int = 1024, authorize: @escaping EmbeddedBroker.Authorize) {
+    init(loop: any EventLoop, maxInFlight: Int = 1024, maxTasks: Int = 4096, authorize: @escaping EmbeddedBroker.Authorize) {
         self.loop = loop
         self.maxInFlight = maxInFlight
+        self.maxTasks = maxTasks
         self.authorize = authorize
     }
 
@@ -192,12 +198,18 @@ final class InProcessAuthLink: AuthLink {
             loop.execute { bound.value.auth?.handle(.verdict(requestID: requestID, AuthVerdict(allow: false)), generation: bound.value.generation) }
             return
         }
-        guard running.count < maxInFlight else { throw IPCError(.wouldBlock, "\(running.count) auth hooks are running") }
+        guard running.count < maxInFlight, tasks < maxTasks else {
+            throw IPCError(.wouldBlock, "\(running.count) auth hooks are running, \(tasks) tasks alive")
+        }
         let query = try AuthQuery(decoding: frame.payload)
         let authorize = self.authorize
+        tasks += 1
         let task = Task {
             let answer = await authorize(query)
-            bound.eventLoop.execute { bound.value.answered(requestID, answer) }
+            bound.eventLoop.execute {
+                bound.value.tasks -= 1
+                bound.value.answered(requestID, answer)
+            }
         }
         let deadline = loop.scheduleTask(in: .milliseconds(auth?.timeoutMs ?? EmbeddedBroker.defaultAuthTimeoutMs)) {
             bound.value.expired(requestID)
@@ -211,7 +223,8 @@ final class InProcessAuthLink: AuthLink {
         running.removeValue(forKey: requestID)?.task.cancel()
     }
 
-    /// Cancels every question (the server shuts down); AuthClient fails them.
+    /// Cancels every question (the server shuts down): their clients are being closed, and
+    /// AuthClient answers them `Auth Timeout` at their deadlines (nothing registers).
     func cancelAll() {
         closed = true
         for (_, entry) in running {

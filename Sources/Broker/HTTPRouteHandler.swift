@@ -63,8 +63,9 @@ final class HTTPRouteHandler: ChannelInboundHandler, RemovableChannelHandler {
         guard !refused else { return }
         switch unwrapInboundIn(data) {
         case .head(let head):
-            if isElsewhere(head), !writing, waiting == nil {
-                return redirectElsewhere(head, context: context)  // now: a body after it is not waited for
+            if isElsewhere(head), waiting == nil {
+                // Now (after any response being written, before none waiting): a body is not waited for.
+                return redirectElsewhere(head, context: context)
             }
             if Self.announcesBody(head), !isElsewhere(head) {
                 refused = true

@@ -50,10 +50,10 @@ public struct PeerJSHTTP1Channel: ServerChildChannel {
     /// A request under the PeerJS base path on a keep-alive connection the app's router holds
     /// (a page's `fetch` of `/peerjs/peerjs/id` after loading `/`): `307` to itself with
     /// `Connection: close`, so the client asks again on a new connection, which the PeerJS
-    /// server takes. The connection is left for the client to close (as `Connection: close`
-    /// asks): closing it here with a body or a pipelined request unread could reset it before
-    /// the client has read the `307`. (The target is under the base path, so it starts with it:
-    /// no other host can be named in `Location`.)
+    /// server takes. Then the output is shut (RFC 9112 §9.6; NIO sends what is pending first),
+    /// not the whole connection: a close with a body or a pipelined request unread could reset
+    /// it before the client has read the `307`. (The target is under the base path, an
+    /// origin-form path: no other host can be named in `Location`.)
     static func redirectingPeerJS(_ responder: @escaping HTTPChannelHandler.Responder, server: PeerJSServer) -> HTTPChannelHandler.Responder {
         { request, responseWriter, channel in
             let target = request.head.path ?? "/"
@@ -62,6 +62,7 @@ public struct PeerJSHTTP1Channel: ServerChildChannel {
             }
             try await responseWriter.writeResponse(
                 HTTPResponse(status: .temporaryRedirect, headerFields: [.location: target, .connection: "close", .contentLength: "0"]))
+            try? await channel.close(mode: .output)
         }
     }
 }

@@ -6,8 +6,10 @@ import NIOCore
 /// on, and leaves. A client that sends no complete line within the handshake timeout is closed;
 /// a line longer than `maxLineBytes` is decided by the part of its target read (under the base
 /// path: the PeerJS server, which answers `431`). Empty lines before the request line are
-/// skipped (RFC 9112 §2.2) and an absolute-form target (`http://host/peerjs/…`) is read by its
-/// path, as HTTP servers read it.
+/// skipped (RFC 9112 §2.2). An absolute-form target (`http://host/peerjs/…`, which only proxies
+/// are sent) goes to the app, like anything that is not origin-form under the base path.
+/// Until the new owner has the bytes it sees nothing else of the connection: a half-close, an
+/// error or the server's shutdown closes it.
 final class MountRouter<Other: Sendable>: ChannelInboundHandler, RemovableChannelHandler {
     typealias InboundIn = ByteBuffer
     typealias InboundOut = ByteBuffer
@@ -18,11 +20,15 @@ final class MountRouter<Other: Sendable>: ChannelInboundHandler, RemovableChanne
     private let timeoutMs: Int64
     private let maxLineBytes: Int
     private var buffered: ByteBuffer?
+    /// Bytes of the buffer already looked at for a line feed.
     private var scanned = 0
+    /// Empty-line bytes (CR, LF) known to lead the buffer.
+    private var leading = 0
     private var decided = false
     /// The new owner has the connection (and the bytes): events go to it from now on.
     private var released = false
-    private var settled = false
+    /// The route's promise is completed.
+    private(set) var settled = false
     private var timer: Scheduled<Void>?
 
     init(
@@ -64,24 +70,24 @@ final class MountRouter<Other: Sendable>: ChannelInboundHandler, RemovableChanne
             return
         }
         let view = buffered!.readableBytesView
-        // Empty lines before the request line are skipped; they count toward the limit.
-        let start = view.firstIndex(where: { $0 != UInt8(ascii: "\r") && $0 != UInt8(ascii: "\n") }) ?? view.endIndex
+        // Empty lines before the request line are skipped (they count toward the limit); each
+        // byte is looked at once, however the client splits its sends.
+        while leading < view.count, case let byte = view[view.startIndex + leading], byte == UInt8(ascii: "\r") || byte == UInt8(ascii: "\n") {
+            leading += 1
+        }
+        let start = view.startIndex + leading
         let lineEnd = view[max(start, view.startIndex + scanned)...].firstIndex(of: UInt8(ascii: "\n"))
         scanned = view.count
         if lineEnd == nil, view.count < maxLineBytes { return }
         decide(target: Self.target(of: view[start..<(lineEnd ?? view.endIndex)], complete: lineEnd != nil), context: context)
     }
 
-    /// `GET /peerjs/peerjs?key=x HTTP/1.1` → `/peerjs/peerjs?key=x`, `GET http://h:1/peerjs/ HTTP/1.1`
-    /// → `/peerjs/`; with `complete` false (a line over the limit), the part of the target read.
-    /// Nil when it is no request line.
+    /// `GET /peerjs/peerjs?key=x HTTP/1.1` → `/peerjs/peerjs?key=x`; with `complete` false (a
+    /// line over the limit), the part of the target read. Nil when it is no request line.
     static func target(of line: ByteBufferView.SubSequence, complete: Bool) -> Substring? {
         let words = line.split(separator: UInt8(ascii: " "), maxSplits: 2, omittingEmptySubsequences: false)
         guard words.count == (complete ? 3 : words.count), words.count >= 2, !words[1].isEmpty else { return nil }
-        let target = Substring(decoding: words[1], as: UTF8.self)
-        guard !target.hasPrefix("/"), let scheme = target.firstRange(of: "://") else { return target }
-        let path = target[scheme.upperBound...].drop(while: { $0 != "/" })
-        return path.isEmpty ? "/" : path
+        return Substring(decoding: words[1], as: UTF8.self)
     }
 
     private func decide(target: Substring?, context: ChannelHandlerContext) {
@@ -101,6 +107,11 @@ final class MountRouter<Other: Sendable>: ChannelInboundHandler, RemovableChanne
             let (router, context) = bound.value
             switch result {
             case .success(let value):
+                // The connection may have ended while the app set up its pipeline.
+                guard !router.settled, context.channel.isActive else {
+                    router.settle(.failure(ChannelError.ioOnClosedChannel))
+                    return context.close(promise: nil)
+                }
                 router.settle(.success(.other(value)))
                 router.release(context)
             case .failure(let error):
@@ -134,6 +145,16 @@ final class MountRouter<Other: Sendable>: ChannelInboundHandler, RemovableChanne
     func channelInactive(context: ChannelHandlerContext) {
         settle(.failure(ChannelError.eof))
         context.fireChannelInactive()
+    }
+
+    /// The read-complete of bytes held here is fired with them, at release.
+    func channelReadComplete(context: ChannelHandlerContext) {
+        if released { context.fireChannelReadComplete() }
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        guard released else { return context.close(promise: nil) }
+        context.fireErrorCaught(error)
     }
 
     /// Until the new owner has the bytes, a half-close or the server's shutdown ends the

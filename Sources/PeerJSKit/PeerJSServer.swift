@@ -123,12 +123,7 @@ public final class PeerJSServer: Sendable {
         broker = EmbeddedBroker(
             configuration: configuration, loop: eventLoop, logger: logger, authorize: policy,
             onEvent: { event in
-                switch continuation.yield(event) {
-                case .dropped: dropped.count()
-                case .enqueued: dropped.caughtUp()
-                case .terminated: break
-                @unknown default: break
-                }
+                if case .dropped = continuation.yield(event) { dropped.count() }
             })
     }
 
@@ -184,7 +179,7 @@ public final class PeerJSServer: Sendable {
             return promise.futureResult
         }
         guard configuration.basePath != "/" else {
-            logger.error("PeerJSServer.mount: the base path is /, which would take every request from the app; set configuration.path (e.g. /peerjs)")
+            logOnce("mount: the base path is /, which would take every request from the app; set configuration.path (e.g. /peerjs)")
             promise.fail(PeerJSServerError(description: "PeerJSServer.mount needs a base path other than /"))
             return promise.futureResult
         }
@@ -222,33 +217,27 @@ public struct PeerJSServerError: Error, CustomStringConvertible {
     public let description: String
 }
 
-/// Counts events a slow reader lost, and logs the first of each run of losses, every 1000th, and
-/// the end of the run.
+/// Counts events a slow reader lost and logs them at most once per ``period`` (a reader just
+/// slower than the events drops one now and then, and must not cost a log line per event).
 private final class DropCounter: Sendable {
+    static let period: Duration = .seconds(10)
     private let logger: Logger
-    private let dropped = Mutex(0)
+    private let state = Mutex<(dropped: Int, lastReport: ContinuousClock.Instant?)>((0, nil))
 
     init(logger: Logger) {
         self.logger = logger
     }
 
     func count() {
-        let total = dropped.withLock { value in
-            value += 1
-            return value
+        let now = ContinuousClock.now
+        let report: Int? = state.withLock { state in
+            state.dropped += 1
+            if let last = state.lastReport, now - last < Self.period { return nil }
+            defer { state = (0, now) }
+            return state.dropped
         }
-        if total == 1 || total % 1000 == 0 {
-            logger.warning("PeerJSServer.events: the reader is behind; \(total) events dropped (the oldest) so far; pass eventBuffer: 0 to keep none")
+        if let report {
+            logger.warning("PeerJSServer.events: the reader is behind; \(report) events dropped (the oldest) since the last report; pass eventBuffer: 0 to keep none")
         }
-    }
-
-    /// An event was kept again: the next loss starts a new run (and is logged).
-    func caughtUp() {
-        guard dropped.withLock({ $0 }) > 0 else { return }
-        let total = dropped.withLock { value in
-            defer { value = 0 }
-            return value
-        }
-        if total > 0 { logger.notice("PeerJSServer.events: the reader caught up after \(total) events were dropped") }
     }
 }

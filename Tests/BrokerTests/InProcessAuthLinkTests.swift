@@ -84,3 +84,63 @@ struct InProcessAuthLinkTests {
         _ = kept
     }
 }
+
+@Suite("The in-process auth link: hooks that ignore cancellation")
+struct InProcessAuthLinkTaskCapTests {
+    @Test("a hook that ignores its cancellation keeps its task; past maxTasks the link is full until tasks end")
+    func taskCap() async throws {
+        let loop = MultiThreadedEventLoopGroup.singleton.next()
+        let answers = Mutex<[String: AuthorizationAnswer]>([:])
+        let gate = Gate()
+        let kept = try await loop.submit {
+            let auth = AuthClient(loop: loop, timeoutMs: 100, logger: TestBroker.quiet) { query, answer in
+                answers.withLock { $0[query.id] = answer }
+            }
+            let link = InProcessAuthLink(loop: loop, maxInFlight: 10, maxTasks: 2) { query in
+                if query.id.hasPrefix("stubborn") { await gate.wait() }  // deaf to cancellation
+                return .allow
+            }
+            link.generation = auth.attach(link: link)
+            link.auth = auth
+            for (n, id) in ["stubborn1", "stubborn2"].enumerated() {
+                #expect(auth.ask(InProcessAuthLinkTests.query(id, UInt64(n + 1))) == nil)
+            }
+            return NIOLoopBound((link, auth), eventLoop: loop)
+        }.get()
+        let deadline = ContinuousClock.now + .seconds(20)
+        while answers.withLock({ $0.count }) < 2 {
+            try #require(ContinuousClock.now < deadline)
+            try await Task.sleep(for: .milliseconds(10))
+        }
+        // Both timed out, their places are free, but their tasks live: a new question must wait.
+        let (inFlight, tasks, held) = try await loop.submit {
+            #expect(kept.value.1.ask(InProcessAuthLinkTests.query("next", 3)) == nil)
+            return (kept.value.0.inFlight, kept.value.0.tasks, kept.value.1.held)
+        }.get()
+        #expect(inFlight == 0 && tasks == 2 && held == 1, "inFlight \(inFlight), tasks \(tasks), held \(held)")
+        await gate.open()
+        // The stubborn tasks end; "next" is answered (sent once there is room, or timed out).
+        while try await loop.submit({ kept.value.0.tasks }).get() != 0 || answers.withLock({ $0["next"] }) == nil {
+            try #require(ContinuousClock.now < deadline, "answers: \(answers.withLock { $0 })")
+            try await Task.sleep(for: .milliseconds(10))
+        }
+        #expect(answers.withLock { $0["stubborn1"] } == .timedOut && answers.withLock { $0["stubborn2"] } == .timedOut)
+    }
+}
+
+/// Holds hooks until the test opens it.
+actor Gate {
+    private var waiters: [CheckedContinuation<Void, Never>] = []
+    private var isOpen = false
+
+    func wait() async {
+        if isOpen { return }
+        await withCheckedContinuation { waiters.append($0) }
+    }
+
+    func open() {
+        isOpen = true
+        for waiter in waiters { waiter.resume() }
+        waiters.removeAll()
+    }
+}

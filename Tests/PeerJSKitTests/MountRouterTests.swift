@@ -136,21 +136,45 @@ struct MountRouterTests {
         _ = try setup.channel.finish(acceptAlreadyClosed: true)
     }
 
-    @Test("absolute-form and leading empty lines are read as HTTP servers read them; an over-long line under the base path is PeerJS's (431)")
+    @Test("leading empty lines are skipped, even a byte at a time; absolute-form goes to the app; an over-long line under the base path is PeerJS's (431)")
     func targets() throws {
         let absolute = try Setup()
         try absolute.send("GET http://example.test:8080/peerjs/peerjs/id HTTP/1.1\r\nHost: h\r\n\r\n")
-        guard case .peerJS = absolute.decided else { Issue.record("absolute: \(String(describing: absolute.decided))"); return }
+        guard case .other = absolute.decided else { Issue.record("absolute: \(String(describing: absolute.decided))"); return }
 
         let leading = try Setup()
         try leading.send("\r\n\r\nGET /peerjs HTTP/1.1\r\nHost: h\r\n\r\n")
         guard case .peerJS = leading.decided else { Issue.record("leading: \(String(describing: leading.decided))"); return }
 
+        let dribble = try Setup()
+        for _ in 0..<1000 { try dribble.send("\r") }
+        #expect(dribble.decided == nil)
+        try dribble.send("\nGET /peerjs/peerjs/id HTTP/1.1\r\nHost: h\r\n\r\n")
+        guard case .peerJS = dribble.decided else { Issue.record("dribble: \(String(describing: dribble.decided))"); return }
+        #expect(try dribble.written().hasPrefix("HTTP/1.1 200 OK"))
+        _ = try dribble.channel.finish(acceptAlreadyClosed: true)
+
         let long = try Setup(maxHeaderBytes: 1024)
         try long.send("GET /peerjs/" + String(repeating: "a", count: 1100))
         guard case .peerJS = long.decided else { Issue.record("long: \(String(describing: long.decided))"); return }
         #expect(try long.written().hasPrefix("HTTP/1.1 431"))
-        for setup in [absolute, leading, long] { _ = try setup.channel.finish(acceptAlreadyClosed: true) }
+        for setup in [absolute, leading, long] { _ = try? setup.channel.finish(acceptAlreadyClosed: true) }
+    }
+
+    @Test("an app pipeline that becomes ready after the connection ended is not given it; an error before the decision closes")
+    func lateOrBroken() throws {
+        let late = try Setup(appLater: true)
+        try late.send("GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+        try late.channel.close().wait()
+        late.appReady?.succeed(())
+        late.loop.run()
+        #expect(late.decided == nil)
+        #expect(late.app.seen.withLock { $0 }.isEmpty, "the app saw a connection that had ended")
+
+        let broken = try Setup()
+        try broken.send("GET /pe")
+        broken.channel.pipeline.fireErrorCaught(ChannelError.connectTimeout(.seconds(1)))
+        #expect(!broken.channel.isActive)
     }
 
     @Test("a connection that ends before its first line fails the route; mount refuses a base path of /")
@@ -174,6 +198,10 @@ struct MountRouterTests {
         #expect(throws: PeerJSServerError.self) { try PeerJSServer(configuration: .init(handshakeTimeoutMs: Int64.max)) }
         #expect(throws: PeerJSServerError.self) { try PeerJSServer(configuration: .init(maxMessageBytes: 1 << 30)) }
         #expect(throws: PeerJSServerError.self) { try PeerJSServer(configuration: .init(protocolSettings: .init(keys: []))) }
+        for path in ["//evil.example", "/a?b", "/a b", "/a%2f"] {
+            #expect(throws: PeerJSServerError.self, "\(path)") { try PeerJSServer(configuration: .init(path: path)) }
+        }
+        #expect(throws: PeerJSServerError.self) { try PeerJSServer(configuration: .init(trustedProxies: ["proxy.example"])) }
         #expect(PeerJSServer.Configuration(path: "/peerjs").problem == nil)
     }
 
