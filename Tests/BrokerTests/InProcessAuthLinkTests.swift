@@ -22,7 +22,9 @@ struct InProcessAuthLinkTests {
         let answers = Mutex<[String: AuthorizationAnswer]>([:])
         let cancelled = Mutex(0)
         let link = try await loop.submit {
-            let auth = AuthClient(loop: loop, timeoutMs: 300, logger: TestBroker.quiet) { query, answer in
+            // 2 s: the quick hook runs on the shared cooperative pool, which a loaded machine may not
+            // get to within a shorter deadline.
+            let auth = AuthClient(loop: loop, timeoutMs: 2000, logger: TestBroker.quiet) { query, answer in
                 answers.withLock { $0[query.id] = answer }
             }
             let link = InProcessAuthLink(loop: loop, maxInFlight: 2) { query in

@@ -22,7 +22,7 @@ struct AuthProgramTests {
 
     @Test("61 the program receives id, token, key, ip and version; allow → OPEN; deny 'nope' → ERROR 'nope' + close")
     func program() async throws {
-        try await ServerProcess.withServer(["--auth-program", Self.example]) { server in
+        try await ServerProcess.withServer(["--auth-timeout", "10000", "--auth-program", Self.example]) { server in
             let s = try T.endpoint(server)
             let mark = server.logLines.count
             #expect(try await T.attempt(s, id: "alice", token: "alice-token", extra: "&version=1.5.4") == ["type": "OPEN"])
@@ -39,7 +39,7 @@ struct AuthProgramTests {
 
     @Test("61b at --log-level notice (no helper log lines for events) the program still gets connection and disconnect events")
     func programEventsAtNotice() async throws {
-        try await ServerProcess.withServer(["--auth-program", Self.example, "--log-level", "notice"]) { server in
+        try await ServerProcess.withServer(["--auth-timeout", "10000", "--auth-program", Self.example, "--log-level", "notice"]) { server in
             let s = try T.endpoint(server)
             let mark = server.logLines.count
             let ws = try await s.connect(id: "bob", token: "bob-token")
@@ -56,15 +56,18 @@ struct AuthProgramTests {
 
     @Test("62 a program that never answers → 'Auth Timeout' within the deadline; one that fails → 'Error on Auth'; the program comes back")
     func timeoutAndFailure() async throws {
-        try await ServerProcess.withServer(["--auth-program", Self.example, "--auth-timeout", "700"]) { server in
+        try await ServerProcess.withServer(["--auth-program", Self.example, "--auth-timeout", "3000"]) { server in
             let s = try T.endpoint(server)
+            // 3 s, and the first question after "auth helper ready": the Python program must be
+            // running and answer within the deadline on a loaded machine.
+            try await T.waitForHelperReady(server, from: 0)
             #expect(try await T.attempt(s, id: "throw1", token: "x") == errorFrame("Error on Auth"))
             let helper = try await T.waitForHelper(server)
             let mark = server.logLines.count
             let start = Stopwatch.now
             #expect(try await T.attempt(s, id: "sleepy", token: "x") == errorFrame("Auth Timeout"))
             let elapsed = Stopwatch.milliseconds(since: start)
-            #expect(elapsed >= 600 && elapsed < 2500, "Auth Timeout after \(elapsed) ms (deadline 700)")
+            #expect(elapsed >= 2900 && elapsed < 6000, "Auth Timeout after \(elapsed) ms (deadline 3000)")
             // The hung program is replaced (with its helper); the next legitimate client is admitted.
             _ = try await server.waitForLog(from: mark, "the hung helper's restart") { $0.contains("auth helper pid=\(helper)") && $0.contains("restarting it") }
             try await T.waitForHelperReady(server, from: mark)
@@ -75,7 +78,7 @@ struct AuthProgramTests {
 
     @Test("65 a key policy in the program: admin may use 'private' (OPEN), others get 'Invalid Key'")
     func keyPolicy() async throws {
-        try await ServerProcess.withServer(["--auth-program", Self.example, "--keys", "peerjs,private"]) { server in
+        try await ServerProcess.withServer(["--auth-timeout", "10000", "--auth-program", Self.example, "--keys", "peerjs,private"]) { server in
             let s = try T.endpoint(server)
             #expect(try await T.attempt(s, id: "admin", token: "admin-token", key: "private") == ["type": "OPEN"])
             #expect(try await T.attempt(s, id: "alice", token: "alice-token", key: "private") == errorFrame("Invalid Key"))
@@ -187,7 +190,7 @@ struct AuthProgramTests {
         let program = try T.TempFile(Self.inspector, name: "inspect.py")
         chmod(program.path, 0o755)
         let environment = ProcessInfo.processInfo.environment.map { "\($0.key)=\($0.value)" } + ["PEERJS_TEST_SECRET=x"]
-        try await ServerProcess.withServer(["--auth-program", program.path], environment: environment) { server in
+        try await ServerProcess.withServer(["--auth-timeout", "10000", "--auth-program", program.path], environment: environment) { server in
             let helper = try await T.waitForHelper(server)
             let report = try await server.waitForLog("the program's report") { $0.contains("policy-report ") }
             let fields = Self.fields(of: report)
@@ -220,7 +223,7 @@ struct AuthProgramTests {
     @Test("the broker and the helper get PATH, LANG and JOURNAL_STREAM of the supervisor's environment, nothing else; their channels (every descriptor of the helper above 2, every socket of the broker) are close-on-exec")
     func rolesGetMinimalEnvironment() async throws {
         let environment = ProcessInfo.processInfo.environment.map { "\($0.key)=\($0.value)" } + ["PEERJS_TEST_SECRET=x"]
-        try await ServerProcess.withServer(["--auth-program", Self.example], environment: environment) { server in
+        try await ServerProcess.withServer(["--auth-timeout", "10000", "--auth-program", Self.example], environment: environment) { server in
             _ = try await server.waitForLog("the helper's ready line") { $0.contains("auth helper ready") }
             let broker = try #require(server.brokerPID())
             let helper = try #require(T.helperPID(server))
@@ -303,7 +306,7 @@ struct AuthProgramTests {
                 sys.stdout.flush()
             """#, name: "rid.py")
         chmod(program.path, 0o755)
-        try await ServerProcess.withServer(["--auth-program", program.path]) { server in
+        try await ServerProcess.withServer(["--auth-timeout", "10000", "--auth-program", program.path]) { server in
             let s = try T.endpoint(server)
             let mark = server.logLines.count
             #expect(try await T.attempt(s, id: "wrongrid1", token: "t") == errorFrame("Error on Auth"))
@@ -360,7 +363,7 @@ struct AuthProgramTests {
         #expect(chown(users.path, 0, helper.pw_gid) == 0 && chmod(users.path, 0o640) == 0)
         let program = try T.TempFile(Self.userInspector(users: users.path), name: "user.py")
         chmod(program.path, 0o755)
-        try await ServerProcess.withServer(["--auth-users", users.path, "--auth-program", program.path]) { server in
+        try await ServerProcess.withServer(["--auth-timeout", "10000", "--auth-users", users.path, "--auth-program", program.path]) { server in
             let helperPID = try await T.waitForHelper(server)
             let report = try await server.waitForLog("the program's report") { $0.contains("policy-report ") }
             let fields = Self.fields(of: report)
@@ -463,7 +466,7 @@ struct AuthProgramTests {
             }
         }
 
-        try await ServerProcess.withServer(["--auth-program", program.path]) { server in
+        try await ServerProcess.withServer(["--auth-timeout", "10000", "--auth-program", program.path]) { server in
             let helper = try await T.waitForHelper(server)
             let first = try await escapeReport(server, from: 0)
             #expect(first.fields["self"] == "EPERM,EPERM" && first.fields["forked"] == "EPERM,EPERM", "\(first.fields)")

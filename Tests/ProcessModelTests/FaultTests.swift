@@ -100,8 +100,9 @@ struct FaultTests {
     func drainUnderLoad() async throws {
         // Bound: the broker gets `drainDeadlineMs` (3000) to close its peers; the supervisor kills it
         // `drainDeadlineMs + 2000` ms after SIGTERM and then exits 0 (Supervisor.checkTimers) — 5 s.
-        // Its poll wakes at least once a second, so a hung broker ends by 6 s at the latest.
-        let bound: Double = 5_000 + 1_000
+        // Its poll wakes at least once a second, so a hung broker ends by 6 s at the latest; 2 s
+        // more for the test process itself to see the exit on a loaded machine.
+        let bound: Double = 5_000 + 3_000
         try await ServerProcess.withServer(["--log-level", "notice"]) { server in
             let s = Supervision.endpoint(server)
             let peers = RawPeers()
@@ -189,7 +190,7 @@ struct FaultTests {
             let shed = server.logLines.filter { $0.contains("closed") && $0.contains("new connection(s)") }
             print("F5: 30 clients on a full broker: \(served) served, \(closed) closed, \(hanging) hanging; slowest \(Self.fmt(slowest)) ms; "
                 + "stalled closed by the server \(stalled.closedByServer()) of 5; supervisor shed lines: \(shed.count)")
-            #expect(hanging == 0, "a new connection got neither an answer nor a close within 3 s")
+            #expect(hanging == 0, "a new connection got neither an answer nor a close within 5 s")
             #expect(served + closed == 30)
             #expect(served > 0, "stalled handshakes should make room for new clients")
             // The registered peers are untouched.
@@ -269,7 +270,7 @@ struct FaultTests {
             // Every OFFER arrived (roundTrip throws otherwise). Generous, since the other suites run
             // beside this one on two cores (p99 up to 162 ms seen): "not stalled behind the flood",
             // which before the hand-off doorbell meant seconds. The real figure is BENCHMARKS.md's.
-            #expect(Self.percentile(all, 0.99) < 1000, "p99 of OFFER round trips: \(Self.summary(all))")
+            #expect(Self.percentile(all, 0.99) < 2000, "p99 of OFFER round trips: \(Self.summary(all))")
             #expect(server.logLines.contains { $0.contains("closing the oldest unfinished handshakes") })
             await a.ws.close()
             await b.ws.close()
@@ -281,12 +282,12 @@ struct FaultTests {
     enum Outcome: Sendable { case served, closed, hanging }
 
     /// One keep-alive `GET /peerjs/id` on a fresh connection: answered (a response head arrived),
-    /// closed without an answer, or hanging (neither within 3 s). The connection is returned open.
+    /// closed without an answer, or hanging (neither within 5 s). The connection is returned open.
     static func getOnce(port: Int) async throws -> (RawTCPConnection, Outcome, Double) {
         let start = ContinuousClock.now
         let connection = try await RawTCPConnection.connect(port: port)
         await connection.send(Array("GET /peerjs/id HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".utf8))
-        let answered = await connection.waitForData(timeout: .seconds(3)) { String(decoding: $0, as: UTF8.self).contains("\r\n\r\n") }
+        let answered = await connection.waitForData(timeout: .seconds(5)) { String(decoding: $0, as: UTF8.self).contains("\r\n\r\n") }
         let milliseconds = Stopwatch.milliseconds(since: start)
         if answered { return (connection, String(decoding: connection.received, as: UTF8.self).hasPrefix("HTTP/1.1 200") ? .served : .closed, milliseconds) }
         return (connection, await connection.waitForEOF(timeout: .milliseconds(1)) ? .closed : .hanging, milliseconds)

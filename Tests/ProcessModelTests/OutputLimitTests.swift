@@ -300,7 +300,8 @@ struct OfflineQueuePastOutputLimit {
         try await sender.send(type: "OFFER", to: witness.id, payload: "queued")
         #expect(try await witness.ws.nextJSON()["payload"] == "queued")
         var expired = 0
-        while let frame = try? await sender.ws.nextJSON(timeout: .milliseconds(300)) {
+        // The EXPIREs left before the witness's relay; 1 s without one means they have all come.
+        while let frame = try? await sender.ws.nextJSON(timeout: .seconds(1)) {
             #expect(frame == ["type": "EXPIRE", "src": .string(lateID), "dst": .string(sender.id)])
             expired += 1
         }

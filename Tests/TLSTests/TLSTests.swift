@@ -187,13 +187,13 @@ struct TLSTests {
     func handshakeDeadline() async throws {
         let certs = try await CertificateDirectory.make()
         try await certs.makeLeaf("leaf")
-        // 2000 ms: the good client below must finish its own handshake within it on a loaded machine.
-        try await ServerProcess.withServer(["--handshake_timeout", "2000",
+        // 3000 ms: the good client below must finish its own handshake within it on a loaded machine.
+        try await ServerProcess.withServer(["--handshake_timeout", "3000",
                                             "--sslkey", certs.file("leaf.key"), "--sslcert", certs.file("leaf-chain.pem")]) { server in
             let port = try await server.listenerPort("https")
             let stalled = try await RawTCPConnection.connect(port: port)
             await stalled.send([0x16, 0x03, 0x01, 0x02, 0x00, 0x01])  // the start of a ClientHello, then nothing
-            // Dropped by the 2 s deadline: bounded by 8 s, below the default deadline (10 s) that
+            // Dropped by the 3 s deadline: bounded by 8 s, below the default deadline (10 s) that
             // would close it if --handshake_timeout were ignored.
             #expect(await stalled.waitForEOF(timeout: .seconds(8)))
             #expect(try await status("/peerjs/id", port: port, tls: try certs.clientTLS()) == 200)
